@@ -1,0 +1,57 @@
+# oslsm-repro. `make install` once, then `make demo` or `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+
+# Users' inputs (see README): the authors' four caffemodels and VOC2012.
+MODELS ?= data/models
+VOC    ?= data/VOC2012
+RESULTS ?= results
+EPISODES ?= 1000
+DEVICE ?= cpu
+
+.PHONY: install proto test demo convert prototxt reproduce-table1 reproduce-table2 bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+
+install: $(PY)
+
+# Regenerate the protobuf module from our schema (needs grpcio-tools).
+proto: $(PY)
+	$(PIP) install -q grpcio-tools
+	$(PY) -m grpc_tools.protoc -Iweights_convert/proto --python_out=weights_convert/proto weights_convert/proto/caffe.proto
+
+test: $(PY)
+	$(PY) -m pytest -q
+
+demo: $(PY)
+	$(PY) -m reproduce demo --out $(RESULTS)/demo
+
+# Convert the four fold models: MODELS=dir (names containing fold0..fold3) or FOLD0=.. FOLD3=..
+convert: $(PY)
+	$(PY) -m weights_convert convert-folds --models '$(MODELS)' \
+	  $(if $(FOLD0),--fold0 '$(FOLD0)') $(if $(FOLD1),--fold1 '$(FOLD1)') \
+	  $(if $(FOLD2),--fold2 '$(FOLD2)') $(if $(FOLD3),--fold3 '$(FOLD3)') \
+	  --out $(RESULTS)/models
+
+prototxt: $(PY)
+	$(PY) -m weights_convert netspec --out prototxt
+
+reproduce-table1: $(PY)
+	$(PY) -m reproduce table-run --table 1 --voc '$(VOC)' --models '$(MODELS)' \
+	  --episodes $(EPISODES) --device $(DEVICE) --out $(RESULTS)
+
+reproduce-table2: $(PY)
+	$(PY) -m reproduce table-run --table 2 --voc '$(VOC)' --models '$(MODELS)' \
+	  --episodes $(EPISODES) --device $(DEVICE) --out $(RESULTS)
+
+bench: $(PY)
+	$(PY) bench/convert_bench.py
+	$(PY) bench/eval_bench.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,27 @@
+import pytest
+
+from weights_convert.atomic import atomic_path, atomic_write, atomic_write_text
+
+
+def test_atomic_write_replaces_only_on_success(tmp_path):
+    target = tmp_path / "out.txt"
+    atomic_write_text(target, "first")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target, "w") as fh:
+            fh.write("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_atomic_path_keeps_suffix_and_cleans_up(tmp_path):
+    target = tmp_path / "sub" / "a.npz"
+    with atomic_path(target) as tmp:
+        assert tmp.suffix == ".npz" and tmp.parent == target.parent
+        tmp.write_bytes(b"x")
+    assert target.read_bytes() == b"x"
+    with pytest.raises(ValueError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"y")
+            raise ValueError
+    assert target.read_bytes() == b"x" and len(list(target.parent.iterdir())) == 1

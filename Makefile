@@ -13,43 +13,43 @@ DEVICE ?= cpu
 
 .PHONY: install proto test demo convert prototxt reproduce-table1 reproduce-table2 bench clean
 
-$(PY):
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+# Re-installs when setup.py changes; torch is pinned there to the local CPU wheel.
+$(VENV)/.installed: setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -e '.[test]'
+	touch $@
 
-install: $(PY)
+install: $(VENV)/.installed
 
 # Regenerate the protobuf module from our schema (needs grpcio-tools).
-proto: $(PY)
-	$(PIP) install -q grpcio-tools
+proto: install
 	$(PY) -m grpc_tools.protoc -Iweights_convert/proto --python_out=weights_convert/proto weights_convert/proto/caffe.proto
 
-test: $(PY)
+test: install
 	$(PY) -m pytest -q
 
-demo: $(PY)
+demo: install
 	$(PY) -m reproduce demo --out $(RESULTS)/demo
 
 # Convert the four fold models: MODELS=dir (names containing fold0..fold3) or FOLD0=.. FOLD3=..
-convert: $(PY)
+convert: install
 	$(PY) -m weights_convert convert-folds --models '$(MODELS)' \
 	  $(if $(FOLD0),--fold0 '$(FOLD0)') $(if $(FOLD1),--fold1 '$(FOLD1)') \
 	  $(if $(FOLD2),--fold2 '$(FOLD2)') $(if $(FOLD3),--fold3 '$(FOLD3)') \
 	  --out $(RESULTS)/models
 
-prototxt: $(PY)
+prototxt: install
 	$(PY) -m weights_convert netspec --out prototxt
 
-reproduce-table1: $(PY)
+reproduce-table1: install
 	$(PY) -m reproduce table-run --table 1 --voc '$(VOC)' --models '$(MODELS)' \
 	  --episodes $(EPISODES) --device $(DEVICE) --out $(RESULTS)
 
-reproduce-table2: $(PY)
+reproduce-table2: install
 	$(PY) -m reproduce table-run --table 2 --voc '$(VOC)' --models '$(MODELS)' \
 	  --episodes $(EPISODES) --device $(DEVICE) --out $(RESULTS)
 
-bench: $(PY)
+bench: install
 	$(PY) bench/convert_bench.py
 	$(PY) bench/eval_bench.py
 

@@ -1,0 +1,248 @@
+"""safetensors files written as a stream and read with full validation.
+
+Layout (the safetensors spec): an 8-byte little-endian header length N, N bytes
+of JSON ({key: {"dtype", "shape", "data_offsets": [begin, end]}, optional
+"__metadata__": {str: str}}), then the tensors' little-endian bytes, offsets
+relative to the end of the header, packed without gaps. Because the header
+only needs shapes, the writer emits it first and then produces each tensor on
+demand, so peak memory is about one tensor.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import IO, Callable, Mapping, Sequence
+
+import numpy as np
+
+from weights_convert.atomic import atomic_write
+from weights_convert.errors import CaffeFormatError
+
+DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
+          "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
+_DTYPE_BY_NUMPY = {np.dtype(v).newbyteorder("<"): k for k, v in DTYPES.items()}
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # the reference implementation's limit
+METADATA_KEY = "__metadata__"
+_COPY_CHUNK = 16 * 1024 * 1024
+
+
+@dataclass
+class TensorEntry:
+    """One tensor to write: `read()` produces it when its turn comes. `copy_to`, if given,
+    writes exactly the tensor's little-endian bytes to a file instead (a zero-decode path)."""
+    key: str
+    shape: tuple[int, ...]
+    dtype: str
+    read: Callable[[], np.ndarray]
+    copy_to: Callable[[IO[bytes]], None] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * np.dtype(DTYPES[self.dtype]).itemsize
+
+
+def write_safetensors_streaming(path: str | os.PathLike, entries: Sequence[TensorEntry],
+                                metadata: Mapping[str, str] | None) -> None:
+    """Header first, then each entry's bytes in order; written atomically."""
+    path = os.fspath(path)
+    header = _build_header(path, entries, metadata or {})
+    with atomic_write(path) as fh:
+        fh.write(len(header).to_bytes(8, "little"))
+        fh.write(header)
+        for entry in entries:
+            start = fh.tell()
+            if entry.copy_to is not None:
+                entry.copy_to(fh)
+            else:
+                fh.write(_entry_bytes(path, entry))
+            written = fh.tell() - start
+            if written != entry.nbytes:
+                raise CaffeFormatError(
+                    f"{path}: tensor {entry.key!r} produced {written} bytes; expected {entry.nbytes}")
+
+
+def _build_header(path: str, entries: Sequence[TensorEntry], metadata: Mapping[str, str]) -> bytes:
+    header: dict = {}
+    if metadata:
+        bad = [k for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)]
+        if bad:
+            raise CaffeFormatError(f"{path}: metadata entries {bad!r} are not str -> str")
+        header[METADATA_KEY] = dict(metadata)
+    offset = 0
+    for entry in entries:
+        if entry.dtype not in DTYPES:
+            raise CaffeFormatError(f"{path}: tensor {entry.key!r}: dtype {entry.dtype!r}; expected one of {sorted(DTYPES)}")
+        if entry.key in header or entry.key == METADATA_KEY:
+            raise CaffeFormatError(f"{path}: tensor key {entry.key!r} is used twice (or reserved)")
+        shape = [int(d) for d in entry.shape]
+        if any(d < 0 for d in shape):
+            raise CaffeFormatError(f"{path}: tensor {entry.key!r}: negative dimension in {shape}")
+        header[entry.key] = {"dtype": entry.dtype, "shape": shape,
+                             "data_offsets": [offset, offset + entry.nbytes]}
+        offset += entry.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    # Pad with spaces so the data starts 8-byte aligned, as the reference writer does.
+    return raw + b" " * (-(len(raw) + 8) % 8)
+
+
+def _entry_bytes(path: str, entry: TensorEntry) -> memoryview:
+    array = np.asarray(entry.read())
+    if tuple(array.shape) != tuple(entry.shape):
+        raise CaffeFormatError(
+            f"{path}: tensor {entry.key!r}: produced shape {array.shape}; the header says {tuple(entry.shape)}")
+    array = np.asarray(array, dtype=np.dtype(DTYPES[entry.dtype]), order="C")
+    return memoryview(array.reshape(-1).view(np.uint8))
+
+
+def entry_for_array(key: str, array: np.ndarray) -> TensorEntry:
+    """A TensorEntry for an array already in memory."""
+    array = np.asarray(array)
+    try:
+        dtype = _DTYPE_BY_NUMPY[array.dtype.newbyteorder("<")]
+    except KeyError:
+        raise CaffeFormatError(f"tensor {key!r}: numpy dtype {array.dtype} has no safetensors dtype") from None
+    return TensorEntry(key=key, shape=tuple(array.shape), dtype=dtype, read=lambda: array)
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class _HeaderEntry:
+    key: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """All tensors (in data order) and the metadata; any deviation from the format raises
+    CaffeFormatError naming the file and the byte offset or tensor."""
+    path = os.fspath(path)
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise CaffeFormatError(f"{path}: cannot open safetensors file: {exc.strerror}") from None
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        entries, metadata, data_start = read_safetensors_header(path, fh, size)
+        tensors = {}
+        for e in entries:
+            array = np.empty(e.shape, dtype=np.dtype(DTYPES[e.dtype]))
+            fh.seek(data_start + e.begin)
+            if fh.readinto(memoryview(array.reshape(-1).view(np.uint8))) != e.end - e.begin:
+                raise CaffeFormatError(f"{path}: byte {data_start + e.begin}: file ended inside tensor {e.key!r}")
+            tensors[e.key] = array.astype(array.dtype.newbyteorder("="), copy=False)
+        return tensors, metadata
+
+
+def read_safetensors_header(path: str, fh, size: int) -> tuple[list[_HeaderEntry], dict[str, str], int]:
+    """Validated header entries sorted by offset, metadata and the data section's start."""
+    if size < 8:
+        raise CaffeFormatError(f"{path}: byte 0: file of {size} bytes is too short for a safetensors header length")
+    fh.seek(0)
+    n = int.from_bytes(fh.read(8), "little")
+    if n > size - 8 or n > MAX_HEADER_BYTES:
+        raise CaffeFormatError(
+            f"{path}: byte 0: header length {n} runs past the end of the file ({size} bytes) "
+            f"or over {MAX_HEADER_BYTES}; expected a safetensors file")
+    raw = fh.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CaffeFormatError(f"{path}: byte 8: safetensors header is not valid UTF-8 JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise CaffeFormatError(f"{path}: byte 8: safetensors header is {type(header).__name__}; expected a JSON object")
+    metadata = header.pop(METADATA_KEY, {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CaffeFormatError(f"{path}: byte 8: '{METADATA_KEY}' must map strings to strings")
+    entries = sorted((_header_entry(path, key, value) for key, value in header.items()),
+                     key=lambda e: (e.begin, e.end))
+    data_size = size - 8 - n
+    expected = 0
+    for e in entries:
+        if e.begin != expected:
+            raise CaffeFormatError(
+                f"{path}: tensor {e.key!r}: data_offsets start at {e.begin}; expected {expected} "
+                "(tensors must be packed without gaps or overlaps)")
+        expected = e.end
+    if expected != data_size:
+        raise CaffeFormatError(
+            f"{path}: byte {8 + n}: tensors cover {expected} bytes but the data section holds {data_size}; "
+            "file truncated or padded")
+    return entries, metadata, 8 + n
+
+
+def _header_entry(path: str, key: str, value) -> _HeaderEntry:
+    where = f"{path}: tensor {key!r}"
+    if not isinstance(value, dict) or set(value) - {"dtype", "shape", "data_offsets"} \
+            or not {"dtype", "shape", "data_offsets"} <= set(value):
+        raise CaffeFormatError(f"{where}: header entry {value!r}; expected {{dtype, shape, data_offsets}}")
+    dtype, shape, offsets = value["dtype"], value["shape"], value["data_offsets"]
+    if dtype not in DTYPES:
+        raise CaffeFormatError(f"{where}: dtype {dtype!r} is not supported; expected one of {sorted(DTYPES)}")
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+        raise CaffeFormatError(f"{where}: shape {shape!r}; expected a list of non-negative integers")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets) \
+            or offsets[0] > offsets[1]:
+        raise CaffeFormatError(f"{where}: data_offsets {offsets!r}; expected [begin, end] with 0 <= begin <= end")
+    nbytes = math.prod(shape) * np.dtype(DTYPES[dtype]).itemsize
+    if offsets[1] - offsets[0] != nbytes:
+        raise CaffeFormatError(
+            f"{where}: data_offsets {offsets} span {offsets[1] - offsets[0]} bytes; shape {shape} of {dtype} "
+            f"needs {nbytes}")
+    return _HeaderEntry(key, dtype, tuple(shape), offsets[0], offsets[1])
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _no_duplicate_keys(pairs):
+    keys = [k for k, _ in pairs]
+    if len(keys) != len(set(keys)):
+        raise ValueError(f"duplicate keys {sorted({k for k in keys if keys.count(k) > 1})}")
+    return dict(pairs)
+
+
+# ---------------------------------------------------------------- caffemodel -> safetensors
+
+
+def caffemodel_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike,
+                              metadata: Mapping[str, str] | None = None) -> None:
+    """Convert blob by blob: keys "<layer>/<index>" (float32, Caffe shapes), in file order.
+    Packed float32 payloads are copied file-to-file through one reusable buffer, so neither
+    the arrays nor the source's mapped pages accumulate in memory."""
+    from weights_convert.formats.caffemodel import CaffeModelFile
+
+    src = os.fspath(src)
+    with CaffeModelFile(src) as model:
+        layers = [layer for layer in model.layers() if layer.blobs]
+        names = [layer.name for layer in layers]
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise CaffeFormatError(f"{src}: layers {dup} carry blobs more than once; expected unique names")
+        buffer = bytearray(_COPY_CHUNK)
+        entries = [TensorEntry(key=f"{layer.name}/{i}", shape=blob.shape, dtype="F32", read=blob.read,
+                               copy_to=_raw_copier(blob, buffer) if blob.encoding == "float32" and blob.is_contiguous else None)
+                   for layer in layers for i, blob in enumerate(layer.blobs)]
+        info = {"format": "caffe-blobs", "source": os.path.basename(src),
+                "layer_types": json.dumps({layer.name: layer.type for layer in layers})}
+        info.update(metadata or {})
+        write_safetensors_streaming(dst, entries, info)
+
+
+def _raw_copier(blob, buffer: bytearray) -> Callable[[IO[bytes]], None]:
+    def copy_to(fh: IO[bytes]) -> None:
+        remaining, offset = blob.count * 4, blob.offset
+        view = memoryview(buffer)
+        while remaining:
+            chunk = view[:min(remaining, len(buffer))]
+            blob.source.read_into(chunk, offset, blob.where)
+            fh.write(chunk)
+            offset += len(chunk)
+            remaining -= len(chunk)
+    return copy_to

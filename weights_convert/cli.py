@@ -9,6 +9,11 @@ from weights_convert.errors import CaffeFormatError
 
 # Each module defines NAME, HELP, add_arguments(parser) and run(args) -> int.
 COMMAND_MODULES = [
+    "convert",
+    "forward",
+    "verify",
+    "convert_folds",
+    "netspec",
 ]
 
 

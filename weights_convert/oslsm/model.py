@@ -260,37 +260,19 @@ def load_oslsm(weights: str | os.PathLike, prototxt: str | os.PathLike | None = 
                device: str | torch.device = "cpu") -> OSLSM:
     """OSLSM from our converted .safetensors (oslsm or graph form) or a .caffemodel / .caffemodel.h5
     (checked against `prototxt` when given)."""
+    from weights_convert.convert import safetensors_metadata
+    from weights_convert.formats.weights_io import sniff_format
+
     path = os.fspath(weights)
-    if path.endswith(".safetensors"):
+    if sniff_format(path) == "safetensors" and safetensors_metadata(path).get("model") == "oslsm":
         from weights_convert.formats.safetensors_io import read_safetensors
-        tensors, metadata = read_safetensors(path)
-        kind = metadata.get("model", "")
-        if kind == "oslsm":
-            model = OSLSM.from_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in tensors.items()},
-                                          source=path)
-        else:
-            model = OSLSM.from_params(_group_graph_tensors(tensors, path), source=path)
+        tensors, _ = read_safetensors(path)
+        model = OSLSM.from_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()}, source=path)
     elif prototxt is not None:
         model = OSLSM.from_caffe(prototxt, path)
     else:
         model = OSLSM.from_params(read_caffe_weights(path), source=path)
     return model.to(device).eval()
-
-
-def _group_graph_tensors(tensors: Mapping[str, np.ndarray], source: str) -> dict[str, list[np.ndarray]]:
-    """'<layer>/<index>' keys -> layer -> blobs list."""
-    grouped: dict[str, dict[int, np.ndarray]] = {}
-    for key, value in tensors.items():
-        layer, sep, index = key.rpartition("/")
-        if not sep or not index.isdigit():
-            raise CaffeFormatError(f"{source}: tensor key {key!r} is not '<layer>/<index>'")
-        grouped.setdefault(layer, {})[int(index)] = np.asarray(value, np.float32)
-    out = {}
-    for layer, blobs in grouped.items():
-        if sorted(blobs) != list(range(len(blobs))):
-            raise CaffeFormatError(f"{source}: layer {layer!r} has blob indices {sorted(blobs)}; expected 0..{len(blobs) - 1}")
-        out[layer] = [blobs[i] for i in range(len(blobs))]
-    return out
 
 
 def _blobs(params: Mapping[str, Sequence[np.ndarray]], name: str) -> list[np.ndarray]:

@@ -1,0 +1,28 @@
+"""`convert`: a Caffe model (prototxt + weights) -> our .safetensors and a JSON report."""
+from __future__ import annotations
+
+from weights_convert.convert import MODEL_FORMS, convert
+
+NAME = "convert"
+HELP = "convert Caffe weights (.caffemodel / .caffemodel.h5) checked against a prototxt into .safetensors"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--prototxt", required=True, help="deploy net the weights belong to")
+    parser.add_argument("--caffemodel", required=True, help=".caffemodel or .caffemodel.h5")
+    parser.add_argument("--out", required=True, help="output .safetensors")
+    parser.add_argument("--model", choices=MODEL_FORMS, default="graph",
+                        help="graph: every blob as <layer>/<index>; oslsm: the OSLSM PyTorch module's state")
+    parser.add_argument("--fold", type=int, choices=range(4), help="PASCAL-5i fold, recorded in the metadata")
+    parser.add_argument("--report", help="write the conversion report (JSON) here")
+
+
+def run(args) -> int:
+    report = convert(args.prototxt, args.caffemodel, args.out, model=args.model, fold=args.fold,
+                     report=args.report)
+    hashing = report["hashing"]
+    found = ", ".join(f"{k} {v['form']}" for k, v in hashing["layers"].items()) or "no rw1s/rb1s"
+    print(f"wrote {report['output']} ({report['output_bytes']:,} bytes, {report['tensors_written']} tensors, "
+          f"{report['param_count']:,} parameters, model={report['model']}); hashing: {found}; "
+          f"{report['timings']['total_s']:.2f} s")
+    return 0

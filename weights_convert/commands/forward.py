@@ -1,0 +1,70 @@
+"""`forward`: run a Caffe net with the Caffe-exact graph interpreter and save every blob."""
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import numpy as np
+
+from weights_convert.atomic import atomic_path
+from weights_convert.errors import CaffeFormatError
+from weights_convert.formats.prototxt import load_net
+
+NAME = "forward"
+HELP = "run a net (prototxt + .caffemodel / .h5 / our .safetensors) on inputs from an .npz; save every blob"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--prototxt", required=True)
+    parser.add_argument("--weights", required=True, help=".caffemodel, .caffemodel.h5 or our .safetensors")
+    parser.add_argument("--inputs", required=True, help=".npz holding one array per Input top of the net")
+    parser.add_argument("--out", required=True, help="output .npz of every blob, by name")
+
+
+def input_names(prototxt: str | os.PathLike) -> list[str]:
+    """The tops of the net's Input layers (legacy `input:` nets are upgraded to one)."""
+    return [top for layer in load_net(prototxt).layer if layer.type == "Input" for top in layer.top]
+
+
+def run_graph(prototxt: str | os.PathLike, weights: str | os.PathLike,
+              arrays: Mapping[str, np.ndarray], source: str = "inputs") -> dict[str, np.ndarray]:
+    """Every blob of one forward pass; `arrays` must hold each Input top (extra names are ignored)."""
+    import torch
+
+    from weights_convert.convert import read_params
+    from weights_convert.graph import CaffeNet
+
+    names = input_names(prototxt)
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise CaffeFormatError(f"{source}: no array for input(s) {', '.join(missing)} of {os.fspath(prototxt)} "
+                               f"(has {', '.join(sorted(arrays)) or 'nothing'})")
+    net = CaffeNet.from_prototxt(prototxt)
+    net.load_params(read_params(weights))
+    inputs = {n: torch.from_numpy(np.ascontiguousarray(arrays[n], dtype=np.float32)) for n in names}
+    with torch.no_grad():
+        blobs = net.forward(**inputs)
+    return {name: _to_numpy(value) for name, value in blobs.items()}
+
+
+def _to_numpy(value) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise CaffeFormatError(f"{os.fspath(path)}: cannot read .npz: {exc}") from None
+
+
+def run(args) -> int:
+    blobs = run_graph(args.prototxt, args.weights, load_npz(args.inputs), source=args.inputs)
+    with atomic_path(args.out) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **blobs)
+    print(f"wrote {args.out} ({len(blobs)} blobs)")
+    return 0

@@ -1,0 +1,63 @@
+"""`verify`: run a net on a golden file's inputs and compare every blob with the golden values."""
+from __future__ import annotations
+
+import numpy as np
+
+from weights_convert.commands.forward import input_names, load_npz, run_graph
+
+NAME = "verify"
+HELP = "compare every blob of a forward pass with golden blobs (.npz); non-zero exit beyond tolerance"
+SCALAR_RTOL = 2e-4  # scalar losses sum many terms, so they get a relative tolerance
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--prototxt", required=True)
+    parser.add_argument("--weights", required=True, help=".caffemodel, .caffemodel.h5 or our .safetensors")
+    parser.add_argument("--golden", required=True, help=".npz of reference blobs (inputs included)")
+    parser.add_argument("--tol", type=float, default=5e-5,
+                        help="allowed max |diff| per blob, times max(1, max|ref|) (default 5e-5)")
+
+
+def tolerance(ref: np.ndarray, tol: float) -> float:
+    scale = max(1.0, float(np.abs(ref).max())) if ref.size else 1.0
+    return (SCALAR_RTOL if ref.ndim == 0 else tol) * scale
+
+
+def compare(blobs: dict[str, np.ndarray], golden: dict[str, np.ndarray], tol: float,
+            skip: set[str] = frozenset()) -> list[dict]:
+    """One row per golden blob that is not an input: shape, max abs diff, tolerance, ok."""
+    rows = []
+    for name, ref in golden.items():
+        if name in skip:
+            continue
+        row = {"blob": name, "shape": tuple(ref.shape)}
+        if name not in blobs:
+            rows.append({**row, "diff": float("inf"), "tol": tolerance(ref, tol), "ok": False, "note": "not computed"})
+            continue
+        got = blobs[name]
+        if tuple(got.shape) != tuple(ref.shape):
+            rows.append({**row, "diff": float("inf"), "tol": tolerance(ref, tol), "ok": False,
+                         "note": f"shape {tuple(got.shape)}"})
+            continue
+        diff = float(np.abs(got.astype(np.float64) - ref.astype(np.float64)).max()) if ref.size else 0.0
+        limit = tolerance(ref, tol)
+        rows.append({**row, "diff": diff, "tol": limit, "ok": bool(diff <= limit), "note": ""})
+    return rows
+
+
+def run(args) -> int:
+    golden = load_npz(args.golden)
+    inputs = set(input_names(args.prototxt))
+    blobs = run_graph(args.prototxt, args.weights, golden, source=args.golden)
+    rows = compare(blobs, golden, args.tol, skip=inputs)
+    width = max([len(r["blob"]) for r in rows] + [4])
+    print(f"{'blob':<{width}}  {'shape':<20} {'max|diff|':>11} {'tolerance':>11}  ok")
+    for r in rows:
+        print(f"{r['blob']:<{width}}  {str(r['shape']):<20} {r['diff']:>11.3g} {r['tol']:>11.3g}  "
+              f"{'ok' if r['ok'] else 'FAIL'} {r['note']}".rstrip())
+    failed = [r["blob"] for r in rows if not r["ok"]]
+    if failed:
+        print(f"FAILED: {len(failed)} of {len(rows)} blobs beyond tolerance: {', '.join(failed)}")
+        return 1
+    print(f"all {len(rows)} blobs within tolerance")
+    return 0

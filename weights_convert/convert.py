@@ -1,0 +1,270 @@
+"""Caffe weights -> our .safetensors, in one of two forms, with a JSON report.
+
+- graph: every blob of the net's learnable layers as "<layer>/<index>" (Caffe shapes), for
+  the general graph interpreter;
+- oslsm: the state of weights_convert.oslsm.OSLSM (hashing maps stored as index + sign
+  when they are hashing maps, dense otherwise).
+
+Everything is validated against the prototxt from blob headers before a single payload is
+decoded or any output written; a .caffemodel's payloads are then streamed one tensor at a
+time, so a 1.1 GB model never sits in memory twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from weights_convert.atomic import atomic_write_text
+from weights_convert.errors import CaffeFormatError
+from weights_convert.formats.prototxt import load_net
+from weights_convert.formats.schema import pb
+
+FORMAT_NAME, FORMAT_VERSION = "oslsm-repro-weights", "1"
+MODEL_FORMS = ("graph", "oslsm")
+# Layer types that own learnable blobs (Scale/Bias only with one bottom).
+_LEARNABLE_TYPES = {"Convolution", "Deconvolution", "InnerProduct", "BatchNorm", "Scale", "Bias",
+                    "PReLU", "Embed", "LSTM", "RNN"}
+
+
+@dataclass(frozen=True)
+class BlobHandle:
+    """A blob whose shape is known and whose values are read on demand."""
+    shape: tuple[int, ...]
+    read: Callable[[], np.ndarray]
+
+
+class WeightSource:
+    """Layer name -> blob handles of a weights file (.caffemodel streamed; others read whole)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self._closer = None
+        from weights_convert.formats.weights_io import sniff_format
+        self.kind = sniff_format(self.path)
+        if self.kind == "caffemodel":
+            from weights_convert.formats.caffemodel import CaffeModelFile
+            model = CaffeModelFile(self.path)
+            self._closer = model.close
+            self.types: dict[str, str] = {}
+            self.layers: dict[str, list[BlobHandle]] = {}
+            for record in model.layers():
+                if not record.blobs:
+                    continue
+                if record.name in self.layers:
+                    raise CaffeFormatError(f"{self.path}: layer {record.name!r} carries blobs more than once; "
+                                           "expected unique names for layers with parameters")
+                self.types[record.name] = record.type
+                self.layers[record.name] = [BlobHandle(tuple(b.shape), b.read) for b in record.blobs]
+        else:
+            params = read_params(self.path)
+            self.types = {}
+            self.layers = {name: [BlobHandle(tuple(a.shape), (lambda a=a: a)) for a in blobs]
+                           for name, blobs in params.items()}
+
+    def close(self) -> None:
+        if self._closer is not None:
+            self._closer()
+
+    def __enter__(self) -> "WeightSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_params(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
+    """Layer name -> float32 blobs from any weights file we know: .caffemodel, .caffemodel.h5,
+    or our .safetensors in either form (the oslsm form is expanded back to Caffe's layout)."""
+    from weights_convert.formats.weights_io import read_weights, sniff_format
+    path = os.fspath(path)
+    if sniff_format(path) == "safetensors" and safetensors_metadata(path).get("model") == "oslsm":
+        from weights_convert.oslsm.model import load_oslsm
+        return load_oslsm(path).caffe_params()
+    return read_weights(path)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The `__metadata__` of a .safetensors header, read without touching the tensors."""
+    path = os.fspath(path)
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) != 8:
+            raise CaffeFormatError(f"{path}: too short for a safetensors header (8-byte length expected)")
+        size = int.from_bytes(head, "little")
+        if size > 100 * 2**20:
+            raise CaffeFormatError(f"{path}: byte 0: header length {size} is implausible; not a .safetensors file")
+        raw = fh.read(size)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CaffeFormatError(f"{path}: byte 8: header is not JSON ({exc}); not a .safetensors file") from None
+    return dict(header.get("__metadata__", {}))
+
+
+# ---------------------------------------------------------------- validation
+
+
+def check_graph_weights(net: pb.NetParameter, layers: Mapping[str, Sequence[BlobHandle]],
+                        prototxt: str, weights: str) -> None:
+    """Every learnable net layer has blobs and every blob-carrying layer is in the net;
+    an OSLSM net is further checked blob shape by blob shape."""
+    net_layers = {layer.name: layer for layer in net.layer}
+    extra = [name for name in layers if name not in net_layers]
+    if extra:
+        raise CaffeFormatError(f"{weights}: layer(s) {', '.join(extra)} carry weights but {prototxt} has no "
+                               "layer of that name; is this the right prototxt for these weights?")
+    missing = [layer.name for layer in net.layer if _is_learnable(layer) and layer.name not in layers]
+    if missing:
+        raise CaffeFormatError(f"{weights}: no weights for layer(s) {', '.join(missing)} of {prototxt}")
+    if _looks_like_oslsm(net):
+        from weights_convert.oslsm.layout import check_params
+        from weights_convert.oslsm.spec import check_oslsm_net
+        _, widths, _ = check_oslsm_net(net, prototxt)
+        check_params(layers, widths, source=f"{weights} (for {prototxt})")
+
+
+def _is_learnable(layer: pb.LayerParameter) -> bool:
+    if layer.type not in _LEARNABLE_TYPES:
+        return False
+    # A second bottom supplies Scale's / Bias's operand, so the layer has no blob of its own.
+    return not (layer.type in ("Scale", "Bias") and len(layer.bottom) > 1)
+
+
+def _looks_like_oslsm(net: pb.NetParameter) -> bool:
+    names = {layer.name for layer in net.layer}
+    return {"rw1s", "rb1s", "fc8f", "fc7s", "uppred_offset"} <= names
+
+
+# ---------------------------------------------------------------- conversion
+
+
+def convert(prototxt: str | os.PathLike, weights: str | os.PathLike, out: str | os.PathLike,
+            model: str = "graph", fold: int | None = None, report: str | os.PathLike | None = None,
+            source_sha256: str | None = None) -> dict:
+    """Convert `weights` (checked against `prototxt`) to `out`; returns the report (also written
+    to `report` when given). `source_sha256` may be passed when the caller already hashed it."""
+    from weights_convert.formats.safetensors_io import (TensorEntry, caffemodel_to_safetensors,
+                                                        write_safetensors_streaming)
+
+    if model not in MODEL_FORMS:
+        raise ValueError(f"model must be one of {MODEL_FORMS}, got {model!r}")
+    prototxt, weights, out = os.fspath(prototxt), os.fspath(weights), os.fspath(out)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    net = load_net(prototxt)
+    with WeightSource(weights) as source:
+        timings["scan_s"] = time.perf_counter() - start
+        hashing_info = None
+        if model == "oslsm":
+            entries, hashing_info, extra_meta = _oslsm_entries(net, source, prototxt, weights, TensorEntry)
+        else:
+            check_graph_weights(net, source.layers, prototxt, weights)
+            entries = [TensorEntry(f"{name}/{i}", blob.shape, "F32", _as_f32(blob))
+                       for name, blobs in source.layers.items() for i, blob in enumerate(blobs)]
+            extra_meta = {}
+            if "rw1s" in source.layers and "rb1s" in source.layers:
+                hashing_info = _detect_hashing(source.layers)
+        timings["validate_s"] = time.perf_counter() - start - timings["scan_s"]
+
+        t = time.perf_counter()
+        sha = source_sha256 or sha256_file(weights)
+        timings["sha256_s"] = time.perf_counter() - t
+        metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "model": model,
+                    "source": Path(weights).name, "source_sha256": sha, "prototxt": Path(prototxt).name,
+                    "shots": "any", **extra_meta}
+        if fold is not None:
+            metadata["fold"] = str(fold)
+        if hashing_info is not None:
+            metadata["hashing"] = ",".join(f"{k}:{v['form']}" for k, v in hashing_info.items())
+
+        t = time.perf_counter()
+        if model == "graph" and source.kind == "caffemodel":
+            # Same tensors as `entries`, but packed payloads are copied file to file undecoded.
+            caffemodel_to_safetensors(weights, out, metadata)
+        else:
+            write_safetensors_streaming(out, entries, metadata)  # atomic (temporary file + rename)
+        timings["write_s"] = time.perf_counter() - t
+        layer_table = [{"name": name, "type": source.types.get(name, _net_type(net, name)),
+                        "blobs": [list(b.shape) for b in blobs]} for name, blobs in source.layers.items()]
+    timings["total_s"] = time.perf_counter() - start
+    result = {
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "model": model,
+        "source": weights, "source_sha256": sha, "source_bytes": os.path.getsize(weights),
+        "prototxt": prototxt, "fold": fold, "output": out, "output_bytes": os.path.getsize(out),
+        "layers": layer_table,
+        "param_count": int(sum(int(np.prod(b.shape)) for blobs in source.layers.values() for b in blobs)),
+        "tensors_written": len(entries),
+        "hashing": {"found": bool(hashing_info) and any(v["form"] == "hashing" for v in hashing_info.values()),
+                    "layers": hashing_info or {}},
+        "timings": timings,
+    }
+    if report is not None:
+        atomic_write_text(report, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _as_f32(blob: BlobHandle) -> Callable[[], np.ndarray]:
+    return lambda: np.ascontiguousarray(blob.read(), dtype=np.float32)
+
+
+def _net_type(net: pb.NetParameter, name: str) -> str:
+    return next((layer.type for layer in net.layer if layer.name == name), "")
+
+
+def _detect_hashing(layers: Mapping[str, Sequence[BlobHandle]]) -> dict:
+    from weights_convert.oslsm.hashing import WeightHashing
+    blobs = []
+    for name in ("rw1s", "rb1s"):
+        weight, bias = (h.read() for h in layers[name])
+        blobs += [weight.reshape(weight.shape[-2:]), bias.reshape(-1)]
+    return WeightHashing.from_caffe(*blobs).describe()
+
+
+def _oslsm_entries(net, source: WeightSource, prototxt: str, weights: str, TensorEntry):
+    """Validated OSLSM state entries (streamed), hashing description and metadata."""
+    import torch
+
+    from weights_convert.oslsm.hashing import GatherMap, WeightHashing
+    from weights_convert.oslsm.layout import check_params, expected_param_shapes
+    from weights_convert.oslsm.model import OSLSM, caffe_to_state_keys
+    from weights_convert.oslsm.spec import check_oslsm_net
+
+    _, widths, _ = check_oslsm_net(net, prototxt)
+    check_params(source.layers, widths, source=f"{weights} (for {prototxt})")
+    shapes = expected_param_shapes(widths)
+    hash_blobs = [h.read().reshape(s) for name in ("rw1s", "rb1s")
+                  for h, s in zip(source.layers[name], shapes[name])]
+    hashing = WeightHashing.from_caffe(*hash_blobs)
+    weight_hashed = isinstance(hashing.weight_map, GatherMap)
+    bias_hashed = isinstance(hashing.bias_map, GatherMap)
+    with torch.device("meta"):  # keys and shapes only; no 1.1 GB of random init
+        skeleton = OSLSM(widths, weight_hashed=weight_hashed, bias_hashed=bias_hashed).state_dict()
+    readers: dict[str, Callable[[], np.ndarray]] = {}
+    for caffe_name, key in caffe_to_state_keys(widths).items():
+        for suffix, blob in zip((".weight", ".bias"), source.layers[caffe_name]):
+            shape = tuple(skeleton[key + suffix].shape)
+            readers[key + suffix] = (lambda blob=blob, shape=shape:
+                                     np.ascontiguousarray(blob.read(), dtype=np.float32).reshape(shape))
+    for key, tensor in hashing.state_dict().items():
+        readers["hashing." + key] = (lambda t=tensor: t.numpy().copy())
+    dtypes = {torch.float32: "F32", torch.int32: "I32", torch.int8: "I8"}
+    if set(readers) != set(skeleton):
+        raise AssertionError(f"OSLSM state keys differ from the conversion map: {set(readers) ^ set(skeleton)}")
+    entries = [TensorEntry(key, tuple(t.shape), dtypes[t.dtype], readers[key]) for key, t in skeleton.items()]
+    meta = {"widths": ",".join(str(w) for w in widths.as_tuple())}
+    return entries, hashing.describe(), meta

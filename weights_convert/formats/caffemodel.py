@@ -132,7 +132,8 @@ class BlobRecord:
                 values[pos:pos + count] = np.ndarray((count,), dtype=values.dtype, buffer=raw,
                                                      strides=(stride,))
             pos += count
-        return values.astype(np.float32, copy=False).reshape(self.shape)
+        with np.errstate(over="ignore"):  # doubles beyond float range become +-inf, as in Caffe's cast
+            return values.astype(np.float32, copy=False).reshape(self.shape)
 
 
 @dataclass(frozen=True)
@@ -265,11 +266,11 @@ class _Runs:
         self.itemsize = itemsize
         self.runs: list[list[int]] = []  # [offset, count, stride, packed]
 
-    def add_packed(self, start: int, end: int, where: str) -> None:
+    def add_packed(self, start: int, end: int, path: str) -> None:
         length = end - start
         if length % self.itemsize:
             raise CaffeFormatError(
-                f"{where}: byte {start}: packed payload of {length} bytes is not a multiple of "
+                f"{path}: byte {start}: packed payload of {length} bytes is not a multiple of "
                 f"{self.itemsize} bytes per value")
         if length:
             self.runs.append([start, length // self.itemsize, self.itemsize, 1])
@@ -307,11 +308,11 @@ def _scan_blob(source: _Source, blob_field: wire.Field, context: str) -> BlobRec
             elif n == BLOB_SHAPE and wt == wire.LENGTH_DELIMITED:
                 dims.extend(_scan_shape(buf, f, path))
             elif n == BLOB_DATA and wt == wire.LENGTH_DELIMITED:
-                floats.add_packed(f.start, f.end, where)
+                floats.add_packed(f.start, f.end, path)
             elif n == BLOB_DATA and wt == wire.FIXED32:
                 floats.add_single(f.start)
             elif n == BLOB_DOUBLE_DATA and wt == wire.LENGTH_DELIMITED:
-                doubles.add_packed(f.start, f.end, where)
+                doubles.add_packed(f.start, f.end, path)
             elif n == BLOB_DOUBLE_DATA and wt == wire.FIXED64:
                 doubles.add_single(f.start)
     except CaffeFormatError as exc:
@@ -435,4 +436,5 @@ def _as_float32(path, name: str, index: int, blob) -> np.ndarray:
         raise CaffeFormatError(
             f"{path}: layer {name!r} blob {index}: dtype {array.dtype} cannot be stored as Caffe float32")
     # not np.ascontiguousarray: it turns 0-d blobs into 1-d ones
-    return np.asarray(array, dtype="<f4", order="C")
+    with np.errstate(over="ignore"):
+        return np.asarray(array, dtype="<f4", order="C")

@@ -1,0 +1,193 @@
+"""convert / forward / verify / convert-folds end to end through the CLI's main(argv)."""
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import GOLDEN, UPSTREAM
+from weights_convert.cli import main
+from weights_convert.convert import WeightSource, safetensors_metadata
+from weights_convert.formats.caffemodel import write_caffemodel
+from weights_convert.formats.safetensors_io import read_safetensors
+from weights_convert.formats.weights_io import read_weights
+
+CASE = GOLDEN / "oslsm_thin_1shot_120x200"
+CASE5 = GOLDEN / "oslsm_thin_5shot_500x500"
+
+
+def convert_args(case, out, *extra):
+    return ["convert", "--prototxt", str(case / "net.prototxt"), "--caffemodel", str(case / "weights.caffemodel"),
+            "--out", str(out), *extra]
+
+
+@pytest.mark.parametrize("form", ["graph", "oslsm"])
+def test_convert_writes_file_metadata_and_report(tmp_path, form, capsys):
+    out, report = tmp_path / f"{form}.safetensors", tmp_path / f"{form}.json"
+    assert main(convert_args(CASE5, out, "--model", form, "--fold", "2", "--report", str(report))) == 0
+    assert "hashing: rw1s hashing, rb1s hashing" in capsys.readouterr().out
+    sha = hashlib.sha256((CASE5 / "weights.caffemodel").read_bytes()).hexdigest()
+    meta = safetensors_metadata(out)
+    assert meta["model"] == form and meta["source_sha256"] == sha and meta["fold"] == "2"
+    assert meta["source"] == "weights.caffemodel" and meta["shots"] == "any" and meta["format_version"] == "1"
+    rep = json.loads(report.read_text())
+    params = np.load(CASE5 / "params.npz")
+    assert rep["source_sha256"] == sha and rep["output"] == str(out) and rep["fold"] == 2
+    assert rep["param_count"] == sum(params[k].size for k in params.files) == 29_421
+    assert rep["hashing"]["found"] and rep["hashing"]["layers"]["rw1s"]["form"] == "hashing"
+    assert {l["name"]: l["blobs"] for l in rep["layers"]}["fc6f"] == [[16, 392], [16]]
+    assert set(rep["timings"]) >= {"scan_s", "validate_s", "sha256_s", "write_s", "total_s"}
+    tensors, _ = read_safetensors(out)
+    if form == "graph":
+        assert set(tensors) == set(params.files)
+        for key in params.files:
+            assert np.array_equal(tensors[key], params[key]), key
+    else:
+        assert tensors["hashing.weight_map.index"].dtype == np.int32
+        assert tensors["hashing.weight_map.sign"].dtype == np.int8
+        assert np.array_equal(tensors["segmentation.fc6.weight"], params["fc6s/0"])
+        assert np.array_equal(tensors["conditioning.fc6.weight"], params["fc6f/0"])
+        assert "hashing.weight_map.weight" not in tensors
+
+
+def test_convert_h5_source_matches_caffemodel_source(tmp_path):
+    case = GOLDEN / "oslsm_thin_1shot_500x500"
+    for name in ("weights.caffemodel", "weights.caffemodel.h5"):
+        assert main(["convert", "--prototxt", str(case / "net.prototxt"), "--caffemodel", str(case / name),
+                     "--out", str(tmp_path / f"{name}.safetensors"), "--model", "oslsm"]) == 0
+    a, _ = read_safetensors(tmp_path / "weights.caffemodel.safetensors")
+    b, _ = read_safetensors(tmp_path / "weights.caffemodel.h5.safetensors")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_convert_rejects_mismatch_before_writing(tmp_path, capsys):
+    out = tmp_path / "x.safetensors"
+    args = ["convert", "--prototxt", str(UPSTREAM / "deploy_1shot.prototxt"), "--caffemodel",
+            str(CASE / "weights.caffemodel"), "--out", str(out)]
+    for form in ("graph", "oslsm"):
+        assert main(args + ["--model", form]) == 2
+        err = capsys.readouterr().err
+        assert "'conv1_1f' blob 0 has shape (4, 3, 3, 3); expected (64, 3, 3, 3)" in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_convert_rejects_non_oslsm_weights(tmp_path, capsys):
+    out = tmp_path / "x.safetensors"
+    assert main(["convert", "--prototxt", str(CASE / "net.prototxt"), "--caffemodel",
+                 str(GOLDEN / "conv_basic" / "weights.caffemodel"), "--out", str(out), "--model", "oslsm"]) == 2
+    err = capsys.readouterr().err
+    assert "not an OSLSM model" in err and "rw1s" in err and "uppred_offset" in err
+    assert main(["convert", "--prototxt", str(CASE / "net.prototxt"), "--caffemodel",
+                 str(GOLDEN / "conv_basic" / "weights.caffemodel"), "--out", str(out)]) == 2
+    assert "has no layer of that name" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_graph_source_streams_without_decoding():
+    with WeightSource(CASE / "weights.caffemodel") as source:
+        assert source.kind == "caffemodel"
+        assert source.layers["fc6s"][0].shape == (16, 8, 7, 7)
+        assert source.types["uppred_offset"] == "Deconvolution"
+
+
+# ---------------------------------------------------------------- forward / verify (graph interpreter)
+
+def test_forward_saves_every_blob(tmp_path, capsys):
+    golden = dict(np.load(CASE / "blobs.npz"))
+    np.savez(tmp_path / "in.npz", **{k: golden[k] for k in ("first_img", "second_img", "first_label", "second_label")})
+    out = tmp_path / "blobs.npz"
+    assert main(["forward", "--prototxt", str(CASE / "net.prototxt"), "--weights", str(CASE / "weights.caffemodel"),
+                 "--inputs", str(tmp_path / "in.npz"), "--out", str(out)]) == 0
+    blobs = np.load(out)
+    assert set(golden) <= set(blobs.files)
+    ref = golden["pre_score2"]
+    assert np.abs(blobs["pre_score2"] - ref).max() <= 5e-5 * max(1.0, np.abs(ref).max())
+
+
+@pytest.mark.parametrize("weights", ["weights.caffemodel", "graph.safetensors", "oslsm.safetensors"])
+def test_verify_passes_on_golden(tmp_path, capsys, weights):
+    for form in ("graph", "oslsm"):
+        assert main(convert_args(CASE, tmp_path / f"{form}.safetensors", "--model", form)) == 0
+    path = CASE / weights if weights.endswith("caffemodel") else tmp_path / weights
+    capsys.readouterr()
+    rc = main(["verify", "--prototxt", str(CASE / "net.prototxt"), "--weights", str(path),
+               "--golden", str(CASE / "blobs.npz")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "pre_score2" in out and "FAIL" not in out and "blobs within tolerance" in out
+
+
+def test_verify_fails_on_tampered_weight_and_names_the_blob(tmp_path, capsys):
+    params = read_weights(CASE / "weights.caffemodel")
+    params["conv3_2s"][0] = params["conv3_2s"][0].copy()
+    params["conv3_2s"][0][0, 0, 1, 1] += 0.05
+    write_caffemodel(tmp_path / "tampered.caffemodel", params)
+    rc = main(["verify", "--prototxt", str(CASE / "net.prototxt"), "--weights", str(tmp_path / "tampered.caffemodel"),
+               "--golden", str(CASE / "blobs.npz")])
+    out = capsys.readouterr().out
+    assert rc == 1
+    failed_line = next(line for line in out.splitlines() if line.startswith("FAILED"))
+    assert "conv3_2s" in failed_line and "conv3_1s" not in failed_line  # upstream blobs still match
+    assert "pool5f" not in failed_line  # the conditioning branch does not see the query weights
+
+
+# ---------------------------------------------------------------- convert-folds
+
+@pytest.fixture
+def fold_dir(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    for fold in range(4):
+        shutil.copy(CASE / "weights.caffemodel", models / f"oslsm_fold{fold}_trained.caffemodel")
+    (models / "notes.txt").write_text("not a model")
+    return models
+
+
+def folds_args(models, out, *extra):
+    return ["convert-folds", "--models", str(models), "--out", str(out),
+            "--prototxt", str(CASE / "net.prototxt"), *extra]
+
+
+def test_convert_folds_converts_and_resumes(tmp_path, fold_dir, capsys):
+    out = tmp_path / "results" / "models"
+    assert main(folds_args(fold_dir, out)) == 0
+    for fold in range(4):
+        meta = safetensors_metadata(out / f"fold{fold}.safetensors")
+        assert meta["model"] == "oslsm" and meta["fold"] == str(fold)
+        assert json.loads((out / f"fold{fold}.report.json").read_text())["fold"] == fold
+    capsys.readouterr()
+    assert main(folds_args(fold_dir, out)) == 0
+    assert capsys.readouterr().out.count("skipped") == 4
+    # A changed source (different sha256) is converted again.
+    params = read_weights(fold_dir / "oslsm_fold1_trained.caffemodel")
+    params["fc8f"][1] = params["fc8f"][1] + 1
+    write_caffemodel(fold_dir / "oslsm_fold1_trained.caffemodel", params)
+    assert main(folds_args(fold_dir, out)) == 0
+    assert capsys.readouterr().out.count("skipped") == 3
+
+
+def test_convert_folds_missing_fold_lists_files_and_says_where_models_come_from(tmp_path, fold_dir, capsys):
+    (fold_dir / "oslsm_fold3_trained.caffemodel").unlink()
+    assert main(folds_args(fold_dir, tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert "fold 3: no file with 'fold3' in its name" in err
+    assert "oslsm_fold0_trained.caffemodel" in err and "lzzcd001/OSLSM" in err and "data/models" in err
+    assert not (tmp_path / "out").exists()
+    # An explicit --fold3 fills the gap.
+    extra = fold_dir.parent / "other.caffemodel"
+    shutil.copy(CASE / "weights.caffemodel", extra)
+    assert main(folds_args(fold_dir, tmp_path / "out", "--fold3", str(extra))) == 0
+
+
+def test_convert_folds_ambiguity_is_an_error(tmp_path, fold_dir, capsys):
+    shutil.copy(CASE / "weights.caffemodel", fold_dir / "fold2_copy.caffemodel")
+    assert main(folds_args(fold_dir, tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert "fold 2: 2 candidates (fold2_copy.caffemodel, oslsm_fold2_trained.caffemodel)" in err
+
+
+def test_convert_folds_without_models_dir(tmp_path, capsys):
+    assert main(["convert-folds", "--models", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "lzzcd001/OSLSM" in err

@@ -191,3 +191,44 @@ def test_convert_folds_without_models_dir(tmp_path, capsys):
     assert main(["convert-folds", "--models", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "lzzcd001/OSLSM" in err
+
+
+def test_full_size_oslsm_entries_stream_without_reading_big_blobs():
+    """The oslsm-form conversion of a full VGG-16-width model, on shapes only: every state tensor
+    is planned with the module's shape and dtype, and only the two hashing maps are decoded."""
+    from weights_convert.convert import BlobHandle, _oslsm_entries
+    from weights_convert.formats.prototxt import load_net
+    from weights_convert.formats.safetensors_io import TensorEntry
+    from weights_convert.oslsm.layout import OSLSMWidths, expected_param_shapes
+    from weights_convert.oslsm.random_init import random_hashing_matrix
+
+    reads = []
+    rng = np.random.default_rng(0)
+    full = OSLSMWidths.FULL
+    real = {"rw1s": [random_hashing_matrix(full.fc, full.embed, rng), np.zeros(full.fc, np.float32)],
+            "rb1s": [random_hashing_matrix(1, full.embed, rng), np.zeros(1, np.float32)]}
+
+    def handle(name, index, shape):
+        def read():
+            reads.append(name)
+            return real[name][index] if name in real else np.zeros(shape, np.float32)
+        # Legacy 4-d InnerProduct shapes (1, 1, N, K) are accepted, as Caffe does.
+        stored = (1, 1, *shape) if name == "fc7f" and index == 0 else shape
+        return BlobHandle(stored, read)
+
+    class ShapeOnlySource:
+        layers = {name: [handle(name, i, s) for i, s in enumerate(shapes)]
+                  for name, shapes in expected_param_shapes(full).items()}
+
+    entries, hashing, meta = _oslsm_entries(load_net(UPSTREAM / "deploy_1shot.prototxt"), ShapeOnlySource(),
+                                            "deploy_1shot.prototxt", "full.caffemodel", TensorEntry)
+    assert sorted(reads) == ["rb1s", "rb1s", "rw1s", "rw1s"]
+    planned = {e.key: (e.shape, e.dtype) for e in entries}
+    assert planned["conditioning.fc6.weight"] == ((4096, 25088), "F32")
+    assert planned["conditioning.fc7.weight"] == ((4096, 4096), "F32")
+    assert planned["segmentation.fc6.weight"] == ((4096, 512, 7, 7), "F32")
+    assert planned["hashing.weight_map.index"] == ((4096,), "I32")
+    assert planned["hashing.weight_map.sign"] == ((4096,), "I8")
+    assert sum(e.nbytes for e in entries) == 4 * (276_723_281 - 4_096_000 - 1_000) + 5 * 4097
+    assert hashing["rw1s"]["size_ratio"] == 800.0 and meta["widths"] == "64,128,256,512,512,4096,1000"
+    assert next(e for e in entries if e.key == "conditioning.fc7.weight").read().shape == (4096, 4096)

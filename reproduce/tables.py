@@ -1,0 +1,177 @@
+"""The paper's Table 1 (1-shot) and Table 2 (5-shot) beside our runs: Markdown, CSV and a bar chart.
+
+Published numbers come from results/paper/table{1_1shot,2_5shot}.json; ours from the runs'
+summary.json (one run per fold).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+from reproduce.errors import ReproduceError
+from weights_convert.atomic import atomic_path, atomic_write_text
+
+TABLES = {1: ("table1_1shot", 1), 2: ("table2_5shot", 5)}
+FOLDS = (0, 1, 2, 3)
+PAPER_DIR = Path(__file__).resolve().parents[1] / "results" / "paper"
+
+
+def table_stem(table: int) -> str:
+    if table not in TABLES:
+        raise ReproduceError(f"--table must be 1 (1-shot) or 2 (5-shot), got {table!r}")
+    return TABLES[table][0]
+
+
+def load_paper(table: int, paper_dir: str | os.PathLike = PAPER_DIR) -> dict:
+    path = Path(paper_dir) / f"{table_stem(table)}.json"
+    try:
+        data = json.loads(path.read_text())
+        numbers = data["OSLSM"]
+        return {"folds": {f: float(numbers[f"fold{f}"]) for f in FOLDS}, "mean": float(numbers["mean"]),
+                "fb_iou": data.get("fb_iou_reported_by_later_work"), "source": data.get("source", str(path))}
+    except FileNotFoundError:
+        raise ReproduceError(f"{path}: the published numbers are missing (part of the repository)") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ReproduceError(f"{path}: expected {{'OSLSM': {{'fold0'..'fold3', 'mean'}}}} ({exc!r})") from None
+
+
+def load_run(run_dir: str | os.PathLike) -> dict:
+    path = Path(run_dir) / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ReproduceError(f"{path}: no summary; is {run_dir} a finished `evaluate` run?") from None
+    except json.JSONDecodeError as exc:
+        raise ReproduceError(f"{path}: not JSON ({exc})") from None
+    for key in ("fold", "shots", "miou", "fb_iou", "n_episodes", "protocol"):
+        if key not in summary:
+            raise ReproduceError(f"{path}: missing field {key!r}")
+    summary["run_dir"] = str(run_dir)
+    return summary
+
+
+def build_table(table: int, run_dirs: Sequence[str | os.PathLike], paper_dir=PAPER_DIR) -> dict:
+    """Rows per fold and the mean: paper, ours (x100), ours - paper, our FB-IoU (x100)."""
+    stem = table_stem(table)
+    shots = TABLES[table][1]
+    paper = load_paper(table, paper_dir)
+    runs: dict[int, dict] = {}
+    for rd in run_dirs:
+        s = load_run(rd)
+        if int(s["shots"]) != shots:
+            raise ReproduceError(f"{rd}: a {s['shots']}-shot run; table {table} is {shots}-shot")
+        fold = int(s["fold"])
+        if fold in runs:
+            raise ReproduceError(f"two runs for fold {fold}: {runs[fold]['run_dir']} and {rd}")
+        runs[fold] = s
+    if not runs:
+        raise ReproduceError("no runs given")
+    protocols = sorted({s["protocol"] for s in runs.values()})
+    if len(protocols) > 1:
+        raise ReproduceError(f"runs mix scoring protocols {protocols}; a table needs one")
+    rows = []
+    for f in FOLDS:
+        s = runs.get(f)
+        ours = None if s is None else 100.0 * float(s["miou"])
+        rows.append({"fold": f"fold{f}", "paper_miou": paper["folds"][f], "ours_miou": ours,
+                     "difference": None if ours is None else ours - paper["folds"][f],
+                     "ours_fb_iou": None if s is None else 100.0 * float(s["fb_iou"]),
+                     "episodes": None if s is None else int(s["n_episodes"])})
+    complete = len(runs) == len(FOLDS)
+    mean_ours = sum(r["ours_miou"] for r in rows) / 4 if complete else None
+    mean_fb = sum(r["ours_fb_iou"] for r in rows) / 4 if complete else None
+    rows.append({"fold": "mean", "paper_miou": paper["mean"], "ours_miou": mean_ours,
+                 "difference": None if mean_ours is None else mean_ours - paper["mean"],
+                 "ours_fb_iou": mean_fb, "episodes": None})
+    return {"table": table, "stem": stem, "shots": shots, "protocol": protocols[0], "rows": rows,
+            "paper_source": paper["source"], "paper_fb_iou": paper["fb_iou"],
+            "runs": {f: {"run_dir": runs[f]["run_dir"], "model_sha256": runs[f].get("model_sha256"),
+                         "episodes_sha256": runs[f].get("episodes_sha256")} for f in sorted(runs)}}
+
+
+def _fmt(v, signed: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{v:+.1f}" if signed else f"{v:.1f}"
+
+
+def table_markdown(t: dict, note: str = "") -> str:
+    heads = [r["fold"] for r in t["rows"]]
+    lines = [f"# Table {t['table']}: OSLSM {t['shots']}-shot mIoU (%) on PASCAL-5i, paper vs this reproduction", ""]
+    if note:
+        lines += [note, ""]
+    lines += ["| | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
+    lines.append("| paper | " + " | ".join(_fmt(r["paper_miou"]) for r in t["rows"]) + " |")
+    lines.append("| ours | " + " | ".join(_fmt(r["ours_miou"]) for r in t["rows"]) + " |")
+    lines.append("| ours - paper | " + " | ".join(_fmt(r["difference"], True) for r in t["rows"]) + " |")
+    lines.append("| ours FB-IoU | " + " | ".join(_fmt(r["ours_fb_iou"]) for r in t["rows"]) + " |")
+    eps = sorted({r["episodes"] for r in t["rows"] if r["episodes"] is not None})
+    lines += ["", f"- Paper: {t['paper_source']}.",
+              f"- Ours: scoring protocol `{t['protocol']}`, {', '.join(map(str, eps))} episodes per fold "
+              f"(the paper: 1000); mIoU is the mean IoU of a fold's 5 test classes, x100.",
+              f"- FB-IoU is not in the paper; later work quotes {t['paper_fb_iou']} for OSLSM {t['shots']}-shot."]
+    missing = [r["fold"] for r in t["rows"][:4] if r["ours_miou"] is None]
+    if missing:
+        lines.append(f"- Missing runs: {', '.join(missing)} (no mean for ours).")
+    for f, r in t["runs"].items():
+        lines.append(f"- fold{f}: {r['run_dir']} (model sha256 {str(r['model_sha256'])[:12]}, "
+                     f"episodes sha256 {str(r['episodes_sha256'])[:12]})")
+    return "\n".join(lines) + "\n"
+
+
+def table_csv(t: dict) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["fold", "paper_miou", "ours_miou", "difference", "ours_fb_iou", "episodes", "protocol"])
+    for r in t["rows"]:
+        writer.writerow([r["fold"]] + ["" if r[k] is None else (f"{r[k]:.4f}" if isinstance(r[k], float) else r[k])
+                                       for k in ("paper_miou", "ours_miou", "difference", "ours_fb_iou", "episodes")]
+                        + [t["protocol"]])
+    return buf.getvalue()
+
+
+def table_png(t: dict, path: str | os.PathLike, note: str = "") -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = [r["fold"] for r in t["rows"]]
+    x = np.arange(len(labels))
+    paper = [r["paper_miou"] for r in t["rows"]]
+    ours = [np.nan if r["ours_miou"] is None else r["ours_miou"] for r in t["rows"]]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    bp = ax.bar(x - 0.2, paper, 0.4, label="paper", color="#8c8c8c")
+    bo = ax.bar(x + 0.2, ours, 0.4, label="ours", color="#1f77b4")
+    for bars, values in ((bp, paper), (bo, ours)):
+        for bar, v in zip(bars, values):
+            if v == v:  # not NaN
+                ax.annotate(f"{v:.1f}", (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels)
+    ax.set_ylabel("mIoU (%)")
+    top = max([v for v in paper + ours if v == v] + [1.0])
+    ax.set_ylim(0, top * 1.15)
+    title = f"Table {t['table']}: OSLSM {t['shots']}-shot on PASCAL-5i"
+    ax.set_title(title + (f"\n{note}" if note else ""), fontsize=10)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def write_table(table: int, run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
+                note: str = "", paper_dir=PAPER_DIR) -> dict[str, Path]:
+    """Write table{T}_{k}shot.md/.csv/.png under out_dir; returns their paths."""
+    t = build_table(table, run_dirs, paper_dir)
+    out = Path(out_dir)
+    paths = {ext: out / f"{t['stem']}.{ext}" for ext in ("md", "csv", "png")}
+    atomic_write_text(paths["md"], table_markdown(t, note))
+    atomic_write_text(paths["csv"], table_csv(t))
+    table_png(t, paths["png"], note)
+    return paths

@@ -1,0 +1,70 @@
+"""Table files: the paper's numbers (results/paper, from the published tables) beside our runs."""
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from reproduce.errors import ReproduceError
+from reproduce.tables import PAPER_DIR, build_table, load_paper, write_table
+
+REFERENCE = {"table1_1shot": {"fold0": 33.6, "fold1": 55.3, "fold2": 40.9, "fold3": 33.5, "mean": 40.8},
+             "table2_5shot": {"fold0": 35.9, "fold1": 58.1, "fold2": 42.7, "fold3": 39.1, "mean": 43.9}}
+
+
+def _run(tmp: Path, fold: int, shots: int, miou: float, fb: float, protocol: str = "original") -> Path:
+    d = tmp / f"run_f{fold}_k{shots}"
+    d.mkdir()
+    (d / "summary.json").write_text(json.dumps({
+        "fold": fold, "shots": shots, "miou": miou, "fb_iou": fb, "n_episodes": 1000, "protocol": protocol,
+        "model_sha256": "ab" * 32, "episodes_sha256": "cd" * 32}))
+    return d
+
+
+def test_paper_files_hold_the_published_numbers():
+    for stem, numbers in REFERENCE.items():
+        data = json.loads((PAPER_DIR / f"{stem}.json").read_text())
+        assert data["OSLSM"] == numbers
+    p = load_paper(2)
+    assert p["folds"] == {0: 35.9, 1: 58.1, 2: 42.7, 3: 39.1} and p["mean"] == 43.9
+
+
+def test_table1_numbers_md_csv_png(tmp_path):
+    ours = [0.30, 0.50, 0.45, 0.35]
+    runs = [_run(tmp_path, f, 1, m, 0.6 + 0.01 * f) for f, m in enumerate(ours)]
+    paths = write_table(1, runs[::-1], tmp_path / "out")
+    assert sorted(p.name for p in paths.values()) == ["table1_1shot.csv", "table1_1shot.md", "table1_1shot.png"]
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert [r["fold"] for r in rows] == ["fold0", "fold1", "fold2", "fold3", "mean"]
+    assert [float(r["paper_miou"]) for r in rows] == [33.6, 55.3, 40.9, 33.5, 40.8]
+    assert [float(r["ours_miou"]) for r in rows] == pytest.approx([30.0, 50.0, 45.0, 35.0, 40.0])
+    assert [float(r["difference"]) for r in rows] == pytest.approx([-3.6, -5.3, 4.1, 1.5, -0.8])
+    assert float(rows[4]["ours_fb_iou"]) == pytest.approx(61.5)
+    md = paths["md"].read_text()
+    assert "| paper | 33.6 | 55.3 | 40.9 | 33.5 | 40.8 |" in md
+    assert "| ours | 30.0 | 50.0 | 45.0 | 35.0 | 40.0 |" in md
+    assert "| ours - paper | -3.6 | -5.3 | +4.1 | +1.5 | -0.8 |" in md
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_fold_gives_no_mean(tmp_path):
+    t = build_table(2, [_run(tmp_path, 1, 5, 0.581, 0.7)])
+    assert t["rows"][1]["difference"] == pytest.approx(0.0, abs=1e-9)
+    assert t["rows"][0]["ours_miou"] is None and t["rows"][4]["ours_miou"] is None
+    assert t["rows"][4]["paper_miou"] == 43.9
+
+
+def test_wrong_runs_are_refused(tmp_path):
+    with pytest.raises(ReproduceError, match="1-shot run; table 2 is 5-shot"):
+        build_table(2, [_run(tmp_path, 0, 1, 0.3, 0.6)])
+    a, b = _run(tmp_path, 2, 1, 0.3, 0.6), tmp_path / "dup"
+    b.mkdir()
+    (b / "summary.json").write_text((a / "summary.json").read_text())
+    with pytest.raises(ReproduceError, match="two runs for fold 2"):
+        build_table(1, [a, b])
+    with pytest.raises(ReproduceError, match="mix scoring protocols"):
+        build_table(1, [a, _run(tmp_path, 3, 1, 0.3, 0.6, "modern")])
+    with pytest.raises(ReproduceError, match="no summary"):
+        build_table(1, [tmp_path / "nothing"])
+    with pytest.raises(ReproduceError, match="--table must be 1"):
+        build_table(3, [a])

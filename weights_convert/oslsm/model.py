@@ -174,18 +174,22 @@ class OSLSM(nn.Module):
         shapes = expected_param_shapes(widths)
         hash_blobs = [b.reshape(s) for name in ("rw1s", "rb1s") for b, s in zip(_blobs(params, name), shapes[name])]
         hashing = WeightHashing.from_caffe(*hash_blobs, allow_hashing=allow_hashing)
-        model = cls(widths, weight_hashed=isinstance(hashing.weight_map, GatherMap),
-                    bias_hashed=isinstance(hashing.bias_map, GatherMap))
-        model.hashing = hashing.requires_grad_(False)
+        model = cls._skeleton(widths, isinstance(hashing.weight_map, GatherMap), isinstance(hashing.bias_map, GatherMap))
         state = {}
         for caffe_name, key in caffe_to_state_keys(widths).items():
             weight, *bias = _blobs(params, caffe_name)
             state[key + ".weight"] = torch.from_numpy(weight.reshape(model.get_parameter(key + ".weight").shape))
             if bias:
                 state[key + ".bias"] = torch.from_numpy(bias[0].reshape(-1))
-        state.update({f"hashing.{k}": v for k, v in model.hashing.state_dict().items()})
-        model.load_state_dict(state, strict=True)
+        state.update({f"hashing.{k}": v for k, v in hashing.state_dict().items()})
+        model.load_state_dict(state, strict=True, assign=True)
         return model
+
+    @classmethod
+    def _skeleton(cls, widths: OSLSMWidths, weight_hashed: bool, bias_hashed: bool) -> "OSLSM":
+        """A module with shapes but no storage (no 1.1 GB random init); load with assign=True."""
+        with torch.device("meta"):
+            return cls(widths, weight_hashed=weight_hashed, bias_hashed=bias_hashed)
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, torch.Tensor], source: str = "state") -> "OSLSM":
@@ -196,8 +200,7 @@ class OSLSM(nn.Module):
                                  int(state["conditioning.fc8.weight"].shape[0]))
         except KeyError as exc:
             raise CaffeFormatError(f"{source}: not an OSLSM state: missing tensor {exc.args[0]!r}") from None
-        model = cls(widths, weight_hashed="hashing.weight_map.index" in state,
-                    bias_hashed="hashing.bias_map.index" in state)
+        model = cls._skeleton(widths, "hashing.weight_map.index" in state, "hashing.bias_map.index" in state)
         expected = model.state_dict()
         missing = sorted(set(expected) - set(state))
         extra = sorted(set(state) - set(expected))
@@ -208,7 +211,7 @@ class OSLSM(nn.Module):
             if tuple(state[key].shape) != tuple(tensor.shape) or state[key].dtype != tensor.dtype:
                 raise CaffeFormatError(f"{source}: tensor {key!r} is {state[key].dtype} {tuple(state[key].shape)}; "
                                        f"expected {tensor.dtype} {tuple(tensor.shape)}")
-        model.load_state_dict(dict(state), strict=True)
+        model.load_state_dict(dict(state), strict=True, assign=True)
         return model
 
     @classmethod

@@ -86,18 +86,29 @@ def test_layer_records_agree_with_protobuf(case):
             np.testing.assert_array_equal(bits(payload), bits(np.array(proto.data, dtype=np.float32)))
 
 
-def test_read_returns_a_copy_usable_after_close():
-    path = GOLDEN / "conv_basic" / "weights.caffemodel"
-    with CaffeModelFile(path) as model:
+def test_read_returns_a_fresh_copy_each_time():
+    with CaffeModelFile(GOLDEN / "conv_basic" / "weights.caffemodel") as model:
         blob = model.layers()[1].blobs[0]
         first = blob.read()
         first[...] = 0
         second = blob.read()
-    assert np.abs(second).sum() > 0 and second.flags.writeable
-    with pytest.raises(CaffeFormatError, match="closed"):
-        blob.read()
+    assert np.abs(second).sum() > 0 and second.flags.writeable and second.flags.c_contiguous
     with pytest.raises(CaffeFormatError, match="closed"):
         model.layers()
+
+
+def test_records_stay_readable_after_close_unless_the_file_changes(tmp_path):
+    path = tmp_path / "w.caffemodel"
+    path.write_bytes((GOLDEN / "conv_basic" / "weights.caffemodel").read_bytes())
+    records = scan_caffemodel(path)
+    want = golden_params("conv_basic")["c/0"]
+    assert_bitwise_equal(records[1].blobs[0].read(), want)
+    path.write_bytes(path.read_bytes() + b"\x08\x01")  # same content plus a field: a modified file
+    with pytest.raises(CaffeFormatError, match=r"blob 0: the file was replaced or modified"):
+        records[1].blobs[0].read()
+    path.unlink()
+    with pytest.raises(CaffeFormatError, match="cannot reopen"):
+        records[1].blobs[0].read()
 
 
 # ---------------------------------------------------------------- writer round trips
@@ -312,6 +323,9 @@ def test_negative_dim_and_too_many_axes(tmp_path):
         read_caffemodel(path)
     path = write(tmp_path, blob_net({"shape": pb.BlobShape(dim=[1] * 33), "data": [1.0]}).SerializeToString())
     with pytest.raises(CaffeFormatError, match="33 axes"):
+        read_caffemodel(path)
+    path = write(tmp_path, blob_net({"shape": pb.BlobShape(dim=[0, 2**40])}).SerializeToString())
+    with pytest.raises(CaffeFormatError, match=r"dimension over 2147483647 .*\(0, 1099511627776\)"):
         read_caffemodel(path)
 
 

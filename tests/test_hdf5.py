@@ -1,4 +1,6 @@
 """Caffe HDF5 weights (.caffemodel.h5) against real-Caffe golden files."""
+import struct
+
 import h5py
 import numpy as np
 import pytest
@@ -120,6 +122,16 @@ def test_non_hdf5_and_truncated_files(tmp_path):
         (tmp_path / "t.h5").write_bytes(raw[:n])
         with pytest.raises(CaffeFormatError, match="t.h5"):
             read_weights(tmp_path / "t.h5")
+
+
+def test_damaged_dataset_dims_are_rejected(tmp_path):
+    raw = (GOLDEN / "conv_basic" / "weights.caffemodel.h5").read_bytes()
+    dims = struct.pack("<4Q", 5, 3, 3, 3)
+    assert raw.count(dims) == 2  # the dataspace's dims and max dims of data/c/0
+    for bad in (struct.pack("<4Q", 5, 3, 3, 300), struct.pack("<4Q", 5, 3, 3, 2**40)):
+        (tmp_path / "d.h5").write_bytes(raw.replace(dims, bad))
+        with pytest.raises(CaffeFormatError, match=r"d.h5: damaged HDF5 weights: .*dataset size"):
+            read_caffemodel_h5(tmp_path / "d.h5")
 
 
 def test_writer_rejects_names_hdf5_cannot_hold(tmp_path):

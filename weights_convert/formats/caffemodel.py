@@ -53,7 +53,9 @@ class _Source:
             raise CaffeFormatError(f"{path}: cannot open weights file: {exc.strerror}") from None
         self.mm = None
         try:
-            self.size = os.fstat(self.fd).st_size
+            stat = os.fstat(self.fd)
+            self.size = stat.st_size
+            self.identity = _identity(stat)
             if self.size == 0:
                 raise CaffeFormatError(f"{path}: byte 0: empty file; expected a binary Caffe NetParameter")
             self.mm = mmap.mmap(self.fd, 0, access=mmap.ACCESS_READ)
@@ -77,19 +79,40 @@ class _Source:
             self.fd = -1
 
     def read_into(self, dest: memoryview, offset: int, where: str) -> None:
-        """Fill `dest` (a byte view) from file position `offset`, without touching the mmap."""
-        if self.closed:
-            raise CaffeFormatError(f"{where}: the CaffeModelFile was closed before the blob was read")
+        """Fill `dest` (a byte view) from file position `offset`, without touching the mmap.
+        After close (e.g. records from scan_caffemodel) the file is reopened for the read,
+        provided it is still the same, unmodified file."""
+        if not self.closed:
+            self._pread_into(self.fd, dest, offset, where)
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError as exc:
+            raise CaffeFormatError(f"{where}: cannot reopen the file to read the blob: {exc.strerror}") from None
+        try:
+            if _identity(os.fstat(fd)) != self.identity:
+                raise CaffeFormatError(
+                    f"{where}: the file was replaced or modified after it was scanned; scan it again")
+            self._pread_into(fd, dest, offset, where)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _pread_into(fd: int, dest: memoryview, offset: int, where: str) -> None:
         done = 0
         total = len(dest)
         while done < total:
             chunk = dest[done:done + _READ_CHUNK]
-            got = os.preadv(self.fd, [chunk], offset + done)
+            got = os.preadv(fd, [chunk], offset + done)
             if got <= 0:
                 raise CaffeFormatError(
                     f"{where}: byte {offset + done}: file ended while reading blob data "
                     f"({total - done} bytes missing); was the file changed while open?")
             done += got
+
+
+def _identity(stat: os.stat_result) -> tuple[int, ...]:
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 @dataclass(frozen=True)
@@ -169,8 +192,8 @@ class CaffeModelFile:
 
 
 def scan_caffemodel(path: str | os.PathLike) -> list[LayerRecord]:
-    """Layer records of a small file. The records' blobs are unreadable once this
-    returns (the file is closed); use CaffeModelFile to read payloads."""
+    """Layer records of a file, which is closed again: each BlobRecord.read() then reopens
+    it (checking that it is unchanged). For many reads keep a CaffeModelFile open instead."""
     with CaffeModelFile(path) as model:
         return model.layers()
 
@@ -328,6 +351,8 @@ def _scan_blob(source: _Source, blob_field: wire.Field, context: str) -> BlobRec
         raise CaffeFormatError(f"{where}: {len(shape)} axes in {shape_from}; Caffe allows at most {MAX_BLOB_AXES}")
     if any(d < 0 for d in shape):
         raise CaffeFormatError(f"{where}: negative dimension in {shape_from} {shape}")
+    if any(d > MAX_BLOB_COUNT for d in shape):
+        raise CaffeFormatError(f"{where}: dimension over {MAX_BLOB_COUNT} in {shape_from} {shape}; Caffe stores dims as int")
     count = math.prod(shape)
     runs, encoding, field_name = (doubles, "float64", "double_data") if doubles.count else (floats, "float32", "data")
     if runs.count != count:

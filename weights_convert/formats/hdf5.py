@@ -75,7 +75,10 @@ def _read_dataset(where: str, dataset) -> np.ndarray:
         raise CaffeFormatError(f"{where}: is a group; expected a dataset")
     if dataset.dtype.kind not in "fiu":
         raise CaffeFormatError(f"{where}: dtype {dataset.dtype}; expected a float (or integer) dataset")
-    out = np.empty(dataset.shape, dtype=np.float32)
+    try:  # HDF5 already refuses contiguous datasets larger than their storage; this covers the rest
+        out = np.empty(dataset.shape, dtype=np.float32)
+    except (MemoryError, ValueError):
+        raise CaffeFormatError(f"{where}: shape {dataset.shape} is too large to read") from None
     if out.size:
         dataset.read_direct(out)  # HDF5 converts the stored type to float32 while reading
     return out

@@ -25,7 +25,7 @@ DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", 
 _DTYPE_BY_NUMPY = {np.dtype(v).newbyteorder("<"): k for k, v in DTYPES.items()}
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the reference implementation's limit
 METADATA_KEY = "__metadata__"
-_COPY_CHUNK = 16 * 1024 * 1024
+_COPY_CHUNK = 4 * 1024 * 1024
 
 
 @dataclass
@@ -184,7 +184,7 @@ def _header_entry(path: str, key: str, value) -> _HeaderEntry:
     dtype, shape, offsets = value["dtype"], value["shape"], value["data_offsets"]
     if dtype not in DTYPES:
         raise CaffeFormatError(f"{where}: dtype {dtype!r} is not supported; expected one of {sorted(DTYPES)}")
-    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+    if not isinstance(shape, list) or not all(_is_count(d) and d < 2**62 for d in shape):
         raise CaffeFormatError(f"{where}: shape {shape!r}; expected a list of non-negative integers")
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets) \
             or offsets[0] > offsets[1]:

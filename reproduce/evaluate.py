@@ -1,0 +1,341 @@
+"""Run a converted OSLSM model over one fold's test episodes and score it as the original test.py.
+
+RUN_DIR layout (all files atomic except the per-episode journal, which is appended and fsync'd):
+    manifest.json     written first: what this run is (fold, shots, protocol, episodes and model
+                      sha256, device, code version); a restart must match it to resume
+    episodes.json     the episode list used, with its sha256
+    all_results.csv   one row per episode, test.py's [iter, 0, class_index0, tp, tn, fp, fn, iou_img]
+    summary.json      per-class tp/tn/fp/fn/IoU, mIoU, FB-IoU, shas: only deterministic numbers, so
+                      that resumed, cached and uncached runs give byte-identical files
+    timings.json      wall times, forward counts and cache statistics of the last session
+    iou_results.txt   test.py's layout
+    pred/soft, pred/hard  mask PNGs with --save-masks (test.py's %05d.png names)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from reproduce.errors import ReproduceError
+from reproduce.feature_cache import FeatureProvider, code_version, sha256_file
+from reproduce.scoring import (check_protocol, csv_row, episode_counts, fold_score_from_rows, format_csv_row,
+                               parse_csv_line, summary_block, write_iou_results_txt)
+from weights_convert.atomic import atomic_path, atomic_write_text
+
+RUN_FORMAT = "oslsm-repro-run/1"
+CSV_NAME = "all_results.csv"
+QUERY_HW = (500, 500)
+CLASS_NAMES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+               "train", "tvmonitor")
+
+
+def fold_classes(fold: int) -> list[int]:
+    if fold not in (0, 1, 2, 3):
+        raise ReproduceError(f"fold must be 0, 1, 2 or 3, got {fold!r}")
+    return list(range(5 * fold + 1, 5 * fold + 6))
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+class DatasetInputs:
+    """Pre-processed net inputs of a VOC-layout data set, as the original data layer built them,
+    plus the content digests that key the feature cache."""
+
+    def __init__(self, dataset):
+        from reproduce import preprocess
+        self.dataset = dataset
+        self.pre = preprocess
+        self._digests: dict[tuple[str, str], str] = {}
+
+    def _digest(self, kind: str, name: str) -> str:
+        key = (kind, name)
+        if key not in self._digests:
+            path = self.dataset.image_path(name) if kind == "image" else self.dataset.mask_path(name)
+            self._digests[key] = sha256_file(path)
+        return self._digests[key]
+
+    def image_digest(self, name: str) -> str:
+        return self._digest("image", name)
+
+    def mask_digest(self, name: str) -> str:
+        return self._digest("mask", name)
+
+    def query_image(self, name: str) -> np.ndarray:
+        return self.pre.prep_query_image(self.dataset.read_image(name))
+
+    def support_pair(self, name: str, cls: int) -> tuple[np.ndarray, np.ndarray]:
+        mask = self.pre.binary_mask(self.dataset.read_mask(name), cls)
+        return self.pre.prep_support(self.dataset.read_image(name), mask)
+
+    def query_label(self, name: str, cls: int, with_void: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """The query's binary label on the 500x500 grid (void is background, as the original), and
+        for protocol 'modern' its void mask resized the same way."""
+        index = self.dataset.read_mask(name)
+        label = self.pre.prep_query_label(self.pre.binary_mask(index, cls))
+        void = None
+        if with_void:
+            void = self.pre.prep_query_label((index == 255).astype(np.float32)) > 0.5
+        return np.asarray(label, np.float32).reshape(QUERY_HW), (None if void is None else void.reshape(QUERY_HW))
+
+
+# ---------------------------------------------------------------------------- episodes
+
+
+def episodes_payload(episodes: Sequence, fold: int, shots: int) -> tuple[dict, str]:
+    """Our canonical episodes.json content and the sha256 of its episode list."""
+    listing = [{"query": ep.query, "cls": int(ep.cls), "supports": list(ep.supports)} for ep in episodes]
+    sha = hashlib.sha256(json.dumps(listing, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return {"fold": fold, "shots": shots, "n_episodes": len(listing), "sha256": sha, "episodes": listing}, sha
+
+
+def resolve_episodes(dataset, fold: int, shots: int, n_episodes: int, episodes_file, items_cache_dir=None) -> list:
+    from reproduce import episodes as episodes_mod
+
+    if episodes_file is not None:
+        eps = list(episodes_mod.load_episodes(episodes_file, fold=fold, shots=shots))
+        if len(eps) < n_episodes:
+            raise ReproduceError(f"{episodes_file}: holds {len(eps)} episodes for fold {fold} {shots}-shot; "
+                                 f"{n_episodes} were asked for")
+        eps = eps[:n_episodes]
+    else:
+        from reproduce.items import build_items
+        items = build_items(dataset, fold, cache_dir=items_cache_dir)
+        eps = list(episodes_mod.make_episodes(items, fold, shots, n_episodes=n_episodes, seed=1385))
+    classes = fold_classes(fold)
+    for i, ep in enumerate(eps):
+        if int(ep.cls) not in classes:
+            raise ReproduceError(f"episode {i}: class {ep.cls} is not a test class of fold {fold} {classes}")
+        if len(ep.supports) != shots:
+            raise ReproduceError(f"episode {i}: {len(ep.supports)} supports; a {shots}-shot run needs {shots}")
+    return eps
+
+
+# ---------------------------------------------------------------------------- model checks
+
+
+def check_weights_metadata(weights: str | os.PathLike, fold: int, shots: int) -> dict:
+    """Fold and shots recorded by the converter must match the run."""
+    path = os.fspath(weights)
+    if not path.endswith(".safetensors"):
+        return {}
+    from weights_convert.convert import safetensors_metadata
+
+    meta = safetensors_metadata(path)
+    if "fold" in meta and str(meta["fold"]) != str(fold):
+        raise ReproduceError(f"{path} was converted from fold {meta['fold']}'s model, but --fold is {fold}; "
+                             f"evaluate each fold with its own model")
+    declared = meta.get("shots", "any")
+    if declared not in ("any", "") and str(declared) != str(shots):
+        raise ReproduceError(f"{path} declares a {declared}-shot net, but --shots is {shots}")
+    return meta
+
+
+def check_prototxt_shots(prototxt: str | os.PathLike | None, shots: int) -> None:
+    if prototxt is None:
+        return
+    from weights_convert.formats.prototxt import load_net
+    from weights_convert.oslsm.spec import net_shots_and_query
+
+    net_shots, _ = net_shots_and_query(load_net(prototxt), os.fspath(prototxt))
+    if net_shots != shots:
+        raise ReproduceError(f"{prototxt} is a {net_shots}-shot deploy net (first_img has {net_shots} images), "
+                             f"but --shots is {shots}; use deploy_{shots}shot.prototxt")
+
+
+# ---------------------------------------------------------------------------- run directory
+
+
+def _json(obj) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+
+def _check_manifest(path: Path, manifest: dict) -> None:
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ReproduceError(f"{path}: unreadable run manifest ({exc}); remove the run directory to start over") from None
+    diffs = [f"{k}: {old.get(k)!r} there, {manifest[k]!r} now" for k in manifest if old.get(k) != manifest[k]]
+    if diffs:
+        raise ReproduceError(f"{path.parent} holds a different run ({'; '.join(diffs)}); "
+                             f"choose another --out or delete that directory")
+
+
+def read_done_rows(csv_path: Path, episodes: Sequence) -> list[list]:
+    """Rows of finished episodes. A partial last line (a kill during a write) is cut off; every row
+    must be the next episode of this run's list."""
+    if not csv_path.exists():
+        return []
+    data = csv_path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end != len(data):
+        with open(csv_path, "r+b") as fh:
+            fh.truncate(end)
+            fh.flush()
+            os.fsync(fh.fileno())
+    rows = []
+    for n, line in enumerate(data[:end].decode().splitlines(True), 1):
+        row = parse_csv_line(line, str(csv_path), n)
+        i = n - 1
+        if i >= len(episodes):
+            raise ReproduceError(f"{csv_path}:{n}: more rows than the run's {len(episodes)} episodes")
+        if row[0] != i or row[2] != int(episodes[i].cls) - 1:
+            raise ReproduceError(f"{csv_path}:{n}: row {row[:3]} does not belong to episode {i} "
+                                 f"(class index {int(episodes[i].cls) - 1}); the file is not this run's")
+        rows.append(row)
+    return rows
+
+
+def _save_masks(run_dir: Path, index: int, score: np.ndarray) -> None:
+    from PIL import Image
+
+    # test.py: soft = the sigmoid map as 8-bit grey; hard = its quirky binarisation (0.5 counts as 1
+    # in the image, while scoring uses > 0.5).
+    soft = np.clip(np.rint(score * 255.0), 0, 255).astype(np.uint8)
+    hard = np.where(score >= 0.5, 255, 0).astype(np.uint8)
+    for kind, img in (("soft", soft), ("hard", hard)):
+        path = run_dir / "pred" / kind / f"{index:05d}.png"
+        with atomic_path(path) as tmp:
+            Image.fromarray(img).save(tmp, format="PNG")
+
+
+# ---------------------------------------------------------------------------- evaluate
+
+
+def evaluate(voc, weights, fold: int, shots: int, n_episodes: int = 1000, device: str = "cpu",
+             out_dir: str | os.PathLike = "results/run", episodes_file=None, protocol: str = "original",
+             cache: bool = True, cache_dir=None, save_masks: bool = False, progress: bool = True,
+             prototxt=None, workers: int = 2, memory_bytes: int = 4 << 30) -> dict:
+    """Evaluate one fold; returns the summary dict (also in RUN_DIR/summary.json). Resumes a run
+    interrupted in `out_dir` when its manifest matches."""
+    from reproduce.voc import VOCDataset
+    from weights_convert.oslsm import load_oslsm
+
+    started = time.perf_counter()
+    check_protocol(protocol)
+    classes = fold_classes(fold)
+    if shots < 1:
+        raise ReproduceError(f"shots must be >= 1, got {shots}")
+    weights = Path(weights)
+    if not weights.is_file():
+        raise FileNotFoundError(f"weights {weights}: no such file")
+    check_weights_metadata(weights, fold, shots)
+    check_prototxt_shots(prototxt, shots)
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ReproduceError("--device cuda was asked for, but this torch has no usable CUDA device")
+
+    run_dir = Path(out_dir)
+    dataset = voc if hasattr(voc, "read_image") else VOCDataset(voc)
+    _refuse_inside_dataset(run_dir, dataset)
+    if cache_dir is not None:
+        _refuse_inside_dataset(Path(cache_dir), dataset)
+    episodes = resolve_episodes(dataset, fold, shots, n_episodes, episodes_file,
+                                None if cache_dir is None else Path(cache_dir) / "items")
+    payload, episodes_sha = episodes_payload(episodes, fold, shots)
+    model_sha = sha256_file(weights)
+    version = code_version(dev)
+    manifest = {"format": RUN_FORMAT, "fold": fold, "shots": shots, "protocol": protocol,
+                "n_episodes": len(episodes), "episodes_sha256": episodes_sha, "model_sha256": model_sha,
+                "device_type": dev.type, "code_version": version}
+
+    manifest_path = run_dir / "manifest.json"
+    csv_path = run_dir / CSV_NAME
+    if manifest_path.exists():
+        _check_manifest(manifest_path, manifest)
+    else:
+        if csv_path.exists():
+            raise ReproduceError(f"{csv_path} exists without a manifest.json; it is not a run of this tool")
+        atomic_write_text(manifest_path, _json(manifest))
+    if not (run_dir / "episodes.json").exists():
+        atomic_write_text(run_dir / "episodes.json", _json(payload))
+    done = read_done_rows(csv_path, episodes)
+
+    t0 = time.perf_counter()
+    model = load_oslsm(weights, prototxt=prototxt, device=dev)
+    load_s = time.perf_counter() - t0
+    inputs = DatasetInputs(dataset)
+    provider = FeatureProvider(model, inputs, model_sha256=model_sha, device=dev, enabled=cache,
+                               cache_dir=(Path(cache_dir) / "features") if (cache and cache_dir is not None) else None,
+                               workers=workers, memory_bytes=memory_bytes)
+    with_void = protocol == "modern"
+
+    def label_job(i, ep):
+        return inputs.query_label(ep.query, int(ep.cls), with_void)
+
+    head_s = score_s = 0.0
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(episodes), initial=len(done), unit="ep", dynamic_ncols=True,
+                   desc=f"fold {fold} {shots}-shot")
+    loop_start = time.perf_counter()
+    new_episodes = 0
+    with open(csv_path, "ab") as journal:
+        for i, ep, feats, w, b, (label, void) in provider.iter_episodes(episodes, start=len(done), extra=label_job):
+            t = time.perf_counter()
+            with torch.inference_mode():
+                logits = model.head(feats, w, b, QUERY_HW)
+                score = torch.sigmoid(logits)[0, 0].to("cpu").numpy()
+            t2 = time.perf_counter()
+            head_s += t2 - t
+            counts = episode_counts(score, label, void, protocol=protocol)
+            journal.write(format_csv_row(csv_row(i, int(ep.cls), counts)).encode())
+            journal.flush()
+            os.fsync(journal.fileno())
+            if save_masks:
+                _save_masks(run_dir, i, score)
+            score_s += time.perf_counter() - t2
+            new_episodes += 1
+            if bar is not None:
+                bar.update(1)
+    loop_s = time.perf_counter() - loop_start
+    if bar is not None:
+        bar.close()
+
+    rows = read_done_rows(csv_path, episodes)
+    if len(rows) != len(episodes):
+        raise ReproduceError(f"{csv_path}: {len(rows)} rows after the run; expected {len(episodes)}")
+    fs = fold_score_from_rows(classes, rows)
+    summary = {
+        "format": RUN_FORMAT, "fold": fold, "shots": shots, "protocol": protocol,
+        "test_classes": classes, "class_names": {str(c): CLASS_NAMES[c - 1] for c in classes},
+        "n_episodes": len(episodes), "episodes_sha256": episodes_sha,
+        "model_sha256": model_sha, "weights": weights.name,
+        **summary_block(fs), "miou_x100": 100.0 * fs.miou(), "fb_iou_x100": 100.0 * fs.fb_iou(),
+    }
+    atomic_write_text(run_dir / "summary.json", _json(summary))
+    write_iou_results_txt(run_dir / "iou_results.txt", fs)
+    total_s = time.perf_counter() - started
+    timings = {
+        "device": str(dev), "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "cache": cache, "resumed_from": len(done),
+        "episodes_this_session": new_episodes,
+        "episodes_per_s": (new_episodes / loop_s) if loop_s > 0 and new_episodes else None,
+        "seconds": {"total": total_s, "model_load": load_s, "episode_loop": loop_s, "head": head_s,
+                    "scoring_and_writing": score_s},
+        "forwards": {"query": provider.stats.query_forwards, "support": provider.stats.support_forwards},
+        "cache_stats": provider.stats.as_dict(),
+    }
+    atomic_write_text(run_dir / "timings.json", _json(timings))
+    return summary
+
+
+def _refuse_inside_dataset(path: Path, dataset) -> None:
+    """The data set folder is never written: refuse outputs placed inside it."""
+    root = getattr(dataset, "root", None)
+    if root is None:
+        return
+    root = Path(root).resolve()
+    target = path.resolve()
+    if target == root or root in target.parents:
+        raise ReproduceError(f"{path} lies inside the data set folder {root}; outputs never go there")

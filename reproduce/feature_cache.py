@@ -1,0 +1,375 @@
+"""One forward per distinct pre-processed image, faithfully.
+
+An episode's score depends on two per-image computations of the net: the segmentation branch on
+the query image (fc7s features) and the conditioning branch on each (support image, class) pair
+(the classifier w, b). Both are kept and reused across episodes (in memory within a run, and on
+disk between runs, e.g. between the 1-shot and the 5-shot run of a fold). Only the cheap head
+(w . fc7s + b, deconvolution, crop, max over shots) runs per episode.
+
+Bit-identity with the cache off: the very same per-image functions run in both modes, one image per
+forward (the conditioning branch always sees a batch of one support, so a vector never depends on
+which other supports shared its batch: CPU convolution kernels are chosen per batch shape and need
+not be batch-invariant), and the stored tensors are the exact float32 outputs.
+
+Pre-processing (file reading, the exact 2017 resize) runs in worker threads ahead of the model,
+at most `lookahead` episodes ahead; numpy and PIL release the GIL for the heavy parts.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections import OrderedDict, defaultdict
+from pathlib import Path
+from typing import Callable, Hashable, Iterable, Iterator, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from reproduce.errors import ReproduceError
+from weights_convert.atomic import atomic_path
+
+# Bump when the meaning of a cached tensor changes in a way the source hashes below cannot see.
+CACHE_FORMAT = 1
+
+
+class EpisodeLike(Protocol):
+    query: str
+    cls: int
+    supports: Sequence[str]
+
+
+class InputSource(Protocol):
+    """What the cache needs from a data set: pre-processed net inputs and content digests."""
+
+    def query_image(self, name: str) -> np.ndarray: ...             # (1,3,H,W) float32
+    def support_pair(self, name: str, cls: int) -> tuple[np.ndarray, np.ndarray]: ...  # (3,224,224), (1,224,224)
+    def image_digest(self, name: str) -> str: ...
+    def mask_digest(self, name: str) -> str: ...
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def code_version(device: torch.device | str) -> str:
+    """Digest of everything a cached tensor depends on besides its inputs: the sources of the
+    pre-processing and the model, torch's version and the device type (CPU and GPU kernels differ
+    in the last bits)."""
+    import reproduce.preprocess as preprocess_mod
+    import weights_convert.oslsm as oslsm_pkg
+
+    h = hashlib.sha256(f"format={CACHE_FORMAT};torch={torch.__version__};device={torch.device(device).type}".encode())
+    files = [Path(preprocess_mod.__file__), Path(__file__)]
+    files += sorted(Path(oslsm_pkg.__file__).parent.glob("*.py"))
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dataclasses.dataclass
+class CacheStats:
+    query_forwards: int = 0
+    support_forwards: int = 0
+    query_disk_hits: int = 0
+    support_disk_hits: int = 0
+    query_memory_hits: int = 0
+    support_memory_hits: int = 0
+    evictions: int = 0
+    seconds: dict = dataclasses.field(default_factory=lambda: defaultdict(float))
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["seconds"] = {k: round(v, 4) for k, v in sorted(self.seconds.items())}
+        return d
+
+
+class DiskStore:
+    """Tensors under `root/<kind>/<key[:2]>/<key>.safetensors`, written atomically."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def _path(self, kind: str, key: str) -> Path:
+        return self.root / kind / key[:2] / f"{key}.safetensors"
+
+    def has(self, kind: str, key: str) -> bool:
+        return self._path(kind, key).is_file()
+
+    def load(self, kind: str, key: str) -> dict[str, torch.Tensor] | None:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = self._path(kind, key)
+        if not path.is_file():
+            return None
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ReproduceError(f"feature cache file {path} is unreadable ({exc}); delete it to recompute") from None
+
+    def save(self, kind: str, key: str, tensors: dict[str, torch.Tensor], about: dict) -> None:
+        from safetensors.torch import save_file
+
+        path = self._path(kind, key)
+        with atomic_path(path) as tmp:
+            save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp),
+                      metadata={"about": json.dumps(about, sort_keys=True)})
+
+
+def plan_uses(episodes: Sequence[EpisodeLike], start: int = 0) -> dict[tuple, list[int]]:
+    """Unit -> episode indices (>= start, ascending) that need it. Units are ('q', name) for
+    query features and ('s', name, cls) for conditioning vectors."""
+    uses: dict[tuple, list[int]] = defaultdict(list)
+    for i in range(start, len(episodes)):
+        ep = episodes[i]
+        uses[("q", ep.query)].append(i)
+        for s in ep.supports:
+            unit = ("s", s, int(ep.cls))
+            if not uses[unit] or uses[unit][-1] != i:
+                uses[unit].append(i)
+    return uses
+
+
+class FeatureProvider:
+    """Query features and (w, b) per episode, each computed once per distinct image when `enabled`.
+
+    Memory holds the units that a later episode still needs, up to `memory_bytes`; past that the
+    unit needed farthest in the future is dropped (reloaded from disk or recomputed, both exact).
+    With `enabled=False` every episode recomputes its units with the same functions (the reference
+    for the bit-identity test and the benchmark)."""
+
+    def __init__(self, model, source: InputSource, *, model_sha256: str, device: str | torch.device = "cpu",
+                 enabled: bool = True, cache_dir: str | os.PathLike | None = None, workers: int = 2,
+                 lookahead: int = 4, memory_bytes: int = 4 << 30):
+        self.model = model
+        self.source = source
+        self.device = torch.device(device)
+        self.enabled = enabled
+        self.disk = DiskStore(cache_dir) if (enabled and cache_dir is not None) else None
+        self.workers = max(1, int(workers))
+        self.lookahead = max(1, int(lookahead))
+        self.memory_bytes = int(memory_bytes)
+        self.version = code_version(self.device)
+        self.model_sha256 = model_sha256
+        self.stats = CacheStats()
+        self._memory: "OrderedDict[tuple, tuple]" = OrderedDict()
+        self._memory_size = 0
+        self._keys: dict[tuple, str] = {}
+
+    # ------------------------------------------------------------------ keys
+    def unit_key(self, unit: tuple) -> str:
+        key = self._keys.get(unit)
+        if key is None:
+            if unit[0] == "q":
+                parts = ["query", self.source.image_digest(unit[1])]
+            else:
+                parts = ["support", self.source.image_digest(unit[1]), self.source.mask_digest(unit[1]), str(unit[2])]
+            parts += [self.model_sha256, self.version]
+            key = hashlib.sha256("|".join(parts).encode()).hexdigest()
+            self._keys[unit] = key
+        return key
+
+    # ------------------------------------------------------------------ per-image computations
+    def _prepare(self, unit: tuple):
+        """Worker side: the pre-processed net input of a unit (numpy, no torch)."""
+        t0 = time.perf_counter()
+        if unit[0] == "q":
+            out = (np.ascontiguousarray(self.source.query_image(unit[1]), dtype=np.float32),)
+        else:
+            img, label = self.source.support_pair(unit[1], unit[2])
+            out = (np.ascontiguousarray(img, dtype=np.float32), np.ascontiguousarray(label, dtype=np.float32))
+        return out, time.perf_counter() - t0
+
+    def _compute(self, unit: tuple, prepared) -> tuple:
+        """Model side: one image per forward, so the result never depends on batch company."""
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            if unit[0] == "q":
+                (img,) = prepared
+                x = torch.from_numpy(img).to(self.device)
+                if x.dim() == 3:
+                    x = x.unsqueeze(0)
+                value = (self.model.query_features(x),)
+                self.stats.query_forwards += 1
+                phase = "query_forward"
+            else:
+                img, label = prepared
+                x = torch.from_numpy(img).to(self.device).reshape(1, *img.shape[-3:])
+                y = torch.from_numpy(label).to(self.device).reshape(1, 1, *label.shape[-2:])
+                w, b = self.model.condition(x, y)
+                value = (w[0], b[0])
+                self.stats.support_forwards += 1
+                phase = "support_forward"
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.stats.seconds[phase] += time.perf_counter() - t0
+        return value
+
+    # ------------------------------------------------------------------ storage
+    @staticmethod
+    def _nbytes(value: tuple) -> int:
+        return sum(int(t.numel()) * t.element_size() for t in value)
+
+    def _disk_load(self, unit: tuple):
+        if self.disk is None:
+            return None
+        t0 = time.perf_counter()
+        kind = "query" if unit[0] == "q" else "support"
+        got = self.disk.load(kind, self.unit_key(unit))
+        self.stats.seconds["disk_read"] += time.perf_counter() - t0
+        if got is None:
+            return None
+        if unit[0] == "q":
+            value = (got["features"].to(self.device),)
+            self.stats.query_disk_hits += 1
+        else:
+            value = (got["w"].to(self.device), got["b"].to(self.device))
+            self.stats.support_disk_hits += 1
+        return value
+
+    def _disk_save(self, unit: tuple, value: tuple) -> None:
+        if self.disk is None:
+            return
+        t0 = time.perf_counter()
+        if unit[0] == "q":
+            kind, tensors = "query", {"features": value[0]}
+            about = {"image": unit[1]}
+        else:
+            kind, tensors = "support", {"w": value[0], "b": value[1].reshape(())}
+            about = {"image": unit[1], "class": unit[2]}
+        about.update({"model_sha256": self.model_sha256, "code_version": self.version})
+        self.disk.save(kind, self.unit_key(unit), tensors, about)
+        self.stats.seconds["disk_write"] += time.perf_counter() - t0
+
+    def _on_disk(self, unit: tuple) -> bool:
+        return self.disk is not None and self.disk.has("query" if unit[0] == "q" else "support", self.unit_key(unit))
+
+    def _remember(self, unit: tuple, value: tuple, next_use: dict[tuple, int]) -> None:
+        self._memory[unit] = value
+        self._memory_size += self._nbytes(value)
+        while self._memory_size > self.memory_bytes and len(self._memory) > 1:
+            # Belady: drop what is needed farthest ahead (never the unit just stored).
+            victim = max((u for u in self._memory if u != unit), key=lambda u: next_use.get(u, 1 << 62))
+            self._forget(victim)
+            self.stats.evictions += 1
+
+    def _forget(self, unit: tuple) -> None:
+        value = self._memory.pop(unit, None)
+        if value is not None:
+            self._memory_size -= self._nbytes(value)
+
+    # ------------------------------------------------------------------ the episode stream
+    def iter_episodes(self, episodes: Sequence[EpisodeLike], start: int = 0,
+                      extra: Callable[[int, EpisodeLike], object] | None = None
+                      ) -> Iterator[tuple[int, EpisodeLike, torch.Tensor, torch.Tensor, torch.Tensor, object]]:
+        """Yield (index, episode, query features (1,C,h,w), w (k,C), b (k,), extra(index, episode))
+        for episodes[start:], in order. `extra` (e.g. the query label) runs in the worker pool too."""
+        uses = plan_uses(episodes, start)
+        cursor = {u: 0 for u in uses}  # position in uses[u] of the next use
+
+        def next_use(u: tuple) -> int:
+            pos, lst = cursor.get(u, 0), uses.get(u, ())
+            return lst[pos] if pos < len(lst) else 1 << 62
+
+        pending: dict[int, tuple[dict, cf.Future | None]] = {}
+        pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix="oslsm-prep")
+        try:
+            def submit(i: int) -> None:
+                ep = episodes[i]
+                jobs: dict[tuple, cf.Future] = {}
+                for unit in _episode_units(ep):
+                    if unit in jobs:
+                        continue
+                    if self.enabled:
+                        already = any(unit in p[0] for p in pending.values())
+                        if already or unit in self._memory or self._on_disk(unit):
+                            continue
+                    jobs[unit] = pool.submit(self._prepare, unit)
+                fut_extra = pool.submit(extra, i, ep) if extra is not None else None
+                pending[i] = (jobs, fut_extra)
+
+            upcoming = iter(range(start, len(episodes)))
+            for i in upcoming:
+                submit(i)
+                if len(pending) >= self.lookahead:
+                    break
+            for i in range(start, len(episodes)):
+                nxt = next(upcoming, None)
+                if nxt is not None:
+                    submit(nxt)
+                jobs, fut_extra = pending.pop(i)
+                ep = episodes[i]
+                values = {}
+                for unit in _episode_units(ep):
+                    if unit in values:
+                        continue
+                    values[unit] = self._get(unit, jobs, pending, next_use)
+                t0 = time.perf_counter()
+                extra_value = fut_extra.result() if fut_extra is not None else None
+                self.stats.seconds["wait_extra"] += time.perf_counter() - t0
+                q = values[("q", ep.query)][0]
+                ws = [values[("s", s, int(ep.cls))] for s in ep.supports]
+                w = torch.stack([v[0] for v in ws])
+                b = torch.stack([v[1].reshape(()) for v in ws])
+                # Advance the use cursors, then free what no later episode needs.
+                for unit in values:
+                    cursor[unit] += 1
+                    if self.enabled and next_use(unit) == 1 << 62:
+                        self._forget(unit)
+                yield i, ep, q, w, b, extra_value
+        finally:
+            # An interrupted run must not wait for prefetches it will never use.
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._memory.clear()
+            self._memory_size = 0
+
+    def _get(self, unit: tuple, jobs: dict, pending: dict, next_use) -> tuple:
+        if self.enabled:
+            value = self._memory.get(unit)
+            if value is not None:
+                if unit[0] == "q":
+                    self.stats.query_memory_hits += 1
+                else:
+                    self.stats.support_memory_hits += 1
+                return value
+            value = self._disk_load(unit)
+            if value is not None:
+                self._remember(unit, value, {u: next_use(u) for u in self._memory} | {unit: next_use(unit)})
+                return value
+        fut = jobs.get(unit)
+        if fut is None and self.enabled:
+            # Prepared for a later episode of the window (the first to need it collects it).
+            for later_jobs, _ in pending.values():
+                if unit in later_jobs:
+                    fut = later_jobs.pop(unit)
+                    break
+        t0 = time.perf_counter()
+        if fut is not None:
+            prepared, prep_s = fut.result()
+        else:
+            prepared, prep_s = self._prepare(unit)
+        self.stats.seconds["wait_prep"] += time.perf_counter() - t0
+        self.stats.seconds["prep_worker"] += prep_s
+        value = self._compute(unit, prepared)
+        if self.enabled:
+            self._disk_save(unit, value)
+            self._remember(unit, value, {u: next_use(u) for u in self._memory} | {unit: next_use(unit)})
+        return value
+
+
+def _episode_units(ep: EpisodeLike) -> Iterable[tuple]:
+    yield ("q", ep.query)
+    for s in ep.supports:
+        yield ("s", s, int(ep.cls))

@@ -1,7 +1,7 @@
 """Random OSLSM weights in Caffe's layout, for demos and tests without the authors' models.
 
-He-scaled convolutions and fully connected layers keep activations of order one through
-the 16 layers of each branch; rw1s / rb1s are true weight-hashing maps (one +-1 per row)
+He-scaled convolutions and fully connected layers keep activations at the input's scale
+(order one relative to it) through the 16 layers of each branch; rw1s / rb1s are true weight-hashing maps (one +-1 per row)
 unless asked otherwise; uppred_offset is FCN's bilinear upsampling kernel.
 """
 from __future__ import annotations

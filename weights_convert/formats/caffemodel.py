@@ -138,7 +138,7 @@ class BlobRecord:
     @property
     def is_contiguous(self) -> bool:
         """True when the payload is one packed run of `count` values starting at `offset`."""
-        return len(self.segments) == 1 and self.segments[0][2] == self.itemsize or self.count == 0
+        return self.count == 0 or (len(self.segments) == 1 and self.segments[0][2] == self.itemsize)
 
     def read(self) -> np.ndarray:
         """The blob as a new C-contiguous float32 array of `shape` (doubles rounded as Caffe's cast does)."""

@@ -10,7 +10,7 @@ from weights_convert.errors import CaffeFormatError
 
 # Each module defines NAME, HELP, add_arguments(parser) and run(args) -> int.
 COMMAND_MODULES = [
-    "evaluate", "table", "table_run", "demo",
+    "evaluate", "table", "table_run", "demo", "episodes", "inputs",
 ]
 
 

@@ -1,0 +1,35 @@
+"""`episodes`: the original data layer's episode list of one fold, as a checked JSON file."""
+from __future__ import annotations
+
+from reproduce.episodes import episodes_to_json, make_episodes
+from reproduce.items import build_items
+from reproduce.voc import VOCDataset
+
+NAME = "episodes"
+HELP = "write the episode list (query, class, supports) the original OSLSM code tests on"
+
+
+def add_data_arguments(parser) -> None:
+    parser.add_argument("--voc", required=True, help="VOC2012 folder (ImageSets, JPEGImages, SegmentationClass)")
+    parser.add_argument("--fold", type=int, required=True, choices=range(4), help="PASCAL-5i fold 0..3")
+    parser.add_argument("--shots", type=int, required=True, help="support images per episode (1 or 5)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="where to cache the mask scan (default $OSLSM_CACHE or ~/.cache/oslsm-repro)")
+    parser.add_argument("--no-cache", action="store_true", help="rescan the masks, write no cache")
+
+
+def add_arguments(parser) -> None:
+    add_data_arguments(parser)
+    parser.add_argument("--episodes", type=int, default=1000, help="number of episodes (default 1000)")
+    parser.add_argument("--out", required=True, help="output JSON file")
+
+
+def run(args) -> int:
+    dataset = VOCDataset(args.voc)
+    items = build_items(dataset, args.fold, cache_dir=args.cache_dir, use_cache=not args.no_cache)
+    episodes = make_episodes(items, args.fold, args.shots, n_episodes=args.episodes)
+    digest = episodes_to_json(args.out, episodes, args.fold, args.shots, items.n_items)
+    print(f"n_items {items.n_items}")
+    print(f"sha256 {digest}")
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,355 @@
+"""CaffeNet: a Caffe net run layer by layer, every blob kept by name (pycaffe's `net.blobs`).
+
+Built the way Caffe's Net::Init builds a net: layers filtered by NetStateRules, wired by blob
+name (in-place tops allowed), set up in file order so each layer's learnable blob shapes follow
+from its bottoms' shapes, and `param { name }` blobs shared between layers."""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from weights_convert.errors import CaffeFormatError
+from weights_convert.formats.prototxt import load_net
+from weights_convert.formats.schema import pb
+from weights_convert.layers import CaffeLayer, build_layer
+from weights_convert.layers.input import Input
+
+_PHASES = {"TRAIN": pb.TRAIN, "TEST": pb.TEST}
+
+
+# ---------------------------------------------------------------------------- net state rules
+def state_meets_rule(state: pb.NetState, rule: pb.NetStateRule) -> bool:
+    """Caffe's Net::StateMeetsRule."""
+    if rule.HasField("phase") and rule.phase != state.phase:
+        return False
+    if rule.HasField("min_level") and state.level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and state.level > rule.max_level:
+        return False
+    stages = set(state.stage)
+    if any(s not in stages for s in rule.stage):
+        return False
+    if any(s in stages for s in rule.not_stage):
+        return False
+    return True
+
+
+def layer_included(state: pb.NetState, layer: pb.LayerParameter) -> bool:
+    """Caffe's Net::FilterNet for one layer: with include rules, any met one keeps it; with
+    exclude rules, any met one drops it."""
+    if len(layer.include) and len(layer.exclude):
+        raise CaffeFormatError(f"layer '{layer.name}': give include rules or exclude rules, not both")
+    if len(layer.include):
+        return any(state_meets_rule(state, r) for r in layer.include)
+    return not any(state_meets_rule(state, r) for r in layer.exclude)
+
+
+def split_blob_name(layer: str, blob: str, top_index: int, split_index: int) -> str:
+    return f"{blob}_{layer}_{top_index}_split_{split_index}"
+
+
+def insert_splits(layers: Sequence[pb.LayerParameter], source: str = "<net>") -> list[pb.LayerParameter]:
+    """Caffe's InsertSplits: a blob read by more than one bottom (or by a bottom and as a weighted
+    loss) gets a Split layer right after its producer, and each reader its own split top. pycaffe
+    lists those split blobs too, so they are part of `forward`'s result."""
+    last_top: dict[str, tuple[int, int]] = {}
+    source_of: dict[tuple[int, int], tuple[int, int]] = {}
+    readers: dict[tuple[int, int], int] = {}
+    loss_weight: dict[tuple[int, int], float] = {}
+    for i, lp in enumerate(layers):
+        for j, name in enumerate(lp.bottom):
+            if name not in last_top:
+                raise CaffeFormatError(f"{source}: layer '{lp.name}' (type {lp.type}) needs bottom '{name}' "
+                                       f"(bottom index {j}), which no earlier layer produces")
+            source_of[(i, j)] = last_top[name]
+            readers[last_top[name]] = readers.get(last_top[name], 0) + 1
+        for j, name in enumerate(lp.top):
+            last_top[name] = (i, j)
+        for j in range(min(len(lp.loss_weight), len(lp.top))):
+            top = last_top[lp.top[j]]
+            loss_weight[top] = lp.loss_weight[j]
+            if loss_weight[top]:
+                readers[top] = readers.get(top, 0) + 1
+    out: list[pb.LayerParameter] = []
+    next_split: dict[tuple[int, int], int] = {}
+    for i, original in enumerate(layers):
+        lp = pb.LayerParameter()
+        lp.CopyFrom(original)
+        out.append(lp)
+        for j in range(len(lp.bottom)):
+            top = source_of[(i, j)]
+            if readers.get(top, 0) > 1:
+                k = next_split.get(top, 0)
+                next_split[top] = k + 1
+                lp.bottom[j] = split_blob_name(layers[top[0]].name, lp.bottom[j], top[1], k)
+        for j, name in enumerate(lp.top):
+            n = readers.get((i, j), 0)
+            if n <= 1:
+                continue
+            split = pb.LayerParameter(name=f"{name}_{lp.name}_{j}_split", type="Split", phase=lp.phase)
+            split.bottom.append(name)
+            split.top.extend(split_blob_name(lp.name, name, j, k) for k in range(n))
+            weight = loss_weight.get((i, j), 0.0)
+            if weight:
+                split.loss_weight.append(weight)
+                split.loss_weight.extend([0.0] * (n - 1))
+                del lp.loss_weight[:]
+                next_split[(i, j)] = next_split.get((i, j), 0) + 1
+            out.append(split)
+    return out
+
+
+def _shape(t) -> tuple[int, ...]:
+    return tuple(int(d) for d in t.shape)
+
+
+def shapes_match(target: Sequence[int], given: Sequence[int]) -> bool:
+    """Caffe's Blob::ShapeEquals: equal, or a legacy 4-D (num, channels, height, width) blob equal
+    to the target padded with leading 1s."""
+    target, given = tuple(target), tuple(given)
+    if target == given:
+        return True
+    return len(given) == 4 and len(target) <= 4 and (1,) * (4 - len(target)) + target == given
+
+
+class Blobs(dict):
+    """Every blob by name after one forward, plus `outputs`: the blobs no later layer consumes."""
+
+    def __init__(self, values, output_names: Sequence[str]):
+        super().__init__(values)
+        self.output_names = list(output_names)
+
+    @property
+    def outputs(self) -> dict[str, torch.Tensor]:
+        return {n: self[n] for n in self.output_names}
+
+
+class CaffeNet(nn.Module):
+    def __init__(self, net: pb.NetParameter, phase: str = "TEST", level: int | None = None,
+                 stages: Iterable[str] | None = None, source: str | None = None):
+        super().__init__()
+        if phase not in _PHASES:
+            raise CaffeFormatError(f"phase must be TRAIN or TEST, not {phase!r}")
+        if len(net.layers):
+            raise CaffeFormatError("net still holds V1 `layers`; read it with formats.prototxt.load_net "
+                                   "or parse_net_text, which upgrade it")
+        self.source = source or net.name or "<net>"
+        self.phase = phase
+        self.state = pb.NetState()
+        self.state.CopyFrom(net.state)
+        self.state.phase = _PHASES[phase]
+        if level is not None:
+            self.state.level = level
+        if stages is not None:
+            del self.state.stage[:]
+            self.state.stage.extend(stages)
+
+        kept = []
+        for lp in net.layer:
+            if layer_included(self.state, lp):
+                copy = pb.LayerParameter()
+                copy.CopyFrom(lp)
+                copy.phase = self.state.phase
+                kept.append(copy)
+        kept = insert_splits(kept, self.source)
+        self.layers = nn.ModuleList(build_layer(lp) for lp in kept)
+        self._layer_params = kept
+        self.layer_by_name: dict[str, CaffeLayer] = {}
+        for layer in self.layers:
+            if layer.name in self.layer_by_name:
+                raise CaffeFormatError(f"{self.source}: two layers are named '{layer.name}'")
+            self.layer_by_name[layer.name] = layer
+        self.input_names = [t for layer in self.layers if isinstance(layer, Input) for t in layer.tops]
+        self.output_names = self._wire()
+        self.shared: dict[str, tuple[str, int]] = {}  # param name -> (owner layer, blob index)
+        self.sharing: dict[tuple[str, int], tuple[str, int]] = {}  # (layer, index) -> owner's
+        self.register_buffer("_device_probe", torch.zeros(0), persistent=False)
+        self.blob_shapes = self._setup()
+
+    @classmethod
+    def from_prototxt(cls, path: str | os.PathLike, phase: str = "TEST", **kwargs) -> "CaffeNet":
+        return cls(load_net(path), phase=phase, source=os.fspath(path), **kwargs)
+
+    # ------------------------------------------------------------------ construction
+    def _wire(self) -> list[str]:
+        """Check every bottom exists and no top is produced twice (Caffe's AppendBottom/AppendTop);
+        returns the net outputs (blobs left unconsumed)."""
+        available: dict[str, None] = {}
+        produced: set[str] = set()
+        for layer in self.layers:
+            for i, name in enumerate(layer.bottoms):
+                if name not in produced:
+                    raise CaffeFormatError(f"{self.source}: layer '{layer.name}' (type {layer.type}) needs bottom "
+                                           f"'{name}', which no earlier layer produces")
+                available.pop(name, None)
+            for i, name in enumerate(layer.tops):
+                in_place = i < len(layer.bottoms) and layer.bottoms[i] == name
+                if name in produced and not in_place:
+                    raise CaffeFormatError(f"{self.source}: top '{name}' of layer '{layer.name}' is produced by "
+                                           "more than one layer (only in-place reuse is allowed)")
+                produced.add(name)
+                available[name] = None
+        return list(available)
+
+    def _setup(self) -> dict[str, tuple[int, ...]]:
+        """Walk the net once on meta tensors (shapes only): create or share each layer's blobs."""
+        metas: dict[str, torch.Tensor] = {}
+        for layer, lp in zip(self.layers, self._layer_params):
+            if isinstance(layer, Input):
+                for top, shape in zip(layer.tops, layer.shapes):
+                    metas[top] = torch.empty(shape, dtype=torch.float32, device="meta")
+                continue
+            bottoms = [metas[b] for b in layer.bottoms]
+            shapes = [tuple(int(d) for d in s) for s in layer.param_shapes(bottoms)]
+            if len(lp.param) > len(shapes):
+                raise CaffeFormatError(f"{self.source}: layer '{layer.name}' (type {layer.type}) declares "
+                                       f"{len(lp.param)} param specs but has {len(shapes)} learnable blob(s)")
+            layer.attach_blobs([self._blob_for(layer, lp, i, s) for i, s in enumerate(shapes)], shapes)
+            layer.shapes_only = True
+            try:
+                tops = layer(bottoms)
+            except CaffeFormatError as exc:
+                raise CaffeFormatError(f"{self.source}: {exc}") from None
+            except (RuntimeError, ValueError, IndexError) as exc:
+                raise CaffeFormatError(f"{self.source}: layer '{layer.name}' (type {layer.type}) cannot run on "
+                                       f"bottoms {[_shape(b) for b in bottoms]}: {exc}") from None
+            finally:
+                layer.shapes_only = False
+            metas.update(zip(layer.tops, tops))
+        return {name: _shape(t) for name, t in metas.items()}
+
+    def _blob_for(self, layer: CaffeLayer, lp: pb.LayerParameter, index: int, shape) -> nn.Parameter:
+        spec = lp.param[index] if index < len(lp.param) else None
+        if spec is None or not spec.name:
+            return nn.Parameter(torch.zeros(shape, dtype=torch.float32))
+        owner = self.shared.get(spec.name)
+        if owner is None:
+            self.shared[spec.name] = (layer.name, index)
+            return nn.Parameter(torch.zeros(shape, dtype=torch.float32))
+        owner_layer = self.layer_by_name[owner[0]]
+        owned = owner_layer.blobs[owner[1]]
+        if spec.share_mode == pb.ParamSpec.PERMISSIVE:
+            ok = owned.numel() == int(np.prod(shape))
+        else:
+            ok = _shape(owned) == tuple(shape)
+        if not ok:
+            mode = "count" if spec.share_mode == pb.ParamSpec.PERMISSIVE else "shape"
+            raise CaffeFormatError(
+                f"{self.source}: layer '{layer.name}' blob {index} shares param '{spec.name}' owned by layer "
+                f"'{owner[0]}' (blob {owner[1]}), but the {mode}s disagree: owner {_shape(owned)}, "
+                f"sharing layer expects {tuple(shape)}")
+        self.sharing[(layer.name, index)] = owner
+        return owned
+
+    # ------------------------------------------------------------------ weights
+    @property
+    def device(self) -> torch.device:
+        return self._device_probe.device
+
+    def param_layers(self) -> list[CaffeLayer]:
+        return [layer for layer in self.layers if len(layer.blobs)]
+
+    def load_params(self, params: Mapping[str, Sequence[np.ndarray]], strict: bool = True) -> None:
+        """Copy Caffe blobs (layer name -> blobs in Caffe shapes) into the net. Everything is checked
+        before anything is copied; strict also requires every learnable layer present and no extra
+        layer in `params`."""
+        plan = []
+        missing = []
+        for layer in self.param_layers():
+            if layer.name not in params:
+                missing.append(f"'{layer.name}' ({layer.type}, {len(layer.blobs)} blob(s): "
+                               f"{', '.join(str(s) for s in layer.blob_shapes)})")
+                continue
+            given = list(params[layer.name])
+            if len(given) != len(layer.blobs):
+                raise CaffeFormatError(
+                    f"layer '{layer.name}' ({layer.type}): the weights hold {len(given)} blob(s), the net expects "
+                    f"{len(layer.blobs)} with shapes {', '.join(str(s) for s in layer.blob_shapes)}")
+            for i, (array, shape) in enumerate(zip(given, layer.blob_shapes)):
+                got = tuple(int(d) for d in np.shape(array))
+                if not shapes_match(shape, got):
+                    owner = self.sharing.get((layer.name, i))
+                    extra = f" (shared with layer '{owner[0]}' blob {owner[1]})" if owner else ""
+                    raise CaffeFormatError(f"layer '{layer.name}' ({layer.type}) blob {i}{extra}: the weights "
+                                           f"have shape {got}; the net expects {shape}")
+                plan.append((layer.blobs[i], shape, array))
+        if strict and missing:
+            raise CaffeFormatError(f"the weights have no blobs for layer(s) {'; '.join(missing)}")
+        if strict:
+            extra = [name for name in params if name not in self.layer_by_name]
+            if extra:
+                raise CaffeFormatError(f"the weights hold layer(s) that are not in the net "
+                                       f"({self.phase} phase): {', '.join(extra)}")
+        with torch.no_grad():
+            for param, shape, array in plan:  # net order, so a sharing layer writes last, as in Caffe
+                value = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).reshape(param.shape)
+                param.copy_(value)
+
+    def params_to_numpy(self) -> dict[str, list[np.ndarray]]:
+        """Layer name -> its blobs as float32 arrays in Caffe shapes (shared blobs under every user)."""
+        return {layer.name: [layer.blob(i).detach().cpu().numpy().copy() for i in range(len(layer.blobs))]
+                for layer in self.param_layers()}
+
+    # ------------------------------------------------------------------ running
+    def forward(self, inputs: Mapping[str, object] | None = None, **named) -> Blobs:
+        """Every blob by name after one forward pass; an in-place layer's blob holds its final value."""
+        given = dict(inputs or {})
+        overlap = set(given) & set(named)
+        if overlap:
+            raise CaffeFormatError(f"inputs {sorted(overlap)} given twice")
+        given.update(named)
+        unknown = sorted(set(given) - set(self.input_names))
+        missing = [n for n in self.input_names if n not in given]
+        if unknown or missing:
+            raise CaffeFormatError(f"{self.source}: the net's inputs are {', '.join(self.input_names) or 'none'}; "
+                                   + (f"missing {', '.join(missing)}" if missing else "")
+                                   + ("; " if missing and unknown else "")
+                                   + (f"unknown {', '.join(unknown)}" if unknown else ""))
+        blobs: dict[str, torch.Tensor] = {}
+        device = self.device
+        for name in self.input_names:
+            value = given[name]
+            blobs[name] = torch.as_tensor(value, dtype=torch.float32, device=device)
+        for layer in self.layers:
+            if isinstance(layer, Input):
+                continue
+            tops = layer([blobs[b] for b in layer.bottoms])
+            # rebinding (never writing into) the name keeps earlier values intact
+            blobs.update(zip(layer.tops, tops))
+        return Blobs(blobs, self.output_names)
+
+
+# ---------------------------------------------------------------------------- faithful numerics
+class faithful_mode(contextlib.ContextDecorator):
+    """Numerics as close to Caffe's float32 as torch allows: no TF32, highest float32 matmul
+    precision, deterministic algorithms. Takes effect when called; as a context manager it
+    restores the previous settings on exit."""
+
+    def __init__(self):
+        self._saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+                       torch.get_float32_matmul_precision(), torch.are_deterministic_algorithms_enabled(),
+                       torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
+        # cuBLAS is only deterministic with a fixed workspace; must be set before CUDA starts.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = False
+        torch.set_float32_matmul_precision("highest")
+        torch.use_deterministic_algorithms(True, warn_only=False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        tf32_mm, tf32_cudnn, precision, det, warn_only, bench = self._saved
+        torch.backends.cuda.matmul.allow_tf32 = tf32_mm
+        torch.backends.cudnn.allow_tf32 = tf32_cudnn
+        torch.backends.cudnn.benchmark = bench
+        torch.set_float32_matmul_precision(precision)
+        torch.use_deterministic_algorithms(det, warn_only=warn_only)
+        return False

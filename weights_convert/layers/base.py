@@ -1,0 +1,78 @@
+"""The common frame of every Caffe layer: names, bottoms/tops, learnable blobs, axis helpers."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from weights_convert.errors import CaffeFormatError
+from weights_convert.formats.schema import pb
+
+Shape = tuple[int, ...]
+
+
+class CaffeLayer(nn.Module):
+    """One Caffe layer. `param_shapes` says which learnable blobs it needs (known once its
+    bottoms' shapes are known, as in Caffe's LayerSetUp); `forward` maps bottoms to tops.
+
+    The blobs themselves are attached by the net (`attach_blobs`) because Caffe shares them
+    between layers by `param { name }`."""
+
+    # How many bottoms/tops the layer takes: (min, max); None = unbounded.
+    bottoms_range: tuple[int, int | None] = (1, 1)
+    tops_range: tuple[int, int | None] = (1, 1)
+
+    def __init__(self, lp: pb.LayerParameter):
+        super().__init__()
+        self.name = lp.name
+        self.type = lp.type
+        self.bottoms = list(lp.bottom)
+        self.tops = list(lp.top)
+        self.phase = "TRAIN" if lp.phase == pb.TRAIN else "TEST"
+        self.blobs = nn.ParameterList()
+        self.blob_shapes: list[Shape] = []
+        self.shapes_only = False  # set while the net sets up on meta tensors
+        self._check_arity("bottom", len(self.bottoms), self.bottoms_range)
+        self._check_arity("top", len(self.tops), self.tops_range)
+
+    # ------------------------------------------------------------------ overridable
+    def param_shapes(self, bottoms: Sequence[torch.Tensor]) -> list[Shape]:
+        """Shapes of the learnable blobs, given the bottoms (may be meta tensors)."""
+        return []
+
+    def forward(self, bottoms: list[torch.Tensor]) -> list[torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ helpers
+    def attach_blobs(self, blobs: Sequence[nn.Parameter], shapes: Sequence[Shape]) -> None:
+        self.blobs = nn.ParameterList(blobs)
+        self.blob_shapes = [tuple(s) for s in shapes]
+
+    def blob(self, index: int) -> torch.Tensor:
+        """Learnable blob `index` in this layer's own shape (a shared PERMISSIVE blob may differ)."""
+        shape = self.blob_shapes[index]
+        if self.shapes_only:
+            return torch.empty(shape, dtype=torch.float32, device="meta")
+        p = self.blobs[index]
+        return p if tuple(p.shape) == shape else p.view(shape)
+
+    def fail(self, message: str) -> CaffeFormatError:
+        return CaffeFormatError(f"layer '{self.name}' (type {self.type}): {message}")
+
+    def canonical_axis(self, axis: int, ndim: int, what: str = "axis") -> int:
+        """Caffe's CanonicalAxisIndex: negative counts from the end; out of range is an error."""
+        if not -ndim <= axis < ndim:
+            raise self.fail(f"{what} {axis} out of range for a blob with {ndim} axes")
+        return axis + ndim if axis < 0 else axis
+
+    def _check_arity(self, what: str, n: int, bounds: tuple[int, int | None]) -> None:
+        lo, hi = bounds
+        if n < lo or (hi is not None and n > hi):
+            want = f"{lo}" if lo == hi else f"{lo} to {hi if hi is not None else 'any number of'}"
+            raise self.fail(f"has {n} {what}(s); expected {want}")
+
+
+def count(shape: Sequence[int]) -> int:
+    return math.prod(int(d) for d in shape)

@@ -1,0 +1,51 @@
+"""SigmoidCrossEntropyLoss in Caffe's overflow-safe form; normalised by the batch size unless
+loss_param says otherwise (what the golden OSLSM-fork Caffe does for a bare deploy layer)."""
+from __future__ import annotations
+
+import torch
+
+from weights_convert.formats.schema import pb
+from weights_convert.layers.base import CaffeLayer
+
+L = pb.LossParameter
+
+
+class SigmoidCrossEntropyLoss(CaffeLayer):
+    bottoms_range = (2, 2)
+
+    def __init__(self, lp: pb.LayerParameter):
+        super().__init__(lp)
+        p = lp.loss_param
+        if p.HasField("normalization"):
+            self.normalization = p.normalization
+        elif p.HasField("normalize"):
+            self.normalization = L.VALID if p.normalize else L.BATCH_SIZE
+        else:
+            self.normalization = L.BATCH_SIZE
+        self.ignore_label = int(p.ignore_label) if p.HasField("ignore_label") else None
+        # Caffe's net scales the loss by loss_weight only when summing the objective; the top
+        # blob itself holds the unweighted loss.
+        self.loss_weight = float(lp.loss_weight[0]) if len(lp.loss_weight) else 1.0
+
+    def forward(self, bottoms):
+        x, t = bottoms
+        if x.numel() != t.numel():
+            raise self.fail(f"scores {tuple(x.shape)} and targets {tuple(t.shape)} differ in count")
+        t = t.reshape(x.shape)
+        pos = (x >= 0).to(x.dtype)
+        terms = x * (t - pos) - torch.log1p(torch.exp(x - 2 * x * pos))
+        valid = None
+        if self.ignore_label is not None:
+            valid = t != self.ignore_label
+            terms = torch.where(valid, terms, torch.zeros_like(terms))
+        loss = -terms.sum()
+        if self.normalization == L.FULL:
+            norm = torch.tensor(float(x.numel()), device=x.device)
+        elif self.normalization == L.VALID:
+            norm = valid.sum().to(x.dtype) if valid is not None else torch.tensor(float(x.numel()), device=x.device)
+        elif self.normalization == L.BATCH_SIZE:
+            norm = torch.tensor(float(x.shape[0]), device=x.device)
+        else:
+            norm = torch.tensor(1.0, device=x.device)
+        # Caffe: max(1, normaliser), so an all-ignored batch gives 0, not NaN
+        return [loss / torch.clamp(norm, min=1.0)]

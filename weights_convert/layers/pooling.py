@@ -1,0 +1,100 @@
+"""Pooling with Caffe's output size (ceil, then drop a window that starts in the padding) and
+Caffe's average divisor (window clipped to [-pad, size + pad), not to the image)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from weights_convert.formats.schema import pb
+from weights_convert.layers.base import CaffeLayer
+
+P = pb.PoolingParameter
+
+
+def pooled_size(size: int, kernel: int, pad: int, stride: int, ceil: bool = True) -> int:
+    """Caffe's PoolingLayer::Reshape output size along one axis."""
+    span = (size + 2 * pad - kernel) / stride
+    out = (math.ceil(span) if ceil else math.floor(span)) + 1
+    if pad and (out - 1) * stride >= size + pad:
+        out -= 1  # the last window would start inside the right padding
+    return out
+
+
+def _window_sizes(out: int, size: int, kernel: int, pad: int, stride: int) -> torch.Tensor:
+    """Caffe AVE divisor along one axis: window end clipped to size + pad, start not clipped."""
+    starts = torch.arange(out, dtype=torch.int64) * stride - pad
+    ends = torch.clamp(starts + kernel, max=size + pad)
+    return (ends - starts).to(torch.float32)
+
+
+class Pooling(CaffeLayer):
+    def __init__(self, lp: pb.LayerParameter):
+        super().__init__(lp)
+        p = lp.pooling_param
+        self.method = p.pool
+        self.global_pooling = p.global_pooling
+        self.ceil = p.round_mode == P.CEIL
+        if len(self.tops) > 1:
+            raise self.fail("a second top (the max-pooling mask) is not supported")
+        if self.global_pooling:
+            if len(p.kernel_size) or p.HasField("kernel_h") or p.HasField("kernel_w"):
+                raise self.fail("with global_pooling the kernel size may not be given")
+        elif p.HasField("kernel_h") != p.HasField("kernel_w"):
+            raise self.fail("give both kernel_h and kernel_w")
+        elif not p.HasField("kernel_h") and len(p.kernel_size) != 1:
+            raise self.fail("give one kernel_size, or kernel_h and kernel_w")
+        self.kernel = (p.kernel_h, p.kernel_w) if p.HasField("kernel_h") else tuple(p.kernel_size) * 2
+        if p.HasField("pad_h") or p.HasField("pad_w"):
+            self.pad = (p.pad_h, p.pad_w)
+        else:
+            self.pad = (p.pad[0],) * 2 if len(p.pad) else (0, 0)
+        if p.HasField("stride_h") or p.HasField("stride_w"):
+            self.stride = (p.stride_h, p.stride_w)
+        else:
+            self.stride = (p.stride[0],) * 2 if len(p.stride) else (1, 1)
+        if self.global_pooling and (any(self.pad) or self.stride != (1, 1)):
+            raise self.fail("global pooling needs pad 0 and stride 1")
+        if not self.global_pooling:
+            if min(self.kernel) < 1 or min(self.stride) < 1:
+                raise self.fail(f"kernel {self.kernel} and stride {self.stride} must be >= 1")
+            if self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]:
+                raise self.fail(f"pad {self.pad} must be smaller than the kernel {self.kernel}")
+        if self.method not in (P.MAX, P.AVE, P.STOCHASTIC):
+            raise self.fail(f"unknown pooling method {self.method}")
+
+    def forward(self, bottoms):
+        x = bottoms[0]
+        if x.dim() != 4:
+            raise self.fail(f"needs a 4-D bottom, got shape {tuple(x.shape)}")
+        H, W = int(x.shape[2]), int(x.shape[3])
+        if self.global_pooling:
+            kernel, pad, stride = (H, W), (0, 0), (1, 1)
+        else:
+            kernel, pad, stride = self.kernel, self.pad, self.stride
+        out = tuple(pooled_size(s, k, p, st, self.ceil) for s, k, p, st in zip((H, W), kernel, pad, stride))
+        if min(out) < 1:
+            raise self.fail(f"input {H}x{W} is smaller than the kernel {kernel}")
+        # Pad so that every one of the `out` windows lies inside; the extra right padding only ever
+        # covers positions Caffe clips away (max: -inf; sums: 0).
+        right = [max(0, (o - 1) * st + k - s - p) for o, st, k, s, p in zip(out, stride, kernel, (H, W), pad)]
+        spec = (pad[1], right[1], pad[0], right[0])
+        if self.method == P.MAX:
+            padded = F.pad(x, spec, value=float("-inf"))
+            y = F.max_pool2d(padded, kernel, stride)
+            return [y[:, :, :out[0], :out[1]]]
+        padded = F.pad(x, spec, value=0.0)
+        if self.method == P.AVE:
+            sums = F.avg_pool2d(padded, kernel, stride, divisor_override=1)[:, :, :out[0], :out[1]]
+            rows = _window_sizes(out[0], H, kernel[0], pad[0], stride[0]).to(x.device)
+            cols = _window_sizes(out[1], W, kernel[1], pad[1], stride[1]).to(x.device)
+            return [sums / (rows[:, None] * cols[None, :])]
+        if self.phase == "TRAIN":
+            raise self.fail("stochastic pooling samples at train time; only its TEST form is supported")
+        if any(pad):
+            raise self.fail("Caffe's stochastic pooling ignores pad; give pad 0")
+        # Caffe's TEST-time stochastic pooling: sum(x^2) / (FLT_MIN + sum(x)) over the window.
+        sq = F.avg_pool2d(padded * padded, kernel, stride, divisor_override=1)[:, :, :out[0], :out[1]]
+        s = F.avg_pool2d(padded, kernel, stride, divisor_override=1)[:, :, :out[0], :out[1]]
+        return [sq / (s + torch.finfo(torch.float32).tiny)]

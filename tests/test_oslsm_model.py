@@ -202,3 +202,22 @@ def test_random_params_build_a_working_model():
         assert 0.05 < float(taps[name].std()) < 20, name
     dense = random_oslsm_params(OSLSMWidths.THIN, seed=3, hashing=False)
     assert OSLSM.from_params(dense).hashing.describe()["rw1s"]["form"] == "dense"
+
+
+def test_equals_the_caffe_graph_interpreter(case_run):
+    """The idiomatic module and the layer-by-layer CaffeNet agree on every blob both compute
+    (today bit for bit; the bound leaves room for either to change its kernels)."""
+    from weights_convert.graph import CaffeNet
+
+    case, _, golden, ours = case_run
+    net = CaffeNet.from_prototxt(GOLDEN / case / "net.prototxt")
+    net.load_params(read_weights(GOLDEN / case / "weights.caffemodel"))
+    with torch.no_grad():
+        graph = net.forward(**{k: torch.from_numpy(golden[k])
+                               for k in ("first_img", "second_img", "first_label", "second_label")})
+    common = sorted(set(ours) & set(graph))
+    assert len(common) >= 50 and "score" in common and "fc8f" in common
+    for name in common:
+        ref = graph[name].numpy()
+        assert np.abs(ours[name] - ref).max() <= TOL * max(1.0, float(np.abs(ref).max())), name
+    assert np.array_equal(ours["score"] > 0.5, graph["score"].numpy() > 0.5)

@@ -232,3 +232,16 @@ def test_full_size_oslsm_entries_stream_without_reading_big_blobs():
     assert sum(e.nbytes for e in entries) == 4 * (276_723_281 - 4_096_000 - 1_000) + 5 * 4097
     assert hashing["rw1s"]["size_ratio"] == 800.0 and meta["widths"] == "64,128,256,512,512,4096,1000"
     assert next(e for e in entries if e.key == "conditioning.fc7.weight").read().shape == (4096, 4096)
+
+
+def test_convert_graph_form_of_a_general_net_checks_shapes(tmp_path, capsys):
+    conv = GOLDEN / "conv_basic"
+    assert main(["convert", "--prototxt", str(conv / "net.prototxt"), "--caffemodel", str(conv / "weights.caffemodel"),
+                 "--out", str(tmp_path / "ok.safetensors")]) == 0
+    assert np.array_equal(read_weights(tmp_path / "ok.safetensors")["c"][0], read_weights(conv / "weights.caffemodel")["c"][0])
+    # Same layer name, other shapes: refused before writing.
+    other = GOLDEN / "conv_group_dilation" / "weights.caffemodel"
+    assert main(["convert", "--prototxt", str(conv / "net.prototxt"), "--caffemodel", str(other),
+                 "--out", str(tmp_path / "bad.safetensors")]) == 2
+    assert "layer 'c' blob 0 has shape (6, 2, 3, 3)" in capsys.readouterr().err
+    assert not (tmp_path / "bad.safetensors").exists()

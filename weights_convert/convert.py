@@ -136,6 +136,26 @@ def check_graph_weights(net: pb.NetParameter, layers: Mapping[str, Sequence[Blob
         from weights_convert.oslsm.spec import check_oslsm_net
         _, widths, _ = check_oslsm_net(net, prototxt)
         check_params(layers, widths, source=f"{weights} (for {prototxt})")
+    else:
+        _check_shapes_with_graph(net, layers, prototxt, weights)
+
+
+def _check_shapes_with_graph(net: pb.NetParameter, layers: Mapping[str, Sequence[BlobHandle]],
+                             prototxt: str, weights: str) -> None:
+    """Blob counts and shapes as the graph interpreter's shape inference sets them up
+    (Caffe's ShapeEquals, legacy 4-d shapes included)."""
+    from weights_convert.graph import CaffeNet, shapes_match
+
+    graph = CaffeNet(net, source=prototxt)
+    for layer in graph.param_layers():
+        given = layers.get(layer.name, ())
+        if len(given) != len(layer.blob_shapes):
+            raise CaffeFormatError(f"{weights}: layer {layer.name!r} has {len(given)} blob(s); {prototxt} needs "
+                                   f"{len(layer.blob_shapes)} with shapes {', '.join(map(str, layer.blob_shapes))}")
+        for index, (blob, shape) in enumerate(zip(given, layer.blob_shapes)):
+            if not shapes_match(tuple(shape), tuple(blob.shape)):
+                raise CaffeFormatError(f"{weights}: layer {layer.name!r} blob {index} has shape {tuple(blob.shape)}; "
+                                       f"{prototxt} needs {tuple(shape)}")
 
 
 def _is_learnable(layer: pb.LayerParameter) -> bool:

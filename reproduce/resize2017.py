@@ -23,6 +23,10 @@ def _center_and_normalize(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """skimage 0.13 `_center_and_normalize_points`: centroid to the origin, mean distance sqrt(2)."""
     centroid = np.mean(points, axis=0)
     rms = math.sqrt(np.sum((points - centroid) ** 2) / points.shape[0])
+    if rms == 0:
+        # skimage 0.13 gave up here (NaN matrix, undefined warp): a 1x1 output
+        raise ReproduceError("resize_2017: cannot estimate the resize transform for a 1x1 output "
+                             "(all corner points coincide)")
     norm_factor = math.sqrt(2) / rms
     matrix = np.array([[norm_factor, 0, -norm_factor * centroid[0]],
                        [0, norm_factor, -norm_factor * centroid[1]],

@@ -112,9 +112,9 @@ def test_clip_to_the_input_range_and_constant_border():
     img = np.array([[0.2, 0.8], [0.8, 0.2]])
     up = resize_2017(img, (8, 8), order=1, preserve_range=False)
     assert up.min() >= 0.2 and up.max() <= 0.8
-    # without the clip the corner would read the zero border: 0.2 * 0.75 * 0.75
+    # the corner samples at (-0.375, -0.375): unclipped it would mix in the zero border
     raw = scalar_warp(img, _resize_matrix((2, 2), (8, 8)), (8, 8), 1, clip=False)
-    assert up[0, 0] == 0.2 and raw[0, 0] == pytest.approx(0.2 * 0.75 * 0.75)
+    assert up[0, 0] == 0.2 and raw[0, 0] == pytest.approx(0.2 * 0.625 * 0.625)
     h = _resize_matrix((2, 2), (8, 8))
     r, c = _source_coords(h, 8, 8)
     assert r[0, 0] < 0 and c[0, 0] < 0  # the corner samples outside the image

@@ -26,7 +26,7 @@ def convert_args(case, out, *extra):
 def test_convert_writes_file_metadata_and_report(tmp_path, form, capsys):
     out, report = tmp_path / f"{form}.safetensors", tmp_path / f"{form}.json"
     assert main(convert_args(CASE5, out, "--model", form, "--fold", "2", "--report", str(report))) == 0
-    assert "hashing: rw1s hashing, rb1s hashing" in capsys.readouterr().out
+    assert "hashing: rw1s hashing (8x smaller), rb1s hashing (8x smaller)" in capsys.readouterr().out
     sha = hashlib.sha256((CASE5 / "weights.caffemodel").read_bytes()).hexdigest()
     meta = safetensors_metadata(out)
     assert meta["model"] == form and meta["source_sha256"] == sha and meta["fold"] == "2"

@@ -21,7 +21,8 @@ def run(args) -> int:
     report = convert(args.prototxt, args.caffemodel, args.out, model=args.model, fold=args.fold,
                      report=args.report)
     hashing = report["hashing"]
-    found = ", ".join(f"{k} {v['form']}" for k, v in hashing["layers"].items()) or "no rw1s/rb1s"
+    found = ", ".join(f"{k} {v['form']}" + (f" ({v['size_ratio']:.0f}x smaller)" if v["form"] == "hashing" else "")
+                      for k, v in hashing["layers"].items()) or "no rw1s/rb1s"
     print(f"wrote {report['output']} ({report['output_bytes']:,} bytes, {report['tensors_written']} tensors, "
           f"{report['param_count']:,} parameters, model={report['model']}); hashing: {found}; "
           f"{report['timings']['total_s']:.2f} s")

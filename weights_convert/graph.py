@@ -280,8 +280,14 @@ class CaffeNet(nn.Module):
                 plan.append((layer.blobs[i], shape, array))
         if strict and missing:
             raise CaffeFormatError(f"the weights have no blobs for layer(s) {'; '.join(missing)}")
+        for name, given in params.items():
+            layer = self.layer_by_name.get(name)
+            if layer is not None and not len(layer.blobs) and len(given):
+                raise CaffeFormatError(f"layer '{name}' ({layer.type}) has no learnable blobs, but the weights "
+                                       f"hold {len(given)} for it")
         if strict:
-            extra = [name for name in params if name not in self.layer_by_name]
+            # a file layer without blobs (data, ReLU, ... of a training net) carries nothing to load
+            extra = [name for name, given in params.items() if name not in self.layer_by_name and len(given)]
             if extra:
                 raise CaffeFormatError(f"the weights hold layer(s) that are not in the net "
                                        f"({self.phase} phase): {', '.join(extra)}")

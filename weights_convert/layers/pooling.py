@@ -82,8 +82,10 @@ class Pooling(CaffeLayer):
         spec = (pad[1], right[1], pad[0], right[0])
         if self.method == P.MAX:
             padded = F.pad(x, spec, value=float("-inf"))
-            y = F.max_pool2d(padded, kernel, stride)
-            return [y[:, :, :out[0], :out[1]]]
+            y = F.max_pool2d(padded, kernel, stride)[:, :, :out[0], :out[1]]
+            # Caffe starts each max at -FLT_MAX: -inf inputs and empty windows (stride > kernel
+            # with ceil rounding) give -FLT_MAX
+            return [torch.clamp(y, min=-torch.finfo(torch.float32).max)]
         padded = F.pad(x, spec, value=0.0)
         if self.method == P.AVE:
             sums = F.avg_pool2d(padded, kernel, stride, divisor_override=1)[:, :, :out[0], :out[1]]

@@ -6,7 +6,7 @@ initialiser all need.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import ClassVar, Mapping, Sequence
 
 from weights_convert.errors import CaffeFormatError
 
@@ -30,8 +30,9 @@ class OSLSMWidths:
     fc: int
     embed: int
 
-    FULL = None  # set below (a frozen dataclass cannot hold instances of itself as defaults)
-    THIN = None
+    # Set below the class: the authors' VGG-16 widths and the thin golden test widths.
+    FULL: ClassVar["OSLSMWidths"]
+    THIN: ClassVar["OSLSMWidths"]
 
     @property
     def conv(self) -> tuple[int, int, int, int, int]:

@@ -50,6 +50,14 @@ def keeps_object(binary: np.ndarray) -> bool:
     return float(change_coordinates(binary, 32.0, 0.0).sum()) > MIN_CELLS
 
 
+def _scan_one(dataset: VOCDataset, name: str) -> dict[int, bool]:
+    mask = dataset.read_mask(name)  # its errors name the file already
+    try:
+        return scan_image(mask)
+    except ReproduceError as exc:
+        raise ReproduceError(f"{dataset.mask_path(name)}: {exc}") from exc
+
+
 def scan_image(mask: np.ndarray) -> dict[int, bool]:
     """Class ids present in a mask (ascending, 0 and void excluded) -> kept by the filter."""
     out = {}
@@ -116,14 +124,14 @@ def scan_dataset(dataset: VOCDataset, cache_dir: str | Path | None = None,
                  use_cache: bool = True) -> list[tuple[str, dict[int, bool]]]:
     """Per image, in split order: {class id: kept by the filter}. Cached in memory and on disk."""
     if not use_cache:
-        return [(name, scan_image(dataset.read_mask(name))) for name in dataset.names]
+        return [(name, _scan_one(dataset, name)) for name in dataset.names]
     key = _scan_key(dataset)
     if key in _MEMO:
         return _MEMO[key]
     cache_file = Path(cache_dir or default_cache_dir()) / f"items-{key[:32]}.json"
     scan = _read_cache(cache_file, dataset)
     if scan is None:
-        scan = [(name, scan_image(dataset.read_mask(name))) for name in dataset.names]
+        scan = [(name, _scan_one(dataset, name)) for name in dataset.names]
         _write_cache(cache_file, dataset, scan)
     _MEMO[key] = scan
     return scan

@@ -1,0 +1,91 @@
+"""The synthetic VOC2012-layout generator: deterministic, valid, usable for 5-shot in every fold."""
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from reproduce.episodes import make_episodes
+from reproduce.errors import ReproduceError
+from reproduce.items import build_items
+from reproduce.synthetic_voc import make_synthetic_voc, voc_palette
+from reproduce.voc import VOID, VOCDataset, fold_classes
+
+
+def digest_tree(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth") / "VOC2012"
+    start = time.perf_counter()
+    make_synthetic_voc(root, n_images=120, seed=3)
+    return root, time.perf_counter() - start
+
+
+def test_builds_quickly_and_reads_as_voc(synth):
+    root, seconds = synth
+    assert seconds < 20
+    ds = VOCDataset(root)
+    assert len(ds) == 120
+    assert ds.names == sorted(ds.names)
+    for sub in ("JPEGImages", "SegmentationClass", "SegmentationObject"):
+        assert len(list((root / sub).iterdir())) == 120
+
+
+def test_deterministic_from_the_seed(synth, tmp_path):
+    root, _ = synth
+    make_synthetic_voc(tmp_path / "again", n_images=120, seed=3)
+    make_synthetic_voc(tmp_path / "other", n_images=120, seed=4)
+    assert digest_tree(tmp_path / "again") == digest_tree(root)
+    assert digest_tree(tmp_path / "other") != digest_tree(root)
+
+
+def test_labels_follow_voc_conventions(synth):
+    root, _ = synth
+    ds = VOCDataset(root)
+    seen, grey = set(), 0
+    for name in ds.names:
+        with Image.open(ds.mask_path(name)) as im:
+            assert im.mode == "P" and im.getpalette()[:60] == voc_palette()[:60]
+        mask = ds.read_mask(name)
+        seen |= set(np.unique(mask).tolist())
+        with Image.open(ds.image_path(name)) as im:
+            grey += im.mode == "L"
+            assert im.size == (mask.shape[1], mask.shape[0])
+    assert seen == set(range(21)) | {VOID}
+    assert grey >= 5
+    rgb = ds.read_image(ds.names[16])  # every 17th image is grey
+    assert np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])
+
+
+def test_every_fold_supports_five_shot_and_some_objects_are_dropped(synth, tmp_path):
+    root, _ = synth
+    ds = VOCDataset(root)
+    dropped = 0
+    for fold in range(4):
+        items = build_items(ds, fold, cache_dir=tmp_path)
+        assert sorted(items.class_sets) == fold_classes(fold)
+        assert min(len(v) for v in items.class_sets.values()) >= 6
+        dropped += len(items.dropped)
+        episodes = make_episodes(items, fold, 5, n_episodes=50)
+        assert all(len(e.supports) == 5 and e.query not in e.supports for e in episodes)
+    assert dropped >= 10
+
+
+def test_refuses_to_overwrite(tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("keep")
+    with pytest.raises(ReproduceError, match="refusing"):
+        make_synthetic_voc(tmp_path / "full", n_images=3)
+    assert (tmp_path / "full" / "x").read_text() == "keep"
+    with pytest.raises(ReproduceError, match="n_images"):
+        make_synthetic_voc(tmp_path / "new", n_images=0)
+    assert not (tmp_path / "new").exists()

@@ -1,0 +1,362 @@
+"""CaffeNet construction, sharing, in-place blobs, state rules, strict loading and error messages."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import GOLDEN
+from weights_convert.errors import CaffeFormatError
+from weights_convert.formats.prototxt import parse_net_text
+from weights_convert.graph import CaffeNet, faithful_mode, insert_splits, shapes_match
+from weights_convert.layers import LAYER_TYPES, build_layer
+from weights_convert.load_weights import load_weights_into
+
+INPUT = 'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }\n'
+
+
+def run(net: CaffeNet, **inputs) -> dict[str, np.ndarray]:
+    with torch.no_grad():
+        return {k: v.numpy() for k, v in net(**inputs).items()}
+
+
+def net_of(text: str, **kwargs) -> CaffeNet:
+    return CaffeNet(parse_net_text(INPUT + text, "t.prototxt"), **kwargs)
+
+
+def ip(name, bottom="x", top=None, n=4, params=""):
+    return (f'layer {{ name: "{name}" type: "InnerProduct" bottom: "{bottom}" top: "{top or name}" {params} '
+            f'inner_product_param {{ num_output: {n} }} }}\n')
+
+
+X = np.arange(6, dtype=np.float32).reshape(2, 3) / 7 - 0.3
+
+
+# ------------------------------------------------------------------ parameter sharing
+SHARED = ip("a", params='param { name: "w" } param { name: "b" }') + ip("b", params='param { name: "w" }')
+
+
+def test_named_params_share_one_tensor():
+    net = net_of(SHARED)
+    a, b = net.layer_by_name["a"], net.layer_by_name["b"]
+    assert a.blobs[0] is b.blobs[0] and a.blobs[1] is not b.blobs[1]
+    assert len(list(net.parameters())) == 3  # w, a's bias, b's bias
+    w = np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)
+    net.load_params({"a": [w, np.ones(4, np.float32)], "b": [w, np.zeros(4, np.float32)]})
+    out = run(net, x=X)
+    np.testing.assert_allclose(out["a"], X @ w.T + 1, atol=1e-6)
+    np.testing.assert_allclose(out["b"], X @ w.T, atol=1e-6)
+    # the sharing layer is loaded last and writes the one shared tensor, as Caffe's copy does
+    net.load_params({"a": [w, np.ones(4, np.float32)], "b": [2 * w, np.zeros(4, np.float32)]})
+    np.testing.assert_allclose(run(net, x=X)["a"], X @ (2 * w).T + 1, atol=1e-6)
+    saved = net.params_to_numpy()
+    assert np.array_equal(saved["a"][0], saved["b"][0])
+
+
+def test_sharing_with_a_different_shape_is_an_error():
+    with pytest.raises(CaffeFormatError) as err:
+        net_of(ip("a", params='param { name: "w" }') + ip("b", n=5, params='param { name: "w" }'))
+    msg = str(err.value)
+    assert "'b'" in msg and "'w'" in msg and "'a'" in msg and "(4, 3)" in msg and "(5, 3)" in msg
+
+
+def test_permissive_sharing_needs_only_equal_counts():
+    reshape = 'layer { name: "r" type: "Reshape" bottom: "x" top: "x6" reshape_param { shape { dim: 1 dim: 6 } } }\n'
+    # a (2, 6) and b (3, 4): 12 values each, different shapes
+    a = ip("a", bottom="x6", n=2, params='param { name: "w" }')
+    b = ip("b", bottom="a", n=3, params='param { name: "w" share_mode: PERMISSIVE }')
+    net = net_of(reshape + a + ip("e", bottom="a", n=4) + ip("b", bottom="e", n=3,
+                                                             params='param { name: "w" share_mode: PERMISSIVE }'))
+    la, lb = net.layer_by_name["a"], net.layer_by_name["b"]
+    assert la.blobs[0] is lb.blobs[0] and lb.blob_shapes[0] == (3, 4) and lb.blob(0).shape == (3, 4)
+    with pytest.raises(CaffeFormatError, match="counts disagree"):
+        net_of(reshape + a + b)  # (3, 2): 6 values, not 12
+    with pytest.raises(CaffeFormatError, match="shapes disagree"):
+        net_of(reshape + a + ip("e", bottom="a", n=4) + ip("b", bottom="e", n=3, params='param { name: "w" }'))
+
+
+def test_loading_a_sharing_layer_checks_its_shape():
+    net = net_of(SHARED)
+    good = np.zeros((4, 3), np.float32)
+    with pytest.raises(CaffeFormatError) as err:
+        net.load_params({"a": [good, np.zeros(4, np.float32)], "b": [np.zeros((3, 4), np.float32), np.zeros(4, np.float32)]})
+    msg = str(err.value)
+    assert "'b'" in msg and "blob 0" in msg and "shared with layer 'a'" in msg and "(3, 4)" in msg and "(4, 3)" in msg
+
+
+# ------------------------------------------------------------------ in-place and splits
+INPLACE = (ip("f") + 'layer { name: "r" type: "ReLU" bottom: "f" top: "f" }\n'
+           'layer { name: "t" type: "TanH" bottom: "f" top: "f" }\n')
+
+
+def test_in_place_blob_holds_the_last_value():
+    net = net_of(INPLACE)
+    w = np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)
+    net.load_params({"f": [w, np.full(4, -0.1, np.float32)]})
+    out = net(x=X)
+    assert set(out) == {"x", "f"} and out.output_names == ["f"]
+    out = run(net, x=X)
+    np.testing.assert_allclose(out["f"], np.tanh(np.maximum(X @ w.T - 0.1, 0)), atol=1e-6)
+
+
+def test_split_keeps_the_value_before_an_in_place_layer():
+    """Caffe's InsertSplits gives each reader of a shared blob its own split top; an in-place
+    layer then no longer overwrites what the other reader sees."""
+    net = net_of(ip("f") + 'layer { name: "r" type: "ReLU" bottom: "f" top: "f" }\n'
+                 'layer { name: "s" type: "Sigmoid" bottom: "f" top: "s" }\n'
+                 'layer { name: "n" type: "Power" bottom: "f" top: "n" power_param { scale: -1 } }\n')
+    assert [layer.type for layer in net.layers] == ["Input", "InnerProduct", "ReLU", "Split", "Sigmoid", "Power"]
+    w = np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)
+    net.load_params({"f": [w, np.zeros(4, np.float32)]})
+    out = run(net, x=X)
+    pre = X @ w.T
+    assert (pre < 0).any()
+    # the ReLU reads f straight (f has one reader: ReLU); its in-place output f is read twice
+    np.testing.assert_allclose(out["f"], np.maximum(pre, 0), atol=1e-6)
+    np.testing.assert_allclose(out["f_r_0_split_0"], np.maximum(pre, 0), atol=1e-6)
+    np.testing.assert_allclose(out["s"], 1 / (1 + np.exp(-np.maximum(pre, 0))), atol=1e-6)
+    np.testing.assert_allclose(out["n"], -np.maximum(pre, 0), atol=1e-6)
+
+
+def test_split_names_follow_caffe():
+    """Same names as the golden Caffe blobs (e.g. eltwise_prod_max's a_input_0_split_0)."""
+    net = parse_net_text((GOLDEN / "eltwise_prod_max" / "net.prototxt").read_text())
+    layers = insert_splits(list(net.layer))
+    splits = [lp for lp in layers if lp.type == "Split"]
+    assert [lp.name for lp in splits] == ["a_input_0_split", "b_input_1_split"]
+    assert list(splits[0].top) == ["a_input_0_split_0", "a_input_0_split_1"]
+    golden = set(np.load(GOLDEN / "eltwise_prod_max" / "blobs.npz").files)
+    assert {t for lp in layers for t in lp.top} == golden
+
+
+def test_in_place_after_another_reader_is_refused_like_caffe():
+    """A blob read by a layer and then rewritten in place: InsertSplits renames the in-place
+    layer's bottom, so its top collides with the producer's (Caffe: 'produced by multiple sources')."""
+    net = net_of(ip("f") + 'layer { name: "r" type: "ReLU" bottom: "f" top: "f" }\n'
+                 'layer { name: "n" type: "Power" bottom: "f" top: "n" }\n')
+    assert "Split" not in [layer.type for layer in net.layers]  # f has one reader before and one after
+    with pytest.raises(CaffeFormatError, match="top 'f' of layer 'r' is produced by more than one layer"):
+        net_of(ip("f") + 'layer { name: "s" type: "Sigmoid" bottom: "f" top: "s" }\n'
+               'layer { name: "r" type: "ReLU" bottom: "f" top: "f" }\n')
+
+
+def test_relu_inplace_golden_earlier_blob_not_corrupted():
+    net = CaffeNet.from_prototxt(GOLDEN / "relu_inplace_chain" / "net.prototxt")
+    from test_layers_golden import params_from_npz
+    net.load_params(params_from_npz(GOLDEN / "relu_inplace_chain" / "params.npz"))
+    golden = dict(np.load(GOLDEN / "relu_inplace_chain" / "blobs.npz"))
+    x = torch.from_numpy(golden["x"].copy())
+    out = run(net, x=x)
+    assert torch.equal(x, torch.from_numpy(golden["x"]))  # the caller's input is not written
+    for name, ref in golden.items():
+        assert np.abs(out[name] - ref).max() <= 5e-5 * max(1, np.abs(ref).max())
+
+
+# ------------------------------------------------------------------ include / exclude
+def rule_net(rules: str, **kwargs) -> CaffeNet:
+    return net_of(f'layer {{ name: "s" type: "Sigmoid" bottom: "x" top: "s" {rules} }}\n', **kwargs)
+
+
+@pytest.mark.parametrize("rules,kwargs,kept", [
+    ("include { phase: TRAIN }", {}, False),
+    ("include { phase: TRAIN }", {"phase": "TRAIN"}, True),
+    ("exclude { phase: TEST }", {}, False),
+    ("exclude { phase: TRAIN }", {}, True),
+    ("include { phase: TRAIN } include { stage: 'deploy' }", {"stages": ["deploy"]}, True),  # any include
+    ("include { phase: TEST stage: 'deploy' }", {}, False),  # all parts of one rule
+    ("include { min_level: 1 }", {}, False),
+    ("include { min_level: 1 }", {"level": 1}, True),
+    ("include { max_level: 1 }", {"level": 2}, False),
+    ("include { not_stage: 'x' }", {"stages": ["x"]}, False),
+    ("include { not_stage: 'x' }", {"stages": ["y"]}, True),
+    ("exclude { stage: 'a' } exclude { stage: 'b' }", {"stages": ["b"]}, False),  # any exclude
+    ("exclude { stage: 'a' stage: 'b' }", {"stages": ["b"]}, True),
+])
+def test_state_rules(rules, kwargs, kept):
+    net = rule_net(rules, **kwargs)
+    assert ("s" in net.layer_by_name) == kept
+    assert ("s" in net(x=X)) == kept
+
+
+def test_net_state_from_the_prototxt():
+    text = ('state { level: 3 stage: "deploy" }\n' + INPUT +
+            'layer { name: "s" type: "Sigmoid" bottom: "x" top: "s" include { min_level: 3 stage: "deploy" } }\n')
+    assert "s" in CaffeNet(parse_net_text(text)).layer_by_name
+    assert "s" not in CaffeNet(parse_net_text(text), level=2).layer_by_name
+
+
+def test_include_and_exclude_together_is_an_error():
+    with pytest.raises(CaffeFormatError, match="include rules or exclude rules"):
+        rule_net("include { phase: TEST } exclude { phase: TRAIN }")
+
+
+def test_phase_reaches_the_layers():
+    text = 'layer { name: "d" type: "Dropout" bottom: "x" top: "d" dropout_param { dropout_ratio: 0.5 } }\n'
+    x = torch.ones(2, 3)
+    assert torch.equal(net_of(text)(x=x)["d"], x)
+    torch.manual_seed(0)
+    y = net_of(text, phase="TRAIN")(x=torch.ones(200, 3))["d"]
+    assert set(y.unique().tolist()) == {0.0, 2.0}  # Caffe scales kept values by 1/(1-p) at train time
+
+
+# ------------------------------------------------------------------ strict loading
+def ip_net():
+    return net_of(ip("a") + ip("b", bottom="a", n=2))
+
+
+def good_params():
+    return {"a": [np.ones((4, 3), np.float32), np.zeros(4, np.float32)],
+            "b": [np.ones((2, 4), np.float32), np.zeros(2, np.float32)]}
+
+
+def test_load_rejects_a_wrong_shape_naming_layer_blob_and_shapes():
+    params = good_params()
+    params["b"][0] = np.ones((4, 2), np.float32)
+    net = ip_net()
+    with pytest.raises(CaffeFormatError) as err:
+        net.load_params(params)
+    assert "'b'" in str(err.value) and "blob 0" in str(err.value) and "(4, 2)" in str(err.value) \
+        and "(2, 4)" in str(err.value)
+    # nothing was copied: the check precedes every write
+    assert not net.layer_by_name["a"].blobs[0].detach().any()
+
+
+def test_load_rejects_a_wrong_blob_count():
+    params = good_params()
+    params["a"] = params["a"][:1]
+    with pytest.raises(CaffeFormatError, match=r"'a'.*1 blob\(s\).*expects 2"):
+        ip_net().load_params(params)
+
+
+def test_load_missing_layer_strict_and_not_strict():
+    params = good_params()
+    del params["b"]
+    with pytest.raises(CaffeFormatError, match=r"no blobs for layer\(s\) 'b' \(InnerProduct"):
+        ip_net().load_params(params)
+    net = ip_net()
+    net.load_params(params, strict=False)
+    assert net.layer_by_name["a"].blobs[0].detach().eq(1).all()
+
+
+def test_load_extra_layers_strict_and_not_strict():
+    params = good_params()
+    params["old1"] = [np.zeros(3, np.float32)]
+    params["old2"] = [np.zeros(3, np.float32)]
+    params["data"] = []  # a training net's data layer: no blobs, nothing to load
+    with pytest.raises(CaffeFormatError, match="not in the net.*old1, old2"):
+        ip_net().load_params(params)
+    ip_net().load_params(params, strict=False)
+
+
+def test_load_accepts_legacy_4d_shapes_like_caffe():
+    params = good_params()
+    params["a"] = [np.ones((1, 1, 4, 3), np.float32), np.zeros((1, 1, 1, 4), np.float32)]
+    net = ip_net()
+    net.load_params(params)
+    assert net.params_to_numpy()["a"][0].shape == (4, 3)
+    assert shapes_match((4, 3), (1, 1, 4, 3)) and not shapes_match((4, 3), (1, 4, 3))
+    assert not shapes_match((4, 3), (1, 1, 3, 4)) and not shapes_match((4, 3), (12,))
+
+
+def test_load_rejects_blobs_for_a_paramless_layer():
+    net = net_of('layer { name: "s" type: "Sigmoid" bottom: "x" top: "s" }\n')
+    with pytest.raises(CaffeFormatError, match="'s'.*no learnable blobs"):
+        net.load_params({"s": [np.zeros(1, np.float32)]})
+
+
+def test_params_to_numpy_round_trip():
+    net = ip_net()
+    rng = np.random.default_rng(1)
+    params = {k: [rng.standard_normal(a.shape).astype(np.float32) for a in v] for k, v in good_params().items()}
+    net.load_params(params)
+    back = net.params_to_numpy()
+    assert back.keys() == params.keys()
+    assert all(np.array_equal(a, b) for k in params for a, b in zip(params[k], back[k], strict=True))
+
+
+def test_load_weights_into_names_the_file(tmp_path):
+    net = CaffeNet.from_prototxt(GOLDEN / "conv_basic" / "net.prototxt")
+    path = GOLDEN / "ip_axis1" / "weights.caffemodel"
+    with pytest.raises(CaffeFormatError) as err:
+        load_weights_into(net, path)
+    assert str(path) in str(err.value) and "'c'" in str(err.value)
+
+
+# ------------------------------------------------------------------ errors
+def test_unsupported_type_lists_supported_types():
+    with pytest.raises(CaffeFormatError) as err:
+        net_of('layer { name: "acc" type: "Accuracy" bottom: "x" bottom: "x" top: "a" }\n')
+    msg = str(err.value)
+    assert "'acc'" in msg and "'Accuracy'" in msg and "MatMult" in msg and "ReshapeLike" in msg
+    assert set(LAYER_TYPES) >= {"Convolution", "Deconvolution", "Pooling", "InnerProduct", "ReLU", "PReLU", "ELU",
+                                "TanH", "Sigmoid", "AbsVal", "Power", "Scale", "Bias", "BatchNorm", "LRN", "Reshape",
+                                "ReshapeLike", "Flatten", "Tile", "Crop", "Concat", "Slice", "Split", "Silence",
+                                "Eltwise", "Softmax", "MatMult", "SigmoidCrossEntropyLoss", "Dropout", "Input"}
+
+
+def test_python_layer_is_refused_clearly():
+    text = ('layer { name: "data" type: "Python" top: "x" python_param { module: "ss_datalayer" '
+            'layer: "SSDataLayer" } }\n')
+    with pytest.raises(CaffeFormatError, match="'data' is a Python layer \\(ss_datalayer.SSDataLayer\\).*Input"):
+        CaffeNet(parse_net_text(text))
+
+
+def test_upstream_train_net_python_layer_is_refused():
+    from conftest import UPSTREAM
+    trains = [p for p in UPSTREAM.rglob("*.prototxt") if "Python" in p.read_text()]
+    assert trains
+    with pytest.raises(CaffeFormatError, match="Python layer"):
+        CaffeNet.from_prototxt(trains[0], phase="TRAIN")
+
+
+def test_unknown_bottom_and_duplicate_top():
+    with pytest.raises(CaffeFormatError, match="'s'.*bottom 'nope'"):
+        net_of('layer { name: "s" type: "Sigmoid" bottom: "nope" top: "s" }\n')
+    with pytest.raises(CaffeFormatError, match="top 'x' of layer 't'.*more than one"):
+        net_of('layer { name: "s" type: "Sigmoid" bottom: "x" top: "y" }\n'
+               'layer { name: "t" type: "TanH" bottom: "y" top: "x" }\n')
+    with pytest.raises(CaffeFormatError, match="two layers are named 's'"):
+        net_of('layer { name: "s" type: "Sigmoid" bottom: "x" top: "y" }\n'
+               'layer { name: "s" type: "TanH" bottom: "y" top: "z" }\n')
+
+
+def test_layer_arity_and_parameter_errors_name_the_layer():
+    with pytest.raises(CaffeFormatError, match="'m'.*1 bottom"):
+        net_of('layer { name: "m" type: "MatMult" bottom: "x" top: "y" }\n')
+    with pytest.raises(CaffeFormatError, match="'c'.*num_output"):
+        net_of('layer { name: "c" type: "Convolution" bottom: "x" top: "y" convolution_param { kernel_size: 1 } }\n')
+    with pytest.raises(CaffeFormatError, match="'r'.*cannot reshape"):
+        net_of('layer { name: "r" type: "Reshape" bottom: "x" top: "y" reshape_param { shape { dim: 4 } } }\n')
+
+
+def test_forward_input_errors():
+    net = net_of(ip("a"))
+    with pytest.raises(CaffeFormatError, match="inputs are x; missing x"):
+        net()
+    with pytest.raises(CaffeFormatError, match="unknown y"):
+        net(x=X, y=X)
+    out = net({"x": X})  # a mapping works as well as keywords
+    assert out.outputs.keys() == {"a"} and net.input_names == ["x"]
+
+
+def test_build_layer_uses_the_layer_phase():
+    lp = parse_net_text('layer { name: "bn" type: "BatchNorm" bottom: "x" top: "y" phase: TRAIN }').layer[0]
+    assert build_layer(lp).use_global_stats is False
+    lp.phase = 1  # TEST
+    assert build_layer(lp).use_global_stats is True
+
+
+def test_faithful_mode_sets_and_restores():
+    before = torch.get_float32_matmul_precision(), torch.are_deterministic_algorithms_enabled()
+    with faithful_mode():
+        assert torch.get_float32_matmul_precision() == "highest"
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        net = CaffeNet.from_prototxt(GOLDEN / "deconv_oslsm" / "net.prototxt")
+        net(x=np.load(GOLDEN / "deconv_oslsm" / "blobs.npz")["x"])
+    assert (torch.get_float32_matmul_precision(), torch.are_deterministic_algorithms_enabled()) == before
+
+
+def test_net_moves_with_to_and_keeps_float32():
+    net = CaffeNet.from_prototxt(GOLDEN / "conv_basic" / "net.prototxt")
+    assert net.device.type == "cpu"
+    out = net(x=np.load(GOLDEN / "conv_basic" / "blobs.npz")["x"].astype(np.float64))
+    assert all(v.dtype == torch.float32 for v in out.values())

@@ -13,7 +13,6 @@ RUN_DIR layout (all files atomic except the per-episode journal, which is append
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -24,7 +23,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from reproduce import preprocess
+from reproduce.episodes import SEED, Episode, episodes_sha256, episodes_to_json, load_episodes, make_episodes
 from reproduce.errors import ReproduceError
+from reproduce.items import build_items
+from reproduce.resize2017 import resize_2017
+from reproduce.voc import VOID, VOCDataset, class_name, fold_classes
 from reproduce.feature_cache import FeatureProvider, code_version, sha256_file
 from reproduce.scoring import (check_protocol, csv_row, episode_counts, fold_score_from_rows, format_csv_row,
                                parse_csv_line, summary_block, write_iou_results_txt)
@@ -33,15 +37,6 @@ from weights_convert.atomic import atomic_path, atomic_write_text
 RUN_FORMAT = "oslsm-repro-run/1"
 CSV_NAME = "all_results.csv"
 QUERY_HW = (500, 500)
-CLASS_NAMES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-               "train", "tvmonitor")
-
-
-def fold_classes(fold: int) -> list[int]:
-    if fold not in (0, 1, 2, 3):
-        raise ReproduceError(f"fold must be 0, 1, 2 or 3, got {fold!r}")
-    return list(range(5 * fold + 1, 5 * fold + 6))
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -49,12 +44,11 @@ def fold_classes(fold: int) -> list[int]:
 
 class DatasetInputs:
     """Pre-processed net inputs of a VOC-layout data set, as the original data layer built them,
-    plus the content digests that key the feature cache."""
+    split per image (the query image alone, the query label alone, each support pair) so that the
+    feature cache can compute each once; plus the content digests that key the cache."""
 
     def __init__(self, dataset):
-        from reproduce import preprocess
         self.dataset = dataset
-        self.pre = preprocess
         self._digests: dict[tuple[str, str], str] = {}
 
     def _digest(self, kind: str, name: str) -> str:
@@ -71,53 +65,50 @@ class DatasetInputs:
         return self._digest("mask", name)
 
     def query_image(self, name: str) -> np.ndarray:
-        return self.pre.prep_query_image(self.dataset.read_image(name))
+        image = self.dataset.read_image(name)
+        # The image half of prep_query; its label half (on an empty mask here) is cheap and unused.
+        img, _ = preprocess.prep_query(image, np.zeros(image.shape[:2], np.float32))
+        return img
 
     def support_pair(self, name: str, cls: int) -> tuple[np.ndarray, np.ndarray]:
-        mask = self.pre.binary_mask(self.dataset.read_mask(name), cls)
-        return self.pre.prep_support(self.dataset.read_image(name), mask)
+        mask = preprocess.binary_mask(self.dataset.read_mask(name), cls)
+        return preprocess.prep_support(self.dataset.read_image(name), mask)
 
     def query_label(self, name: str, cls: int, with_void: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """The query's binary label on the 500x500 grid (void is background, as the original), and
         for protocol 'modern' its void mask resized the same way."""
         index = self.dataset.read_mask(name)
-        label = self.pre.prep_query_label(self.pre.binary_mask(index, cls))
-        void = None
-        if with_void:
-            void = self.pre.prep_query_label((index == 255).astype(np.float32)) > 0.5
-        return np.asarray(label, np.float32).reshape(QUERY_HW), (None if void is None else void.reshape(QUERY_HW))
+        label = query_label_grid(preprocess.binary_mask(index, cls))
+        void = query_label_grid((index == VOID).astype(np.float32)) > 0.5 if with_void else None
+        return label, void
+
+
+def query_label_grid(mask_bin: np.ndarray) -> np.ndarray:
+    """The label half of prep_query alone: order-0 resize with preserve_range, skipped when the
+    mask already has the query shape (the image half is not needed to score an episode)."""
+    label = mask_bin.astype(np.float32)
+    if label.shape != tuple(preprocess.QUERY_SHAPE):
+        label = resize_2017(label, preprocess.QUERY_SHAPE, order=0, preserve_range=True)
+    return label.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------- episodes
 
 
-def episodes_payload(episodes: Sequence, fold: int, shots: int) -> tuple[dict, str]:
-    """Our canonical episodes.json content and the sha256 of its episode list."""
-    listing = [{"query": ep.query, "cls": int(ep.cls), "supports": list(ep.supports)} for ep in episodes]
-    sha = hashlib.sha256(json.dumps(listing, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    return {"fold": fold, "shots": shots, "n_episodes": len(listing), "sha256": sha, "episodes": listing}, sha
-
-
-def resolve_episodes(dataset, fold: int, shots: int, n_episodes: int, episodes_file, items_cache_dir=None) -> list:
-    from reproduce import episodes as episodes_mod
-
+def resolve_episodes(dataset, fold: int, shots: int, n_episodes: int, episodes_file,
+                     items_cache_dir=None) -> tuple[list[Episode], int]:
+    """The run's episodes and the fold's item count: from an episode file, or generated as the
+    original data layer did (seed 1385)."""
     if episodes_file is not None:
-        eps = list(episodes_mod.load_episodes(episodes_file, fold=fold, shots=shots))
-        if len(eps) < n_episodes:
-            raise ReproduceError(f"{episodes_file}: holds {len(eps)} episodes for fold {fold} {shots}-shot; "
-                                 f"{n_episodes} were asked for")
-        eps = eps[:n_episodes]
-    else:
-        from reproduce.items import build_items
-        items = build_items(dataset, fold, cache_dir=items_cache_dir)
-        eps = list(episodes_mod.make_episodes(items, fold, shots, n_episodes=n_episodes, seed=1385))
-    classes = fold_classes(fold)
-    for i, ep in enumerate(eps):
-        if int(ep.cls) not in classes:
-            raise ReproduceError(f"episode {i}: class {ep.cls} is not a test class of fold {fold} {classes}")
-        if len(ep.supports) != shots:
-            raise ReproduceError(f"episode {i}: {len(ep.supports)} supports; a {shots}-shot run needs {shots}")
-    return eps
+        ef = load_episodes(episodes_file)
+        if ef.fold != fold or ef.shots != shots:
+            raise ReproduceError(f"{episodes_file} holds fold {ef.fold} {ef.shots}-shot episodes; "
+                                 f"this run is fold {fold} {shots}-shot")
+        if len(ef.episodes) < n_episodes:
+            raise ReproduceError(f"{episodes_file}: holds {len(ef.episodes)} episodes; {n_episodes} were asked for")
+        return list(ef.episodes[:n_episodes]), ef.n_items
+    items = build_items(dataset, fold, cache_dir=items_cache_dir)
+    return make_episodes(items, fold, shots, n_episodes=n_episodes, seed=SEED), items.n_items
 
 
 # ---------------------------------------------------------------------------- model checks
@@ -217,7 +208,6 @@ def evaluate(voc, weights, fold: int, shots: int, n_episodes: int = 1000, device
              prototxt=None, workers: int = 2, memory_bytes: int = 4 << 30) -> dict:
     """Evaluate one fold; returns the summary dict (also in RUN_DIR/summary.json). Resumes a run
     interrupted in `out_dir` when its manifest matches."""
-    from reproduce.voc import VOCDataset
     from weights_convert.oslsm import load_oslsm
 
     started = time.perf_counter()
@@ -239,9 +229,9 @@ def evaluate(voc, weights, fold: int, shots: int, n_episodes: int = 1000, device
     _refuse_inside_dataset(run_dir, dataset)
     if cache_dir is not None:
         _refuse_inside_dataset(Path(cache_dir), dataset)
-    episodes = resolve_episodes(dataset, fold, shots, n_episodes, episodes_file,
-                                None if cache_dir is None else Path(cache_dir) / "items")
-    payload, episodes_sha = episodes_payload(episodes, fold, shots)
+    episodes, n_items = resolve_episodes(dataset, fold, shots, n_episodes, episodes_file,
+                                         None if cache_dir is None else Path(cache_dir) / "items")
+    episodes_sha = episodes_sha256(episodes)
     model_sha = sha256_file(weights)
     version = code_version(dev)
     manifest = {"format": RUN_FORMAT, "fold": fold, "shots": shots, "protocol": protocol,
@@ -257,7 +247,8 @@ def evaluate(voc, weights, fold: int, shots: int, n_episodes: int = 1000, device
             raise ReproduceError(f"{csv_path} exists without a manifest.json; it is not a run of this tool")
         atomic_write_text(manifest_path, _json(manifest))
     if not (run_dir / "episodes.json").exists():
-        atomic_write_text(run_dir / "episodes.json", _json(payload))
+        # The same file format as `python -m reproduce episodes`: usable as --episodes-file.
+        episodes_to_json(run_dir / "episodes.json", episodes, fold, shots, n_items)
     done = read_done_rows(csv_path, episodes)
 
     t0 = time.perf_counter()
@@ -308,7 +299,7 @@ def evaluate(voc, weights, fold: int, shots: int, n_episodes: int = 1000, device
     fs = fold_score_from_rows(classes, rows)
     summary = {
         "format": RUN_FORMAT, "fold": fold, "shots": shots, "protocol": protocol,
-        "test_classes": classes, "class_names": {str(c): CLASS_NAMES[c - 1] for c in classes},
+        "test_classes": classes, "class_names": {str(c): class_name(c) for c in classes},
         "n_episodes": len(episodes), "episodes_sha256": episodes_sha,
         "model_sha256": model_sha, "weights": weights.name,
         **summary_block(fs), "miou_x100": 100.0 * fs.miou(), "fb_iou_x100": 100.0 * fs.fb_iou(),

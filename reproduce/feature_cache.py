@@ -90,7 +90,7 @@ class CacheStats:
     seconds: dict = dataclasses.field(default_factory=lambda: defaultdict(float))
 
     def as_dict(self) -> dict:
-        d = dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "seconds"}
         d["seconds"] = {k: round(v, 4) for k, v in sorted(self.seconds.items())}
         return d
 

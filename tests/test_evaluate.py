@@ -1,0 +1,267 @@
+"""The evaluation runner on the golden synthetic VOC set with a small random OSLSM:
+agreement with the original's exact net inputs, cache on/off bit-identity, resume after an
+interruption (byte-identical outputs), run/model checks, the modern protocol, and a data set
+folder that is never written."""
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import reproduce.evaluate as ev
+from reproduce.episodes import Episode, episodes_to_json
+from reproduce.errors import ReproduceError
+from reproduce.evaluate import evaluate, query_label_grid
+from reproduce.preprocess import binary_mask, prep_query
+from reproduce.scoring import episode_counts
+from reproduce.voc import VOCDataset
+from tests.conftest import GOLDEN
+from weights_convert.convert import convert
+from weights_convert.formats.caffemodel import write_caffemodel
+from weights_convert.netspec import write_net
+from weights_convert.oslsm import OSLSMWidths, load_oslsm
+from weights_convert.oslsm.random_init import random_oslsm_params
+from weights_convert.oslsm.spec import oslsm_deploy_net
+
+EPISODES = GOLDEN / "episodes"
+RESULT_FILES = ("manifest.json", "episodes.json", "all_results.csv", "summary.json", "iou_results.txt")
+
+
+def _tree_digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        h.update(str(p.relative_to(root)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A read-only copy of the golden VOC set, fold-0 and fold-1 thin random models converted by
+    our converter, and episode files taken from the original data layer's lists."""
+    tmp = tmp_path_factory.mktemp("evaluate")
+    voc = tmp / "VOC2012"
+    shutil.copytree(EPISODES / "VOC2012", voc)
+    widths = OSLSMWidths.THIN
+    net = oslsm_deploy_net(1, widths)
+    prototxt = tmp / "deploy_1shot.prototxt"
+    write_net(net, prototxt)
+    write_net(oslsm_deploy_net(5, widths), tmp / "deploy_5shot.prototxt")
+    types = {layer.name: layer.type for layer in net.layer}
+    weights = {}
+    for fold in (0, 1):
+        params = random_oslsm_params(widths, seed=13, hashing=True)
+        # Random weights give logits of order 100 on one side of 0 (an all-foreground mask); this
+        # bias shift puts 0 inside the logit range of the first episodes, so masks are mixed.
+        params["rb1s"][1] = params["rb1s"][1] - np.float32(60.0)
+        caffemodel = tmp / f"thin_fold{fold}.caffemodel"
+        write_caffemodel(caffemodel, params, {n: types[n] for n in params})
+        weights[fold] = tmp / f"fold{fold}.safetensors"
+        convert(prototxt, caffemodel, weights[fold], model="oslsm", fold=fold)
+    golden = json.loads((EPISODES / "episodes.json").read_text())["episodes"]
+    # Fold 0, 1-shot: the original's episodes 0..5, then 6 later ones whose queries repeat, so
+    # that the cache has something to reuse.
+    g0 = golden["fold0_1shot"]
+    first = [Episode(e["query"], e["cls"], e["supports"]) for e in g0["list"][:6]]
+    seen = {e.query for e in first}
+    repeats = [Episode(e["query"], e["cls"], e["supports"]) for e in g0["list"][6:] if e["query"] in seen][:6]
+    eps0 = first + repeats
+    episodes_to_json(tmp / "ep_f0_k1.json", eps0, 0, 1, g0["n_items"])
+    g1 = golden["fold1_5shot"]
+    eps1 = [Episode(e["query"], e["cls"], e["supports"]) for e in g1["list"][:3]]
+    episodes_to_json(tmp / "ep_f1_k5.json", eps1, 1, 5, g1["n_items"])
+    return {"tmp": tmp, "voc": voc, "digest": _tree_digest(voc), "weights": weights, "prototxt": prototxt,
+            "prototxt5": tmp / "deploy_5shot.prototxt", "eps0": eps0, "eps1": eps1,
+            "ep0": tmp / "ep_f0_k1.json", "ep1": tmp / "ep_f1_k5.json"}
+
+
+def _run(env, name, **kw):
+    args = dict(voc=env["voc"], weights=env["weights"][0], fold=0, shots=1, n_episodes=len(env["eps0"]),
+                episodes_file=env["ep0"], progress=False)
+    args.update(kw)
+    out = env["tmp"] / name
+    return evaluate(out_dir=out, **args), out
+
+
+def _rows(out: Path) -> list[list[str]]:
+    return [line.split(",") for line in (out / "all_results.csv").read_text().splitlines()]
+
+
+def _timings(out: Path) -> dict:
+    return json.loads((out / "timings.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reference_runs(env):
+    """The same 12 episodes with the cache off, on (fresh disk cache) and on again (all disk hits)."""
+    cache_dir = env["tmp"] / "cache"
+    off = _run(env, "off", cache=False)[1]
+    on = _run(env, "on", cache=True, cache_dir=cache_dir, save_masks=True)[1]
+    again = _run(env, "again", cache=True, cache_dir=cache_dir)[1]
+    return off, on, again
+
+
+def test_rows_equal_scoring_of_the_originals_inputs(env, reference_runs):
+    """Episodes 0 and 1 of fold 0: our pipeline (own pre-processing, cache) must give the counts
+    that the golden net inputs built by the original data layer give through the same model."""
+    _, on, _ = reference_runs
+    model = load_oslsm(env["weights"][0])
+    z = np.load(EPISODES / "inputs_fold0_1shot.npz")
+    rows = _rows(on)
+    for e in (0, 1):
+        with torch.inference_mode():
+            w, b = model.condition(torch.from_numpy(z[f"{e}/first_img"]), torch.from_numpy(z[f"{e}/first_label"]))
+            logits = model.head(model.query_features(torch.from_numpy(z[f"{e}/second_img"])), w, b, (500, 500))
+        c = episode_counts(torch.sigmoid(logits).numpy(), z[f"{e}/second_label"])
+        assert [int(v) for v in rows[e][:7]] == [e, 0, env["eps0"][e].cls - 1, c.tp, c.tn, c.fp, c.fn]
+        assert c.tp + c.fp > 0 and c.tn > 0  # a non-degenerate prediction, so the check has teeth
+    # The label-only path equals prep_query's label, and the golden second_label.
+    ds = VOCDataset(env["voc"])
+    ep = env["eps0"][0]
+    mask = binary_mask(ds.read_mask(ep.query), ep.cls)
+    label = query_label_grid(mask)
+    assert np.array_equal(label, prep_query(ds.read_image(ep.query), mask)[1][0, 0])
+    assert np.array_equal(label, z["0/second_label"][0, 0])
+
+
+def test_cache_on_off_bit_identical_and_forward_counts(env, reference_runs):
+    off, on, again = reference_runs
+    for name in RESULT_FILES:
+        assert (off / name).read_bytes() == (on / name).read_bytes() == (again / name).read_bytes(), name
+    eps = env["eps0"]
+    n_queries = len({e.query for e in eps})
+    n_supports = len({(s, e.cls) for e in eps for s in e.supports})
+    assert n_queries < len(eps)
+    assert _timings(off)["forwards"] == {"query": len(eps), "support": len(eps)}
+    assert _timings(on)["forwards"] == {"query": n_queries, "support": n_supports}
+    assert _timings(again)["forwards"] == {"query": 0, "support": 0}
+    assert _timings(again)["cache_stats"]["query_disk_hits"] == n_queries
+    # Cache files live under our cache dir; the data set folder is untouched.
+    assert len(list((env["tmp"] / "cache" / "features" / "query").rglob("*.safetensors"))) == n_queries
+    assert _tree_digest(env["voc"]) == env["digest"]
+    summary = json.loads((on / "summary.json").read_text())
+    assert summary["fold"] == 0 and summary["shots"] == 1 and summary["protocol"] == "original"
+    tp = sum(int(r[3]) for r in _rows(on))
+    assert sum(v["tp"] for v in summary["per_class"].values()) == tp
+    # Soft and hard masks, test.py's names; hard = score >= 0.5 (its quirk), scoring uses > 0.5.
+    from PIL import Image
+    hard = np.asarray(Image.open(on / "pred" / "hard" / "00000.png"))
+    soft = np.asarray(Image.open(on / "pred" / "soft" / "00011.png"))
+    assert hard.shape == soft.shape == (500, 500)
+    row0 = _rows(on)[0]
+    assert int((hard == 255).sum()) >= int(row0[3]) + int(row0[5])
+
+
+def test_resume_after_interruption_is_byte_identical(env, reference_runs, monkeypatch):
+    off, _, _ = reference_runs
+    real = ev.episode_counts
+    calls = {"n": 0}
+
+    def dying(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt("simulated kill")
+        return real(*a, **k)
+
+    monkeypatch.setattr(ev, "episode_counts", dying)
+    with pytest.raises(KeyboardInterrupt):
+        _run(env, "resumed", cache=True)
+    out = env["tmp"] / "resumed"
+    assert len(_rows(out)) == 5 and not (out / "summary.json").exists()
+    # A kill in the middle of a write leaves a partial line: it is cut off on restart.
+    with open(out / "all_results.csv", "ab") as fh:
+        fh.write(b"5,0,2,17")
+    monkeypatch.setattr(ev, "episode_counts", real)
+    _run(env, "resumed", cache=True)
+    for name in RESULT_FILES:
+        assert (out / name).read_bytes() == (off / name).read_bytes(), name
+    assert _timings(out)["resumed_from"] == 5
+    assert _timings(out)["episodes_this_session"] == len(env["eps0"]) - 5
+    assert _tree_digest(env["voc"]) == env["digest"]
+
+
+def test_resume_after_sigkill_of_the_cli(env, reference_runs):
+    off, _, _ = reference_runs
+    out = env["tmp"] / "killed"
+    cmd = [sys.executable, "-m", "reproduce", "evaluate", "--voc", str(env["voc"]), "--weights",
+           str(env["weights"][0]), "--fold", "0", "--shots", "1", "--episodes", str(len(env["eps0"])),
+           "--episodes-file", str(env["ep0"]), "--out", str(out), "--no-cache", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    csv = out / "all_results.csv"
+    deadline = time.time() + 40
+    while time.time() < deadline and proc.poll() is None:
+        if csv.exists() and csv.read_bytes().count(b"\n") >= 2:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    done = csv.read_bytes().count(b"\n")
+    assert 2 <= done < len(env["eps0"])
+    rc = subprocess.run(cmd, capture_output=True)
+    assert rc.returncode == 0, rc.stderr.decode()
+    for name in RESULT_FILES:
+        assert (out / name).read_bytes() == (off / name).read_bytes(), name
+    assert _timings(out)["resumed_from"] == done
+
+
+def test_a_different_run_in_the_same_folder_is_refused(env, reference_runs):
+    with pytest.raises(ReproduceError, match=r"holds a different run \(protocol: 'original' there, 'modern' now"):
+        _run(env, "off", cache=False, protocol="modern")
+    other = env["tmp"] / "foreign"
+    other.mkdir()
+    (other / "all_results.csv").write_text("0,0,0,1,1,1,1,0.3\n")
+    with pytest.raises(ReproduceError, match="without a manifest"):
+        _run(env, "foreign")
+
+
+def test_fold_and_shots_mismatch_errors(env):
+    with pytest.raises(ReproduceError, match=r"fold 0's model, but --fold is 1"):
+        evaluate(env["voc"], env["weights"][0], 1, 5, n_episodes=3, episodes_file=env["ep1"],
+                 out_dir=env["tmp"] / "mismatch", progress=False)
+    with pytest.raises(ReproduceError, match=r"is a 1-shot deploy net .* but --shots is 5"):
+        evaluate(env["voc"], env["weights"][1], 1, 5, n_episodes=3, episodes_file=env["ep1"],
+                 prototxt=env["prototxt"], out_dir=env["tmp"] / "mismatch", progress=False)
+    with pytest.raises(ReproduceError, match=r"holds fold 1 5-shot episodes; this run is fold 1 1-shot"):
+        evaluate(env["voc"], env["weights"][1], 1, 1, n_episodes=3, episodes_file=env["ep1"],
+                 out_dir=env["tmp"] / "mismatch", progress=False)
+    with pytest.raises(ReproduceError, match="outputs never go there"):
+        evaluate(env["voc"], env["weights"][0], 0, 1, n_episodes=3, episodes_file=env["ep0"],
+                 out_dir=env["voc"] / "run", progress=False)
+    assert not (env["tmp"] / "mismatch").exists()
+    assert _tree_digest(env["voc"]) == env["digest"]
+
+
+def test_five_shot_and_modern_protocol(env):
+    s_orig, out_o = _run(env, "k5_original", weights=env["weights"][1], fold=1, shots=5, n_episodes=3,
+                         episodes_file=env["ep1"], prototxt=env["prototxt5"])
+    s_mod, out_m = _run(env, "k5_modern", weights=env["weights"][1], fold=1, shots=5, n_episodes=3,
+                        episodes_file=env["ep1"], protocol="modern")
+    assert _timings(out_o)["forwards"]["support"] == len({(s, e.cls) for e in env["eps1"] for s in e.supports})
+    ds = VOCDataset(env["voc"])
+    for ro, rm, ep in zip(_rows(out_o), _rows(out_m), env["eps1"]):
+        void = query_label_grid((ds.read_mask(ep.query) == 255).astype(np.float32)) > 0.5
+        assert sum(int(v) for v in ro[3:7]) == 500 * 500
+        assert sum(int(v) for v in rm[3:7]) == 500 * 500 - int(void.sum())
+        assert int(rm[3]) <= int(ro[3]) and int(rm[5]) <= int(ro[5])
+    assert any(int(rm[5]) < int(ro[5]) or int(rm[4]) < int(ro[4]) for ro, rm in zip(_rows(out_o), _rows(out_m)))
+    assert s_mod["protocol"] == "modern" and s_orig["protocol"] == "original"
+
+
+def test_generated_episodes_are_the_originals(env):
+    """Without an episode file the run generates the original data layer's list (seed 1385)."""
+    _, out = _run(env, "generated", n_episodes=3, episodes_file=None, cache_dir=env["tmp"] / "gen_cache")
+    golden = json.loads((EPISODES / "episodes.json").read_text())["episodes"]["fold0_1shot"]["list"][:3]
+    ours = json.loads((out / "episodes.json").read_text())["episodes"]
+    assert ours == golden
+    assert (env["tmp"] / "gen_cache" / "items").is_dir()
+    assert _tree_digest(env["voc"]) == env["digest"]

@@ -4,6 +4,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reproduce.errors import ReproduceError
 from reproduce.resize2017 import (_plan, _resize_matrix, _source_coords, estimate_affine_2017,
@@ -148,3 +150,13 @@ def test_plans_are_cached_per_shape_and_order():
     before = _plan.cache_info().hits
     resize_2017(img + 0.5, (20, 30), order=1, preserve_range=True)
     assert _plan.cache_info().hits == before + 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(in_h=st.integers(2, 12), in_w=st.integers(2, 12), out_h=st.integers(2, 12),
+       out_w=st.integers(2, 12), order=st.sampled_from([0, 1]), seed=st.integers(0, 2**32 - 1))
+def test_random_shapes_equal_the_scalar_warp(in_h, in_w, out_h, out_w, order, seed):
+    img = np.random.default_rng(seed).uniform(-1, 1, size=(in_h, in_w))
+    h = _resize_matrix((in_h, in_w), (out_h, out_w))
+    assert np.array_equal(resize_2017(img, (out_h, out_w), order=order, preserve_range=False),
+                          scalar_warp(img, h, (out_h, out_w), order))

@@ -360,3 +360,113 @@ def test_net_moves_with_to_and_keeps_float32():
     assert net.device.type == "cpu"
     out = net(x=np.load(GOLDEN / "conv_basic" / "blobs.npz")["x"].astype(np.float64))
     assert all(v.dtype == torch.float32 for v in out.values())
+
+
+# ------------------------------------------------------------------ layer forms without a golden case
+def single(layer: str, shapes, arrays, blobs=None, phase="TEST"):
+    """Run one layer on inputs named in0, in1, ...; returns its tops as numpy arrays."""
+    tops = [f'top: "in{i}"' for i in range(len(shapes))]
+    dims = " ".join("shape { " + " ".join(f"dim: {d}" for d in s) + " }" for s in shapes)
+    text = f'layer {{ name: "in" type: "Input" {" ".join(tops)} input_param {{ {dims} }} }}\n{layer}\n'
+    net = CaffeNet(parse_net_text(text), phase=phase)
+    if blobs is not None:
+        net.load_params(blobs)
+    return run(net, **{f"in{i}": a for i, a in enumerate(arrays)})
+
+
+RNG = np.random.default_rng(3)
+
+
+def test_lrn_within_channel():
+    x = RNG.standard_normal((1, 2, 5, 6)).astype(np.float32)
+    y = single('layer { name: "l" type: "LRN" bottom: "in0" top: "y" '
+               'lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 norm_region: WITHIN_CHANNEL } }', [x.shape], [x])["y"]
+    padded = np.pad(x * x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    sums = sum(padded[:, :, i:i + 5, j:j + 6] for i in range(3) for j in range(3))
+    np.testing.assert_allclose(y, x * (1 + 0.5 * sums / 9) ** -0.75, rtol=1e-5, atol=1e-6)
+
+
+def test_batchnorm_zero_scale_factor_and_batch_statistics():
+    x = RNG.standard_normal((3, 2, 4)).astype(np.float32)
+    blobs = {"bn": [np.array([5, 7], np.float32), np.array([2, 3], np.float32), np.array([0], np.float32)]}
+    y = single('layer { name: "bn" type: "BatchNorm" bottom: "in0" top: "y" }', [x.shape], [x], blobs)["y"]
+    np.testing.assert_allclose(y, x / np.sqrt(1e-5), rtol=1e-5)  # s == 0: mean and variance 0
+    y = single('layer { name: "bn" type: "BatchNorm" bottom: "in0" top: "y" batch_norm_param { '
+               'use_global_stats: false eps: 0.01 } }', [x.shape], [x], blobs)["y"]
+    mean, var = x.mean(axis=(0, 2), keepdims=True), x.var(axis=(0, 2), keepdims=True)
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 0.01), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True)])
+def test_matmult_diagonal_b_and_transposes(ta, tb):
+    a = RNG.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    d = RNG.standard_normal((2, 3, 4 if ta else 5)).astype(np.float32)
+    flags = f"transpose_a: {str(ta).lower()} transpose_b: {str(tb).lower()}"
+    y = single(f'layer {{ name: "m" type: "MatMult" bottom: "in0" bottom: "in1" top: "y" matmult_param {{ '
+               f'diagonal_input: false diagonal_input: true {flags} }} }}', [a.shape, d.shape], [a, d])["y"]
+    op_a = a.swapaxes(-1, -2) if ta else a
+    np.testing.assert_allclose(y, op_a * d[:, :, None, :], rtol=1e-6)
+    assert y.shape == (2, 3) + op_a.shape[-2:]
+
+
+def test_matmult_rejects_mismatched_batches():
+    with pytest.raises(CaffeFormatError, match="'m'.*different numbers of matrices"):
+        single('layer { name: "m" type: "MatMult" bottom: "in0" bottom: "in1" top: "y" }',
+               [(2, 3, 4), (3, 4, 5)], [np.zeros((2, 3, 4), np.float32), np.zeros((3, 4, 5), np.float32)])
+
+
+@pytest.mark.parametrize("param,norm", [("", 2.0), ("loss_param { normalization: FULL }", 12.0),
+                                        ("loss_param { normalize: true }", 12.0),
+                                        ("loss_param { normalization: NONE }", 1.0),
+                                        ("loss_param { ignore_label: -1 normalization: VALID }", 9.0)])
+def test_sigmoid_cross_entropy_normalisation(param, norm):
+    x = RNG.standard_normal((2, 6)).astype(np.float32) * 4
+    t = (RNG.random((2, 6)) > 0.5).astype(np.float32)
+    if "ignore_label" in param:
+        t.flat[[1, 4, 7]] = -1
+    loss = single(f'layer {{ name: "l" type: "SigmoidCrossEntropyLoss" bottom: "in0" bottom: "in1" top: "loss" '
+                  f'{param} }}', [x.shape, t.shape], [x, t])["loss"]
+    xd = x.astype(np.float64)
+    terms = -(t * np.log(1 / (1 + np.exp(-xd))) + (1 - t) * np.log(1 - 1 / (1 + np.exp(-xd))))
+    terms[t == -1] = 0
+    assert loss.shape == () and abs(float(loss) - terms.sum() / norm) <= 2e-6 * max(1, abs(terms.sum()))
+
+
+def test_slice_even_concat_dim_flatten_power_constant():
+    x = RNG.standard_normal((2, 6, 3)).astype(np.float32)
+    out = single('layer { name: "s" type: "Slice" bottom: "in0" top: "a" top: "b" top: "c" }\n'
+                 'layer { name: "k" type: "Concat" bottom: "c" bottom: "a" top: "ca" concat_param { concat_dim: 1 } }\n'
+                 'layer { name: "f" type: "Flatten" bottom: "ca" top: "f" flatten_param { axis: 0 end_axis: 1 } }\n'
+                 'layer { name: "p" type: "Power" bottom: "b" top: "p" power_param { power: 2 scale: 0 shift: 3 } }',
+                 [x.shape], [x])
+    assert np.array_equal(out["a"], x[:, :2]) and np.array_equal(out["c"], x[:, 4:])
+    assert np.array_equal(out["ca"], np.concatenate([x[:, 4:], x[:, :2]], axis=1))
+    assert out["f"].shape == (8, 3) and np.array_equal(out["p"], np.full((2, 2, 3), 9, np.float32))
+
+
+def test_scale_two_bottoms_with_learned_bias_and_bias_layer():
+    x = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+    s = RNG.standard_normal((3,)).astype(np.float32)
+    bias = np.array([1, 2, 3], np.float32)
+    out = single('layer { name: "sc" type: "Scale" bottom: "in0" bottom: "in1" top: "y" '
+                 'scale_param { axis: 1 bias_term: true } }\n'
+                 'layer { name: "bi" type: "Bias" bottom: "y" top: "z" bias_param { axis: -2 num_axes: 1 } }',
+                 [x.shape, s.shape], [x, s], {"sc": [bias], "bi": [bias * 10]})
+    np.testing.assert_allclose(out["y"], x * s[:, None] + bias[:, None], rtol=1e-6)
+    np.testing.assert_allclose(out["z"], out["y"] + 10 * bias[:, None], rtol=1e-6)
+
+
+def test_elementwise_activations():
+    x = np.array([[-30.0, -1.0, -0.0, 0.5, 40.0]], np.float32)
+    out = single('layer { name: "b" type: "BNLL" bottom: "in0" top: "b" }\n'
+                 'layer { name: "t" type: "Threshold" bottom: "in0" top: "t" threshold_param { threshold: 0.4 } }\n'
+                 'layer { name: "e" type: "ELU" bottom: "in0" top: "e" elu_param { alpha: 2 } }\n'
+                 'layer { name: "m" type: "Softmax" bottom: "in0" top: "m" }\n'
+                 'layer { name: "x" type: "Eltwise" bottom: "in0" bottom: "t" top: "x" eltwise_param { operation: MAX } }',
+                 [x.shape], [x])
+    np.testing.assert_allclose(out["b"], np.logaddexp(0, x.astype(np.float64)), rtol=1e-6)
+    assert np.array_equal(out["t"], [[0, 0, 0, 1, 1]])
+    np.testing.assert_allclose(out["e"], np.where(x > 0, x, 2 * np.expm1(x)), rtol=1e-6)
+    e = np.exp(x.astype(np.float64) - x.max())
+    np.testing.assert_allclose(out["m"], e / e.sum(), rtol=1e-5, atol=1e-30)
+    assert np.array_equal(out["x"], np.maximum(x, out["t"]))

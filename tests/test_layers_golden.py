@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import CASES, GOLDEN, MANIFEST
 from weights_convert.formats.schema import pb

@@ -182,7 +182,7 @@ class CaffeNet(nn.Module):
         available: dict[str, None] = {}
         produced: set[str] = set()
         for layer in self.layers:
-            for i, name in enumerate(layer.bottoms):
+            for name in layer.bottoms:
                 if name not in produced:
                     raise CaffeFormatError(f"{self.source}: layer '{layer.name}' (type {layer.type}) needs bottom "
                                            f"'{name}', which no earlier layer produces")

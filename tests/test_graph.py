@@ -470,3 +470,25 @@ def test_elementwise_activations():
     e = np.exp(x.astype(np.float64) - x.max())
     np.testing.assert_allclose(out["m"], e / e.sum(), rtol=1e-5, atol=1e-30)
     assert np.array_equal(out["x"], np.maximum(x, out["t"]))
+
+
+# ------------------------------------------------------------------ the upstream OSLSM deploy nets
+@pytest.mark.parametrize("name,k", [("deploy_1shot.prototxt", 1), ("deploy_5shot.prototxt", 5)])
+def test_upstream_deploy_nets_shapes(name, k):
+    """Built on the meta device (no 1.1 GB of weights): the shapes of protocol section 4."""
+    from conftest import UPSTREAM
+    net = CaffeNet.from_prototxt(UPSTREAM / name, device="meta")
+    shapes = net.blob_shapes
+    assert shapes["second_img"] == (1, 3, 500, 500) and shapes["first_img"][0] == k
+    assert shapes["conv1_1s"][2:] == (740, 740)
+    assert [shapes[f"pool{i}s"][2] for i in range(1, 6)] == [370, 185, 93, 47, 24]
+    assert shapes["fc7s"] == (1, 4096, 18, 18) and shapes["Xs_tiled"] == (k, 4096, 324)
+    assert shapes["w1sXs"] == (k, 1, 324) and shapes["pred"] == (k, 1, 18, 18)
+    assert shapes["uppred_offset"] == (k, 1, 608, 608) and shapes["pre_score"] == (k, 1, 500, 500)
+    assert shapes["pre_score2"] == (1, 1, 500, 500) and shapes["score"] == (1, 1, 500, 500)
+    fc6f = net.layer_by_name["fc6f"]
+    assert fc6f.blob_shapes == [(4096, 25088), (4096,)] and fc6f.blobs[0].device.type == "meta"
+    assert net.layer_by_name["uppred_offset"].blob_shapes == [(1, 1, 64, 64)]
+    assert net.input_names == ["first_img", "second_img", "first_label", "second_label"]
+    assert net.output_names == ["score", "loss"]
+    assert sum(int(np.prod(s)) for layer in net.param_layers() for s in layer.blob_shapes) > 250_000_000

@@ -131,8 +131,12 @@ class Blobs(dict):
 
 class CaffeNet(nn.Module):
     def __init__(self, net: pb.NetParameter, phase: str = "TEST", level: int | None = None,
-                 stages: Iterable[str] | None = None, source: str | None = None):
+                 stages: Iterable[str] | None = None, source: str | None = None,
+                 device: str | torch.device | None = None):
+        """`device` is where the learnable blobs are created (default CPU); "meta" builds the net
+        for its shapes only, without allocating the weights."""
         super().__init__()
+        self._param_device = torch.device(device) if device is not None else torch.device("cpu")
         if phase not in _PHASES:
             raise CaffeFormatError(f"phase must be TRAIN or TEST, not {phase!r}")
         if len(net.layers):
@@ -168,7 +172,7 @@ class CaffeNet(nn.Module):
         self.output_names = self._wire()
         self.shared: dict[str, tuple[str, int]] = {}  # param name -> (owner layer, blob index)
         self.sharing: dict[tuple[str, int], tuple[str, int]] = {}  # (layer, index) -> owner's
-        self.register_buffer("_device_probe", torch.zeros(0), persistent=False)
+        self.register_buffer("_device_probe", torch.zeros(0, device=self._param_device), persistent=False)
         self.blob_shapes = self._setup()
 
     @classmethod
@@ -226,11 +230,11 @@ class CaffeNet(nn.Module):
     def _blob_for(self, layer: CaffeLayer, lp: pb.LayerParameter, index: int, shape) -> nn.Parameter:
         spec = lp.param[index] if index < len(lp.param) else None
         if spec is None or not spec.name:
-            return nn.Parameter(torch.zeros(shape, dtype=torch.float32))
+            return self._new_blob(shape)
         owner = self.shared.get(spec.name)
         if owner is None:
             self.shared[spec.name] = (layer.name, index)
-            return nn.Parameter(torch.zeros(shape, dtype=torch.float32))
+            return self._new_blob(shape)
         owner_layer = self.layer_by_name[owner[0]]
         owned = owner_layer.blobs[owner[1]]
         if spec.share_mode == pb.ParamSpec.PERMISSIVE:
@@ -245,6 +249,10 @@ class CaffeNet(nn.Module):
                 f"sharing layer expects {tuple(shape)}")
         self.sharing[(layer.name, index)] = owner
         return owned
+
+    def _new_blob(self, shape) -> nn.Parameter:
+        # zeros until weights are loaded (the net never applies Caffe's fillers)
+        return nn.Parameter(torch.zeros(shape, dtype=torch.float32, device=self._param_device))
 
     # ------------------------------------------------------------------ weights
     @property

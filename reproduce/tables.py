@@ -140,7 +140,9 @@ def table_png(t: dict, path: str | os.PathLike, note: str = "") -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    labels = [r["fold"] for r in t["rows"]]
+    import textwrap
+
+    labels = [r["fold"] + ("" if r["difference"] is None else f"\n{r['difference']:+.1f}") for r in t["rows"]]
     x = np.arange(len(labels))
     paper = [r["paper_miou"] for r in t["rows"]]
     ours = [np.nan if r["ours_miou"] is None else r["ours_miou"] for r in t["rows"]]
@@ -157,7 +159,8 @@ def table_png(t: dict, path: str | os.PathLike, note: str = "") -> None:
     top = max([v for v in paper + ours if v == v] + [1.0])
     ax.set_ylim(0, top * 1.15)
     title = f"Table {t['table']}: OSLSM {t['shots']}-shot on PASCAL-5i"
-    ax.set_title(title + (f"\n{note}" if note else ""), fontsize=10)
+    ax.set_title("\n".join([title] + textwrap.wrap(note, 90)), fontsize=9)
+    ax.set_xlabel("fold (ours - paper below)", fontsize=8)
     ax.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -492,3 +492,15 @@ def test_upstream_deploy_nets_shapes(name, k):
     assert net.input_names == ["first_img", "second_img", "first_label", "second_label"]
     assert net.output_names == ["score", "loss"]
     assert sum(int(np.prod(s)) for layer in net.param_layers() for s in layer.blob_shapes) > 250_000_000
+
+
+def test_pooling_parameter_errors():
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    for param, message in [("kernel_size: 2 kernel_h: 2 kernel_w: 1", "not both"),
+                           ("kernel_size: 2 pad: 1 pad: 0", "pad has 2 values"),
+                           ("kernel_size: 2 pad: 2", "smaller than the kernel"),
+                           ("global_pooling: true kernel_size: 2", "global_pooling"),
+                           ("kernel_h: 2", "both kernel_h and kernel_w")]:
+        with pytest.raises(CaffeFormatError, match=f"'p'.*{message}"):
+            single(f'layer {{ name: "p" type: "Pooling" bottom: "in0" top: "y" pooling_param {{ {param} }} }}',
+                   [x.shape], [x])

@@ -43,8 +43,16 @@ class Pooling(CaffeLayer):
                 raise self.fail("with global_pooling the kernel size may not be given")
         elif p.HasField("kernel_h") != p.HasField("kernel_w"):
             raise self.fail("give both kernel_h and kernel_w")
+        elif p.HasField("kernel_h") and len(p.kernel_size):
+            raise self.fail("give either kernel_size or kernel_h/kernel_w, not both")
         elif not p.HasField("kernel_h") and len(p.kernel_size) != 1:
             raise self.fail("give one kernel_size, or kernel_h and kernel_w")
+        for field in ("pad", "stride"):
+            if len(getattr(p, field)) > 1:
+                raise self.fail(f"{field} has {len(getattr(p, field))} values; pooling takes one "
+                                f"(or {field}_h and {field}_w)")
+            if len(getattr(p, field)) and (p.HasField(f"{field}_h") or p.HasField(f"{field}_w")):
+                raise self.fail(f"give either {field} or {field}_h/{field}_w, not both")
         self.kernel = (p.kernel_h, p.kernel_w) if p.HasField("kernel_h") else tuple(p.kernel_size) * 2
         if p.HasField("pad_h") or p.HasField("pad_w"):
             self.pad = (p.pad_h, p.pad_w)

@@ -504,3 +504,13 @@ def test_pooling_parameter_errors():
         with pytest.raises(CaffeFormatError, match=f"'p'.*{message}"):
             single(f'layer {{ name: "p" type: "Pooling" bottom: "in0" top: "y" pooling_param {{ {param} }} }}',
                    [x.shape], [x])
+
+
+def test_construction_errors_name_the_file(tmp_path):
+    path = tmp_path / "bad.prototxt"
+    path.write_text(INPUT + 'layer { name: "acc" type: "Accuracy" bottom: "x" bottom: "x" top: "a" }\n')
+    with pytest.raises(CaffeFormatError, match=f"^{path}: layer 'acc'"):
+        CaffeNet.from_prototxt(path)
+    path.write_text(INPUT + ip("a", params='param { name: "w" } param { } param { }'))
+    with pytest.raises(CaffeFormatError, match=f"^{path}: layer 'a' .*3 param specs but has 2"):
+        CaffeNet.from_prototxt(path)

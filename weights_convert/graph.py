@@ -161,7 +161,7 @@ class CaffeNet(nn.Module):
                 copy.phase = self.state.phase
                 kept.append(copy)
         kept = insert_splits(kept, self.source)
-        self.layers = nn.ModuleList(build_layer(lp) for lp in kept)
+        self.layers = nn.ModuleList(self._build(lp) for lp in kept)
         self._layer_params = kept
         self.layer_by_name: dict[str, CaffeLayer] = {}
         for layer in self.layers:
@@ -180,6 +180,12 @@ class CaffeNet(nn.Module):
         return cls(load_net(path), phase=phase, source=os.fspath(path), **kwargs)
 
     # ------------------------------------------------------------------ construction
+    def _build(self, lp: pb.LayerParameter) -> CaffeLayer:
+        try:
+            return build_layer(lp)
+        except CaffeFormatError as exc:
+            raise CaffeFormatError(f"{self.source}: {exc}") from None
+
     def _wire(self) -> list[str]:
         """Check every bottom exists and no top is produced twice (Caffe's AppendBottom/AppendTop);
         returns the net outputs (blobs left unconsumed)."""
@@ -209,23 +215,27 @@ class CaffeNet(nn.Module):
                     metas[top] = torch.empty(shape, dtype=torch.float32, device="meta")
                 continue
             bottoms = [metas[b] for b in layer.bottoms]
-            shapes = [tuple(int(d) for d in s) for s in layer.param_shapes(bottoms)]
-            if len(lp.param) > len(shapes):
-                raise CaffeFormatError(f"{self.source}: layer '{layer.name}' (type {layer.type}) declares "
-                                       f"{len(lp.param)} param specs but has {len(shapes)} learnable blob(s)")
-            layer.attach_blobs([self._blob_for(layer, lp, i, s) for i, s in enumerate(shapes)], shapes)
-            layer.shapes_only = True
             try:
-                tops = layer(bottoms)
+                tops = self._setup_layer(layer, lp, bottoms)
             except CaffeFormatError as exc:
                 raise CaffeFormatError(f"{self.source}: {exc}") from None
             except (RuntimeError, ValueError, IndexError) as exc:
                 raise CaffeFormatError(f"{self.source}: layer '{layer.name}' (type {layer.type}) cannot run on "
                                        f"bottoms {[_shape(b) for b in bottoms]}: {exc}") from None
-            finally:
-                layer.shapes_only = False
             metas.update(zip(layer.tops, tops))
         return {name: _shape(t) for name, t in metas.items()}
+
+    def _setup_layer(self, layer: CaffeLayer, lp: pb.LayerParameter, bottoms: list[torch.Tensor]):
+        """Caffe's LayerSetUp + Reshape for one layer: its blobs, then its tops' shapes."""
+        shapes = [tuple(int(d) for d in s) for s in layer.param_shapes(bottoms)]
+        if len(lp.param) > len(shapes):
+            raise layer.fail(f"declares {len(lp.param)} param specs but has {len(shapes)} learnable blob(s)")
+        layer.attach_blobs([self._blob_for(layer, lp, i, s) for i, s in enumerate(shapes)], shapes)
+        layer.shapes_only = True
+        try:
+            return layer(bottoms)
+        finally:
+            layer.shapes_only = False
 
     def _blob_for(self, layer: CaffeLayer, lp: pb.LayerParameter, index: int, shape) -> nn.Parameter:
         spec = lp.param[index] if index < len(lp.param) else None
@@ -244,7 +254,7 @@ class CaffeNet(nn.Module):
         if not ok:
             mode = "count" if spec.share_mode == pb.ParamSpec.PERMISSIVE else "shape"
             raise CaffeFormatError(
-                f"{self.source}: layer '{layer.name}' blob {index} shares param '{spec.name}' owned by layer "
+                f"layer '{layer.name}' blob {index} shares param '{spec.name}' owned by layer "
                 f"'{owner[0]}' (blob {owner[1]}), but the {mode}s disagree: owner {_shape(owned)}, "
                 f"sharing layer expects {tuple(shape)}")
         self.sharing[(layer.name, index)] = owner

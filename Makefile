@@ -10,6 +10,8 @@ VOC    ?= data/VOC2012
 RESULTS ?= results
 EPISODES ?= 1000
 DEVICE ?= cpu
+# Deploy net the caffemodels are checked against (empty: the project's prototxt/deploy_1shot.prototxt).
+PROTOTXT ?=
 
 .PHONY: install proto test demo convert prototxt reproduce-table1 reproduce-table2 bench clean
 
@@ -43,11 +45,11 @@ prototxt: install
 
 reproduce-table1: install
 	$(PY) -m reproduce table-run --table 1 --voc '$(VOC)' --models '$(MODELS)' \
-	  --episodes $(EPISODES) --device $(DEVICE) --out $(RESULTS)
+	  $(if $(PROTOTXT),--prototxt '$(PROTOTXT)') --episodes $(EPISODES) --device $(DEVICE) --out $(RESULTS)
 
 reproduce-table2: install
 	$(PY) -m reproduce table-run --table 2 --voc '$(VOC)' --models '$(MODELS)' \
-	  --episodes $(EPISODES) --device $(DEVICE) --out $(RESULTS)
+	  $(if $(PROTOTXT),--prototxt '$(PROTOTXT)') --episodes $(EPISODES) --device $(DEVICE) --out $(RESULTS)
 
 bench: install
 	$(PY) bench/convert_bench.py

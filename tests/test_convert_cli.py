@@ -105,6 +105,20 @@ def test_forward_saves_every_blob(tmp_path, capsys):
     assert np.abs(blobs["pre_score2"] - ref).max() <= 5e-5 * max(1.0, np.abs(ref).max())
 
 
+def test_forward_of_a_1shot_net_on_5shot_inputs_says_what_differs(tmp_path, capsys):
+    one = GOLDEN / "oslsm_thin_1shot_500x500"
+    golden = dict(np.load(CASE5 / "blobs.npz"))
+    np.savez(tmp_path / "in5.npz", **{k: golden[k] for k in ("first_img", "second_img", "first_label", "second_label")})
+    out = tmp_path / "blobs.npz"
+    assert main(["forward", "--prototxt", str(one / "net.prototxt"), "--weights", str(one / "weights.caffemodel"),
+                 "--inputs", str(tmp_path / "in5.npz"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "layer 'w1sXs' (type MatMult)" in err
+    assert "first_img (5, 3, 224, 224) (declared (1, 3, 224, 224))" in err
+    assert "first_label (5, 1, 224, 224) (declared (1, 1, 224, 224))" in err and "second_img" not in err
+    assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "in5.npz"]
+
+
 @pytest.mark.parametrize("weights", ["weights.caffemodel", "graph.safetensors", "oslsm.safetensors"])
 def test_verify_passes_on_golden(tmp_path, capsys, weights):
     for form in ("graph", "oslsm"):

@@ -2,7 +2,6 @@
 topology, conversion, 1-shot and 5-shot runs of all folds, both tables."""
 import csv
 import json
-import time
 
 import pytest
 
@@ -14,10 +13,7 @@ from weights_convert.oslsm.spec import check_oslsm_net
 
 def test_reduced_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    start = time.perf_counter()
     assert main(["demo", "--out", str(out), "--images", "120", "--episodes", "4", "--no-progress"]) == 0
-    elapsed = time.perf_counter() - start
-    assert elapsed < 60, f"reduced demo took {elapsed:.0f} s"
     assert "demo finished" in capsys.readouterr().out
     work = out / "work"
     # The random models have the full upstream topology: their layers are exactly the learnable

@@ -342,10 +342,23 @@ class CaffeNet(nn.Module):
         for layer in self.layers:
             if isinstance(layer, Input):
                 continue
-            tops = layer([blobs[b] for b in layer.bottoms])
+            try:
+                tops = layer([blobs[b] for b in layer.bottoms])
+            except CaffeFormatError as exc:
+                raise CaffeFormatError(f"{self.source}: {exc}{self._input_shape_hint(blobs)}") from None
+            except RuntimeError as exc:
+                raise CaffeFormatError(f"{self.source}: layer '{layer.name}' (type {layer.type}) failed: {exc}"
+                                       f"{self._input_shape_hint(blobs)}") from None
             # rebinding (never writing into) the name keeps earlier values intact
             blobs.update(zip(layer.tops, tops))
         return Blobs(blobs, self.output_names)
+
+    def _input_shape_hint(self, blobs: Mapping[str, torch.Tensor]) -> str:
+        """Inputs whose shapes differ from the prototxt's Input shapes: Caffe reshapes to any shape,
+        but a failure downstream usually means inputs made for another net (k-shot, size)."""
+        differ = [f"{n} {_shape(blobs[n])} (declared {self.blob_shapes[n]})" for n in self.input_names
+                  if _shape(blobs[n]) != self.blob_shapes[n]]
+        return "; inputs that differ from the prototxt's shapes: " + ", ".join(differ) if differ else ""
 
 
 # ---------------------------------------------------------------------------- faithful numerics

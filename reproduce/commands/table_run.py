@@ -23,6 +23,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--table", type=int, required=True, choices=(1, 2), help="1: 1-shot, 2: 5-shot")
     parser.add_argument("--voc", default="data/VOC2012", help="VOC2012 folder (default data/VOC2012)")
     parser.add_argument("--models", default="data/models", help="folder with the four fold .caffemodels")
+    parser.add_argument("--prototxt", default=None,
+                        help="deploy prototxt the caffemodels are checked against when converted "
+                             "(default: the project's prototxt/deploy_1shot.prototxt)")
     parser.add_argument("--episodes", type=int, default=1000, help="episodes per fold (default 1000)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="results", help="results folder (models/, runs/, cache/, tables)")
@@ -105,7 +108,8 @@ def run(args) -> int:
     except ReproduceError as exc:
         problems.append(str(exc))
     try:
-        converted = ensure_converted(args.models, out / "models", args.folds)
+        converted = ensure_converted(args.models, out / "models", args.folds,
+                                     prototxt=Path(args.prototxt) if args.prototxt else None)
     except (ReproduceError, FileNotFoundError) as exc:
         problems.append(str(exc))
     if problems:

@@ -1,0 +1,99 @@
+"""`table-run` (what `make reproduce-table1/2` call) end to end on the golden synthetic VOC set
+with four fold caffemodels written by our writer: conversion, the original's episode lists,
+the table files, a re-run that converts nothing and ends identical; and the message users get
+when the data or the models are missing."""
+import csv
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from reproduce.cli import main
+from tests.conftest import GOLDEN
+from weights_convert.formats.caffemodel import write_caffemodel
+from weights_convert.netspec import write_net
+from weights_convert.oslsm import OSLSMWidths
+from weights_convert.oslsm.random_init import random_oslsm_params
+from weights_convert.oslsm.spec import oslsm_deploy_net
+
+EPISODES = GOLDEN / "episodes"
+N_EPISODES = 3
+
+
+def _digest(root):
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        h.update(str(p.relative_to(root)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("table_run")
+    voc = tmp / "VOC2012"
+    shutil.copytree(EPISODES / "VOC2012", voc)
+    net = oslsm_deploy_net(1, OSLSMWidths.THIN)
+    prototxt = tmp / "deploy_1shot_thin.prototxt"
+    write_net(net, prototxt)
+    types = {layer.name: layer.type for layer in net.layer}
+    models = tmp / "models"
+    for fold in range(4):
+        params = random_oslsm_params(OSLSMWidths.THIN, seed=100 + fold, hashing=True)
+        params["rb1s"][1] = params["rb1s"][1] - np.float32(60.0)  # mixed masks, not all foreground
+        write_caffemodel(models / f"OSLSM_fold{fold}_iter_20000.caffemodel", params,
+                         {n: types[n] for n in params})
+    return {"tmp": tmp, "voc": voc, "models": models, "prototxt": prototxt, "digest": _digest(voc)}
+
+
+def _table_run(setup, out, table=1):
+    return main(["table-run", "--table", str(table), "--voc", str(setup["voc"]), "--models", str(setup["models"]),
+                 "--prototxt", str(setup["prototxt"]), "--episodes", str(N_EPISODES), "--out", str(out),
+                 "--no-progress"])
+
+
+def test_table1_end_to_end_on_the_golden_data_set(setup, capsys):
+    out = setup["tmp"] / "results"
+    assert _table_run(setup, out) == 0
+    printed = capsys.readouterr().out
+    assert "| mean |" in printed and "wrote " in printed
+    for fold in range(4):
+        report = json.loads((out / "models" / f"fold{fold}.report.json").read_text())
+        assert report["source"].endswith(f"OSLSM_fold{fold}_iter_20000.caffemodel")
+    golden = json.loads((EPISODES / "episodes.json").read_text())["episodes"]
+    rows = list(csv.DictReader((out / "table1_1shot.csv").open()))
+    ours = []
+    for fold in range(4):
+        run = out / "runs" / f"table1_fold{fold}"
+        summary = json.loads((run / "summary.json").read_text())
+        assert (summary["fold"], summary["shots"], summary["n_episodes"]) == (fold, 1, N_EPISODES)
+        # The episodes evaluated are the original data layer's first episodes of this fold.
+        ran = json.loads((run / "episodes.json").read_text())["episodes"]
+        want = golden[f"fold{fold}_1shot"]["list"][:N_EPISODES]
+        assert [(e["query"], e["cls"], e["supports"]) for e in ran] == \
+               [(e["query"], e["cls"], e["supports"]) for e in want]
+        assert float(rows[fold]["ours_miou"]) == pytest.approx(100 * summary["miou"], abs=1e-4)
+        ours.append(100 * summary["miou"])
+    assert rows[4]["fold"] == "mean"
+    assert float(rows[4]["ours_miou"]) == pytest.approx(np.mean(ours), abs=1e-4)
+    assert (out / "table1_1shot.png").stat().st_size > 10_000
+    assert _digest(setup["voc"]) == setup["digest"]
+
+    # Again: nothing is converted twice, and every output ends byte-identical.
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.suffix in (".csv", ".md", ".safetensors")}
+    assert _table_run(setup, out) == 0
+    assert "up to date" in capsys.readouterr().out
+    after = {p: p.read_bytes() for p in before}
+    assert after == before
+
+
+def test_missing_data_says_what_to_download_and_where(tmp_path, capsys):
+    assert main(["table-run", "--table", "2", "--voc", str(tmp_path / "nothing"), "--models",
+                 str(tmp_path / "none"), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no PASCAL VOC 2012 at" in err and "VOCtrainval_11-May-2012.tar" in err
+    assert "github.com/lzzcd001/OSLSM" in err and "fold(s) 0, 1, 2, 3" in err
+    assert not (tmp_path / "out").exists()

@@ -13,9 +13,7 @@ setup(
         # Generated caffe_pb2.py comes from protoc 35 (protobuf 7.35 runtime).
         "protobuf>=7.35,<8",
         "numpy>=1.24",
-        "scipy",
         "h5py",
-        "opencv-python-headless",
         "pillow",
         "safetensors",
         "tqdm",

@@ -207,7 +207,17 @@ def evaluate(voc, weights, fold: int, shots: int, n_episodes: int = 1000, device
              cache: bool = True, cache_dir=None, save_masks: bool = False, progress: bool = True,
              prototxt=None, workers: int = 2, memory_bytes: int = 4 << 30) -> dict:
     """Evaluate one fold; returns the summary dict (also in RUN_DIR/summary.json). Resumes a run
-    interrupted in `out_dir` when its manifest matches."""
+    interrupted in `out_dir` when its manifest matches. Runs in faithful_mode (no TF32,
+    deterministic algorithms)."""
+    from weights_convert.graph import faithful_mode
+
+    with faithful_mode():
+        return _evaluate(voc, weights, fold, shots, n_episodes, device, out_dir, episodes_file, protocol, cache,
+                         cache_dir, save_masks, progress, prototxt, workers, memory_bytes)
+
+
+def _evaluate(voc, weights, fold, shots, n_episodes, device, out_dir, episodes_file, protocol, cache, cache_dir,
+              save_masks, progress, prototxt, workers, memory_bytes) -> dict:
     from weights_convert.oslsm import load_oslsm
 
     started = time.perf_counter()

@@ -146,6 +146,15 @@ def test_verify_fails_on_tampered_weight_and_names_the_blob(tmp_path, capsys):
     assert "pool5f" not in failed_line  # the conditioning branch does not see the query weights
 
 
+def test_verify_without_weights_only_for_nets_without_learnable_layers(capsys):
+    no_params = GOLDEN / "pool_max_clip"
+    assert main(["verify", "--prototxt", str(no_params / "net.prototxt"), "--golden", str(no_params / "blobs.npz")]) == 0
+    assert "all 1 blobs within tolerance" in capsys.readouterr().out
+    conv = GOLDEN / "conv_basic"
+    assert main(["verify", "--prototxt", str(conv / "net.prototxt"), "--golden", str(conv / "blobs.npz")]) == 2
+    assert "layer(s) c have learnable blobs; pass their weights with --weights" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- convert-folds
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 agreement with the original's exact net inputs, cache on/off bit-identity, resume after an
 interruption (byte-identical outputs), run/model checks, the modern protocol, and a data set
 folder that is never written."""
-import hashlib
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ from reproduce.evaluate import evaluate, query_label_grid
 from reproduce.preprocess import binary_mask, prep_query
 from reproduce.scoring import episode_counts
 from reproduce.voc import VOCDataset
-from tests.conftest import GOLDEN
+from conftest import GOLDEN, tree_digest
 from weights_convert.convert import convert
 from weights_convert.formats.caffemodel import write_caffemodel
 from weights_convert.netspec import write_net
@@ -33,15 +32,6 @@ from weights_convert.oslsm.spec import oslsm_deploy_net
 
 EPISODES = GOLDEN / "episodes"
 RESULT_FILES = ("manifest.json", "episodes.json", "all_results.csv", "summary.json", "iou_results.txt")
-
-
-def _tree_digest(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +69,7 @@ def env(tmp_path_factory):
     g1 = golden["fold1_5shot"]
     eps1 = [Episode(e["query"], e["cls"], e["supports"]) for e in g1["list"][:3]]
     episodes_to_json(tmp / "ep_f1_k5.json", eps1, 1, 5, g1["n_items"])
-    return {"tmp": tmp, "voc": voc, "digest": _tree_digest(voc), "weights": weights, "prototxt": prototxt,
+    return {"tmp": tmp, "voc": voc, "digest": tree_digest(voc), "weights": weights, "prototxt": prototxt,
             "prototxt5": tmp / "deploy_5shot.prototxt", "eps0": eps0, "eps1": eps1,
             "ep0": tmp / "ep_f0_k1.json", "ep1": tmp / "ep_f1_k5.json"}
 
@@ -147,7 +137,7 @@ def test_cache_on_off_bit_identical_and_forward_counts(env, reference_runs):
     assert _timings(again)["cache_stats"]["query_disk_hits"] == n_queries
     # Cache files live under our cache dir; the data set folder is untouched.
     assert len(list((env["tmp"] / "cache" / "features" / "query").rglob("*.safetensors"))) == n_queries
-    assert _tree_digest(env["voc"]) == env["digest"]
+    assert tree_digest(env["voc"]) == env["digest"]
     summary = json.loads((on / "summary.json").read_text())
     assert summary["fold"] == 0 and summary["shots"] == 1 and summary["protocol"] == "original"
     tp = sum(int(r[3]) for r in _rows(on))
@@ -186,7 +176,7 @@ def test_resume_after_interruption_is_byte_identical(env, reference_runs, monkey
         assert (out / name).read_bytes() == (off / name).read_bytes(), name
     assert _timings(out)["resumed_from"] == 5
     assert _timings(out)["episodes_this_session"] == len(env["eps0"]) - 5
-    assert _tree_digest(env["voc"]) == env["digest"]
+    assert tree_digest(env["voc"]) == env["digest"]
 
 
 def test_resume_after_sigkill_of_the_cli(env, reference_runs):
@@ -238,7 +228,7 @@ def test_fold_and_shots_mismatch_errors(env):
         evaluate(env["voc"], env["weights"][0], 0, 1, n_episodes=3, episodes_file=env["ep0"],
                  out_dir=env["voc"] / "run", progress=False)
     assert not (env["tmp"] / "mismatch").exists()
-    assert _tree_digest(env["voc"]) == env["digest"]
+    assert tree_digest(env["voc"]) == env["digest"]
 
 
 def test_five_shot_and_modern_protocol(env):
@@ -257,11 +247,31 @@ def test_five_shot_and_modern_protocol(env):
     assert s_mod["protocol"] == "modern" and s_orig["protocol"] == "original"
 
 
-def test_generated_episodes_are_the_originals(env):
+def test_generated_episodes_are_the_originals(env, monkeypatch):
     """Without an episode file the run generates the original data layer's list (seed 1385)."""
+    import reproduce.items
+
+    monkeypatch.setattr(reproduce.items, "_MEMO", {})  # another test may have scanned this data set
     _, out = _run(env, "generated", n_episodes=3, episodes_file=None, cache_dir=env["tmp"] / "gen_cache")
     golden = json.loads((EPISODES / "episodes.json").read_text())["episodes"]["fold0_1shot"]["list"][:3]
     ours = json.loads((out / "episodes.json").read_text())["episodes"]
     assert ours == golden
     assert (env["tmp"] / "gen_cache" / "items").is_dir()
-    assert _tree_digest(env["voc"]) == env["digest"]
+    assert tree_digest(env["voc"]) == env["digest"]
+
+
+def test_evaluation_runs_in_faithful_mode(env, monkeypatch):
+    import weights_convert.oslsm as oslsm_pkg
+
+    seen = []
+    real = oslsm_pkg.load_oslsm
+
+    def spy(*args, **kwargs):
+        seen.append((torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
+                     torch.are_deterministic_algorithms_enabled()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(oslsm_pkg, "load_oslsm", spy)
+    _run(env, "faithful", n_episodes=1, cache=False)
+    assert seen == [("ieee", "ieee", True)]
+    assert not torch.are_deterministic_algorithms_enabled()

@@ -344,15 +344,40 @@ def test_build_layer_uses_the_layer_phase():
     assert build_layer(lp).use_global_stats is True
 
 
+def _numerics():
+    from weights_convert.graph import _fp32_backends
+    return ([be.fp32_precision for be in _fp32_backends()], torch.backends.cudnn.benchmark,
+            torch.are_deterministic_algorithms_enabled())
+
+
+FAITHFUL = (["ieee"] * 6, False, True)
+
+
 def test_faithful_mode_sets_and_restores():
-    before = torch.get_float32_matmul_precision(), torch.are_deterministic_algorithms_enabled()
-    with faithful_mode():
-        assert torch.get_float32_matmul_precision() == "highest"
-        assert torch.are_deterministic_algorithms_enabled()
-        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
-        net = CaffeNet.from_prototxt(GOLDEN / "deconv_oslsm" / "net.prototxt")
-        net(x=np.load(GOLDEN / "deconv_oslsm" / "blobs.npz")["x"])
-    assert (torch.get_float32_matmul_precision(), torch.are_deterministic_algorithms_enabled()) == before
+    # Start from fast settings a user may have chosen; they must come back afterwards.
+    from weights_convert.graph import _fp32_backends
+    saved = _numerics()
+    for be in _fp32_backends():
+        be.fp32_precision = "tf32"
+    torch.backends.cudnn.benchmark = True
+    try:
+        before = _numerics()
+        with faithful_mode():
+            assert _numerics() == FAITHFUL
+            net = CaffeNet.from_prototxt(GOLDEN / "deconv_oslsm" / "net.prototxt")
+            net(x=np.load(GOLDEN / "deconv_oslsm" / "blobs.npz")["x"])
+        assert _numerics() == before
+
+        @faithful_mode()
+        def decorated():
+            return _numerics()
+
+        assert decorated() == FAITHFUL
+        assert _numerics() == before
+    finally:
+        for be, precision in zip(_fp32_backends(), saved[0]):
+            be.fp32_precision = precision
+        torch.backends.cudnn.benchmark = saved[1]
 
 
 def test_net_moves_with_to_and_keeps_float32():

@@ -28,10 +28,17 @@ def thin_params():
     return read_weights(GOLDEN / "oslsm_thin_5shot_500x500" / "weights.caffemodel")
 
 
-@pytest.fixture(scope="module", params=OSLSM_CASES)
+@pytest.fixture(scope="module", params=[(case, layout) for case in OSLSM_CASES for layout in ("plain", "channels_last")],
+                ids=lambda p: f"{p[0]}-{p[1]}")
 def case_run(request):
-    case = request.param
-    model = OSLSM.from_caffe(GOLDEN / case / "net.prototxt", GOLDEN / case / "weights.caffemodel")
+    """The golden case through OSLSM.from_caffe (contiguous weights) and through load_oslsm, the
+    evaluation's loader (channels_last weights: other kernels, other rounding)."""
+    case, layout = request.param
+    if layout == "plain":
+        model = OSLSM.from_caffe(GOLDEN / case / "net.prototxt", GOLDEN / case / "weights.caffemodel")
+    else:
+        model = load_oslsm(GOLDEN / case / "weights.caffemodel", GOLDEN / case / "net.prototxt")
+        assert model.segmentation.trunk.conv1_1.weight.is_contiguous(memory_format=torch.channels_last)
     blobs = golden_blobs(case)
     with torch.no_grad():
         ours = {k: v.numpy() for k, v in model.forward_blobs(*inputs(blobs)).items()}
@@ -206,7 +213,7 @@ def test_random_params_build_a_working_model():
 
 def test_equals_the_caffe_graph_interpreter(case_run):
     """The idiomatic module and the layer-by-layer CaffeNet agree on every blob both compute
-    (today bit for bit; the bound leaves room for either to change its kernels)."""
+    (bit for bit today with contiguous weights; channels_last weights round differently)."""
     from weights_convert.graph import CaffeNet
 
     case, _, golden, ours = case_run

@@ -3,7 +3,6 @@ with four fold caffemodels written by our writer: conversion, the original's epi
 the table files, a re-run that converts nothing and ends identical; and the message users get
 when the data or the models are missing."""
 import csv
-import hashlib
 import json
 import shutil
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 
 from reproduce.cli import main
-from tests.conftest import GOLDEN
+from conftest import GOLDEN, tree_digest
 from weights_convert.formats.caffemodel import write_caffemodel
 from weights_convert.netspec import write_net
 from weights_convert.oslsm import OSLSMWidths
@@ -20,15 +19,6 @@ from weights_convert.oslsm.spec import oslsm_deploy_net
 
 EPISODES = GOLDEN / "episodes"
 N_EPISODES = 3
-
-
-def _digest(root):
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +36,7 @@ def setup(tmp_path_factory):
         params["rb1s"][1] = params["rb1s"][1] - np.float32(60.0)  # mixed masks, not all foreground
         write_caffemodel(models / f"OSLSM_fold{fold}_iter_20000.caffemodel", params,
                          {n: types[n] for n in params})
-    return {"tmp": tmp, "voc": voc, "models": models, "prototxt": prototxt, "digest": _digest(voc)}
+    return {"tmp": tmp, "voc": voc, "models": models, "prototxt": prototxt, "digest": tree_digest(voc)}
 
 
 def _table_run(setup, out, table=1):
@@ -80,7 +70,7 @@ def test_table1_end_to_end_on_the_golden_data_set(setup, capsys):
     assert rows[4]["fold"] == "mean"
     assert float(rows[4]["ours_miou"]) == pytest.approx(np.mean(ours), abs=1e-4)
     assert (out / "table1_1shot.png").stat().st_size > 10_000
-    assert _digest(setup["voc"]) == setup["digest"]
+    assert tree_digest(setup["voc"]) == setup["digest"]
 
     # Again: nothing is converted twice, and every output ends byte-identical.
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.suffix in (".csv", ".md", ".safetensors")}

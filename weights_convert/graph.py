@@ -362,31 +362,35 @@ class CaffeNet(nn.Module):
 
 
 # ---------------------------------------------------------------------------- faithful numerics
-class faithful_mode(contextlib.ContextDecorator):
-    """Numerics as close to Caffe's float32 as torch allows: no TF32, highest float32 matmul
-    precision, deterministic algorithms. Takes effect when called; as a context manager it
-    restores the previous settings on exit."""
+def _fp32_backends() -> list:
+    """The backends whose float32 precision torch lets one choose (TF32 on GPUs, bf16 on CPUs)."""
+    b = torch.backends
+    return [b.cuda.matmul, b.cudnn.conv, b.cudnn.rnn, b.mkldnn.matmul, b.mkldnn.conv, b.mkldnn.rnn]
 
-    def __init__(self):
-        self._saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-                       torch.get_float32_matmul_precision(), torch.are_deterministic_algorithms_enabled(),
-                       torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
-        # cuBLAS is only deterministic with a fixed workspace; must be set before CUDA starts.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cudnn.benchmark = False
-        torch.set_float32_matmul_precision("highest")
-        torch.use_deterministic_algorithms(True, warn_only=False)
+
+class faithful_mode(contextlib.ContextDecorator):
+    """Numerics as close to Caffe's float32 as torch allows while inside: IEEE float32 in every
+    matmul and convolution backend (no TF32 in cuBLAS or cuDNN, which allows it for convolutions
+    by default), no cuDNN autotuning, deterministic algorithms. The previous settings come back on
+    exit; usable as `with faithful_mode():` or as a decorator. Uses only torch's fp32_precision
+    API: mixing it with the legacy allow_tf32 flags makes torch refuse to read either."""
 
     def __enter__(self):
+        backends = _fp32_backends()
+        self._saved = ([be.fp32_precision for be in backends], torch.are_deterministic_algorithms_enabled(),
+                       torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
+        # cuBLAS is only deterministic with a fixed workspace; read when CUDA starts.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        for be in backends:
+            be.fp32_precision = "ieee"
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=False)
         return self
 
     def __exit__(self, *exc):
-        tf32_mm, tf32_cudnn, precision, det, warn_only, bench = self._saved
-        torch.backends.cuda.matmul.allow_tf32 = tf32_mm
-        torch.backends.cudnn.allow_tf32 = tf32_cudnn
+        precisions, det, warn_only, bench = self._saved
+        for be, precision in zip(_fp32_backends(), precisions):
+            be.fp32_precision = precision
         torch.backends.cudnn.benchmark = bench
-        torch.set_float32_matmul_precision(precision)
         torch.use_deterministic_algorithms(det, warn_only=warn_only)
         return False

@@ -16,7 +16,8 @@ HELP = "run a net (prototxt + .caffemodel / .h5 / our .safetensors) on inputs fr
 
 def add_arguments(parser) -> None:
     parser.add_argument("--prototxt", required=True)
-    parser.add_argument("--weights", required=True, help=".caffemodel, .caffemodel.h5 or our .safetensors")
+    parser.add_argument("--weights", help=".caffemodel, .caffemodel.h5 or our .safetensors "
+                        "(omit only for a net without learnable layers)")
     parser.add_argument("--inputs", required=True, help=".npz holding one array per Input top of the net")
     parser.add_argument("--out", required=True, help="output .npz of every blob, by name")
 
@@ -26,13 +27,14 @@ def input_names(prototxt: str | os.PathLike) -> list[str]:
     return [top for layer in load_net(prototxt).layer if layer.type == "Input" for top in layer.top]
 
 
-def run_graph(prototxt: str | os.PathLike, weights: str | os.PathLike,
+def run_graph(prototxt: str | os.PathLike, weights: str | os.PathLike | None,
               arrays: Mapping[str, np.ndarray], source: str = "inputs") -> dict[str, np.ndarray]:
-    """Every blob of one forward pass; `arrays` must hold each Input top (extra names are ignored)."""
+    """Every blob of one forward pass; `arrays` must hold each Input top (extra names are ignored).
+    `weights` None: the net must have no learnable blobs (strict loading of nothing checks it)."""
     import torch
 
     from weights_convert.convert import read_params
-    from weights_convert.graph import CaffeNet
+    from weights_convert.graph import CaffeNet, faithful_mode
 
     names = input_names(prototxt)
     missing = [n for n in names if n not in arrays]
@@ -40,9 +42,15 @@ def run_graph(prototxt: str | os.PathLike, weights: str | os.PathLike,
         raise CaffeFormatError(f"{source}: no array for input(s) {', '.join(missing)} of {os.fspath(prototxt)} "
                                f"(has {', '.join(sorted(arrays)) or 'nothing'})")
     net = CaffeNet.from_prototxt(prototxt)
-    net.load_params(read_params(weights))
+    if weights is None:
+        learnable = [layer.name for layer in net.param_layers()]
+        if learnable:
+            raise CaffeFormatError(f"{os.fspath(prototxt)}: layer(s) {', '.join(learnable)} have learnable "
+                                   "blobs; pass their weights with --weights")
+    else:
+        net.load_params(read_params(weights))
     inputs = {n: torch.from_numpy(np.ascontiguousarray(arrays[n], dtype=np.float32)) for n in names}
-    with torch.no_grad():
+    with torch.no_grad(), faithful_mode():
         blobs = net.forward(**inputs)
     return {name: _to_numpy(value) for name, value in blobs.items()}
 

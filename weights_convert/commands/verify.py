@@ -12,7 +12,8 @@ SCALAR_RTOL = 2e-4  # scalar losses sum many terms, so they get a relative toler
 
 def add_arguments(parser) -> None:
     parser.add_argument("--prototxt", required=True)
-    parser.add_argument("--weights", required=True, help=".caffemodel, .caffemodel.h5 or our .safetensors")
+    parser.add_argument("--weights", help=".caffemodel, .caffemodel.h5 or our .safetensors "
+                        "(omit only for a net without learnable layers)")
     parser.add_argument("--golden", required=True, help=".npz of reference blobs (inputs included)")
     parser.add_argument("--tol", type=float, default=5e-5,
                         help="allowed max |diff| per blob, times max(1, max|ref|) (default 5e-5)")

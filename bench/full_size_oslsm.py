@@ -1,6 +1,6 @@
-"""Full-size (VGG-16 widths, ~1.1 GB) OSLSM conversion check; too slow for the unit tests.
+"""Full-size (VGG-16 widths, ~1.1 GB) OSLSM conversion check (run on demand; too slow for the unit tests).
 
-    .venv/bin/python tests/full_size_oslsm.py [--workdir DIR] [--keep]
+    .venv/bin/python bench/full_size_oslsm.py [--workdir DIR] [--keep]
 
 Writes a random full-width OSLSM .caffemodel with our writer, converts it with
 `python -m weights_convert convert` in both forms (separate processes, so their peak
@@ -41,6 +41,33 @@ def run_convert(prototxt: Path, caffemodel: Path, out: Path, form: str) -> tuple
     wall = time.perf_counter() - start
     peak = f"{int(peak_file.read_text().split()[-1]) / 1024:.0f} MiB" if timer else "not measured (no /usr/bin/time)"
     return wall, peak
+
+
+def check_graph_against_module(work: Path, prototxt: Path, caffemodel: Path, first_img, first_label,
+                               second_img) -> bool:
+    """`forward` (the Caffe graph interpreter, from the graph-form safetensors) and `verify`
+    (the caffemodel) as a user runs them, with the OSLSM module's blobs as the reference."""
+    import numpy as np
+
+    model = load_oslsm(work / "full_oslsm.safetensors")
+    with torch.no_grad():
+        blobs = {k: v.numpy() for k, v in model.forward_blobs(first_img, first_label, second_img).items()}
+    del model
+    inputs = {"first_img": first_img.numpy(), "first_label": first_label.numpy(), "second_img": second_img.numpy(),
+              "second_label": np.zeros((1, 1, *second_img.shape[2:]), np.float32)}
+    np.savez(work / "inputs.npz", **inputs)
+    np.savez(work / "module_blobs.npz", **inputs, **blobs)
+    cli = [sys.executable, "-m", "weights_convert"]
+    start = time.perf_counter()
+    subprocess.run([*cli, "forward", "--prototxt", str(prototxt), "--weights", str(work / "full_graph.safetensors"),
+                    "--inputs", str(work / "inputs.npz"), "--out", str(work / "graph_blobs.npz")], check=True)
+    print(f"forward (graph interpreter, graph-form weights): {time.perf_counter() - start:.1f} s")
+    start = time.perf_counter()
+    rc = subprocess.run([*cli, "verify", "--prototxt", str(prototxt), "--weights", str(caffemodel),
+                         "--golden", str(work / "module_blobs.npz")]).returncode
+    print(f"verify (graph interpreter from the caffemodel vs the OSLSM module's {len(blobs)} blobs): "
+          f"exit {rc}, {time.perf_counter() - start:.1f} s")
+    return rc == 0
 
 
 def main() -> int:
@@ -84,7 +111,8 @@ def main() -> int:
         same = all(torch.equal(outputs["caffemodel"], v) for v in outputs.values())
         print(f"outputs identical across weight forms: {same}; score range "
               f"[{float(outputs['oslsm'].min()):.3g}, {float(outputs['oslsm'].max()):.3g}]")
-        return 0 if same else 1
+        agree = check_graph_against_module(work, prototxt, caffemodel, first_img, first_label, second_img)
+        return 0 if same and agree else 1
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -521,9 +521,11 @@ def test_upstream_deploy_nets_shapes(name, k):
 
 def test_pooling_parameter_errors():
     x = np.zeros((1, 1, 4, 4), np.float32)
-    for param, message in [("kernel_size: 2 kernel_h: 2 kernel_w: 1", "not both"),
-                           ("kernel_size: 2 pad: 1 pad: 0", "pad has 2 values"),
+    for param, message in [("kernel_size: 2 kernel_h: 2 kernel_w: 1", "either kernel_size or both"),
                            ("kernel_size: 2 pad: 2", "smaller than the kernel"),
+                           ("kernel_size: 2 pad: 1 pad_h: 1 pad_w: 1", "either pad or pad_h/pad_w"),
+                           ("kernel_size: 2 pad_h: 1", "both pad_h and pad_w"),
+                           ("kernel_size: 2 stride_w: 2", "both stride_h and stride_w"),
                            ("global_pooling: true kernel_size: 2", "global_pooling"),
                            ("kernel_h: 2", "both kernel_h and kernel_w")]:
         with pytest.raises(CaffeFormatError, match=f"'p'.*{message}"):

@@ -9,7 +9,7 @@ import torch
 from conftest import CASES, GOLDEN, MANIFEST
 from weights_convert.formats.schema import pb
 from weights_convert.graph import CaffeNet
-from weights_convert.layers.pooling import pooled_size
+from weights_convert.layers.pooling import pooled_sizes
 from weights_convert.load_weights import load_weights_into
 
 TOL = 5e-5  # per blob, times max(1, max|ref|)
@@ -114,7 +114,14 @@ def test_every_layer_type_of_the_cases_is_exercised():
 def caffe_pool_loops(x: np.ndarray, method: str, k, s, p) -> np.ndarray:
     """A direct transcription of Caffe's CPU pooling loops (reference for random geometries)."""
     n, c, h, w = x.shape
-    oh, ow = (pooled_size(size, kk, pp, ss) for size, kk, pp, ss in zip((h, w), k, p, s))
+    # PoolingLayer::Reshape, written out independently of the code under test.
+    oh = int(math.ceil((h + 2 * p[0] - k[0]) / s[0])) + 1
+    ow = int(math.ceil((w + 2 * p[1] - k[1]) / s[1])) + 1
+    if p[0] or p[1]:
+        if (oh - 1) * s[0] >= h + p[0]:
+            oh -= 1
+        if (ow - 1) * s[1] >= w + p[1]:
+            ow -= 1
     y = np.zeros((n, c, oh, ow), np.float32)
     for ph, pw in itertools.product(range(oh), range(ow)):
         hs, ws = ph * s[0] - p[0], pw * s[1] - p[1]
@@ -131,20 +138,26 @@ def caffe_pool_loops(x: np.ndarray, method: str, k, s, p) -> np.ndarray:
 
 
 def test_pooled_size_rule():
-    assert pooled_size(7, 2, 0, 2) == 4  # ceil, not floor
-    assert pooled_size(5, 2, 1, 2) == 3  # the window that would start in the padding is dropped
-    assert pooled_size(2, 1, 0, 2) == 2  # without pad nothing is dropped, even an empty window
-    assert pooled_size(740, 2, 0, 2) == 370 and pooled_size(185, 2, 0, 2) == 93 and pooled_size(47, 2, 0, 2) == 24
+    assert pooled_sizes((7, 7), (2, 2), (0, 0), (2, 2)) == (4, 4)  # ceil, not floor
+    assert pooled_sizes((7, 7), (2, 2), (0, 0), (2, 2), ceil=False) == (3, 3)
+    assert pooled_sizes((5, 5), (2, 2), (1, 1), (2, 2)) == (3, 3)  # a window starting in the padding is dropped
+    assert pooled_sizes((2, 2), (1, 1), (0, 0), (2, 2)) == (2, 2)  # without pad nothing is dropped, even an empty window
+    # Caffe tests `pad_h || pad_w`: a width pad makes the unpadded height drop its empty last window.
+    assert pooled_sizes((5, 5), (1, 2), (0, 1), (3, 2)) == (2, 3)
+    assert pooled_sizes((5, 5), (1, 2), (0, 0), (3, 2)) == (3, 3)
+    assert [pooled_sizes((n, n), (2, 2), (0, 0), (2, 2))[0] for n in (740, 185, 47)] == [370, 93, 24]
 
 
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
 def test_pooling_matches_caffe_loops_on_random_geometries(method):
     rng = np.random.default_rng(7)
     checked = 0
-    for _ in range(60):
+    for trial in range(80):
         k = tuple(int(v) for v in rng.integers(1, 5, 2))
         s = tuple(int(v) for v in rng.integers(1, 4, 2))
         p = tuple(int(rng.integers(0, kk)) for kk in k)
+        if trial < 10:  # include the layouts where only one axis is padded, stride > kernel
+            k, s, p = (1, k[1] + 1), (3, 2), (0, k[1])
         h, w = (int(v) for v in rng.integers(max(k), 12, 2))
         x = rng.standard_normal((1, 2, h, w)).astype(np.float32)
         lp = pb.LayerParameter(name="p", type="Pooling", bottom=["x"], top=["y"])

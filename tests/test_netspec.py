@@ -66,7 +66,7 @@ def test_fill_message_sets_only_given_fields():
     layer = ns.layer("p", "Pooling", ["x"], pooling_param={"pool": "MAX", "kernel_h": 5, "kernel_w": 1},
                      param=[{"lr_mult": 0.0}], loss_weight=[1.0])
     assert layer.pooling_param.pool == pb.PoolingParameter.MAX
-    assert layer.pooling_param.HasField("pool") and not layer.pooling_param.HasField("stride_h") and not layer.pooling_param.stride
+    assert layer.pooling_param.HasField("pool") and not layer.pooling_param.HasField("stride_h") and not layer.pooling_param.HasField("stride")
     assert layer.param[0].HasField("lr_mult") and not layer.param[0].HasField("decay_mult")
     assert list(layer.top) == ["p"] and list(layer.loss_weight) == [1.0]
     with pytest.raises(KeyError, match="no field 'kernel'"):

@@ -13,13 +13,18 @@ from weights_convert.layers.base import CaffeLayer
 P = pb.PoolingParameter
 
 
-def pooled_size(size: int, kernel: int, pad: int, stride: int, ceil: bool = True) -> int:
-    """Caffe's PoolingLayer::Reshape output size along one axis."""
-    span = (size + 2 * pad - kernel) / stride
-    out = (math.ceil(span) if ceil else math.floor(span)) + 1
-    if pad and (out - 1) * stride >= size + pad:
-        out -= 1  # the last window would start inside the right padding
-    return out
+def pooled_sizes(hw: tuple[int, int], kernel: tuple[int, int], pad: tuple[int, int], stride: tuple[int, int],
+                 ceil: bool = True) -> tuple[int, int]:
+    """Caffe's PoolingLayer::Reshape output (height, width): ceil (or floor) rounding, then, when
+    the layer has any padding, each axis drops a last window that would start in its padding.
+    The rule looks at both pads together: pad_w alone can drop a row."""
+    out = []
+    for size, k, p, s in zip(hw, kernel, pad, stride):
+        span = (size + 2 * p - k) / s
+        out.append((math.ceil(span) if ceil else math.floor(span)) + 1)
+    if any(pad):
+        out = [o - 1 if (o - 1) * s >= size + p else o for o, s, size, p in zip(out, stride, hw, pad)]
+    return out[0], out[1]
 
 
 def _window_sizes(out: int, size: int, kernel: int, pad: int, stride: int) -> torch.Tensor:
@@ -38,30 +43,23 @@ class Pooling(CaffeLayer):
         self.ceil = p.round_mode == P.CEIL
         if len(self.tops) > 1:
             raise self.fail("a second top (the max-pooling mask) is not supported")
+        # Caffe's LayerSetUp checks: each of kernel, pad and stride is given as one value or
+        # as both its _h and _w halves.
         if self.global_pooling:
-            if len(p.kernel_size) or p.HasField("kernel_h") or p.HasField("kernel_w"):
+            if p.HasField("kernel_size") or p.HasField("kernel_h") or p.HasField("kernel_w"):
                 raise self.fail("with global_pooling the kernel size may not be given")
-        elif p.HasField("kernel_h") != p.HasField("kernel_w"):
-            raise self.fail("give both kernel_h and kernel_w")
-        elif p.HasField("kernel_h") and len(p.kernel_size):
-            raise self.fail("give either kernel_size or kernel_h/kernel_w, not both")
-        elif not p.HasField("kernel_h") and len(p.kernel_size) != 1:
-            raise self.fail("give one kernel_size, or kernel_h and kernel_w")
-        for field in ("pad", "stride"):
-            if len(getattr(p, field)) > 1:
-                raise self.fail(f"{field} has {len(getattr(p, field))} values; pooling takes one "
-                                f"(or {field}_h and {field}_w)")
-            if len(getattr(p, field)) and (p.HasField(f"{field}_h") or p.HasField(f"{field}_w")):
-                raise self.fail(f"give either {field} or {field}_h/{field}_w, not both")
-        self.kernel = (p.kernel_h, p.kernel_w) if p.HasField("kernel_h") else tuple(p.kernel_size) * 2
-        if p.HasField("pad_h") or p.HasField("pad_w"):
-            self.pad = (p.pad_h, p.pad_w)
-        else:
-            self.pad = (p.pad[0],) * 2 if len(p.pad) else (0, 0)
-        if p.HasField("stride_h") or p.HasField("stride_w"):
-            self.stride = (p.stride_h, p.stride_w)
-        else:
-            self.stride = (p.stride[0],) * 2 if len(p.stride) else (1, 1)
+        elif p.HasField("kernel_size") == (p.HasField("kernel_h") or p.HasField("kernel_w")):
+            raise self.fail("give either kernel_size or both kernel_h and kernel_w")
+        for field in ("kernel", "pad", "stride"):
+            h, w = p.HasField(f"{field}_h"), p.HasField(f"{field}_w")
+            if h != w:
+                raise self.fail(f"give both {field}_h and {field}_w, or neither")
+            single = "kernel_size" if field == "kernel" else field
+            if h and p.HasField(single):
+                raise self.fail(f"give either {single} or {field}_h/{field}_w, not both")
+        self.kernel = (p.kernel_h, p.kernel_w) if p.HasField("kernel_h") else (p.kernel_size,) * 2
+        self.pad = (p.pad_h, p.pad_w) if p.HasField("pad_h") else (p.pad,) * 2
+        self.stride = (p.stride_h, p.stride_w) if p.HasField("stride_h") else (p.stride,) * 2
         if self.global_pooling and (any(self.pad) or self.stride != (1, 1)):
             raise self.fail("global pooling needs pad 0 and stride 1")
         if not self.global_pooling:
@@ -81,7 +79,7 @@ class Pooling(CaffeLayer):
             kernel, pad, stride = (H, W), (0, 0), (1, 1)
         else:
             kernel, pad, stride = self.kernel, self.pad, self.stride
-        out = tuple(pooled_size(s, k, p, st, self.ceil) for s, k, p, st in zip((H, W), kernel, pad, stride))
+        out = pooled_sizes((H, W), kernel, pad, stride, self.ceil)
         if min(out) < 1:
             raise self.fail(f"input {H}x{W} is smaller than the kernel {kernel}")
         # Pad so that every one of the `out` windows lies inside; the extra right padding only ever

@@ -25,3 +25,16 @@ def test_atomic_path_keeps_suffix_and_cleans_up(tmp_path):
             tmp.write_bytes(b"y")
             raise ValueError
     assert target.read_bytes() == b"x" and len(list(target.parent.iterdir())) == 1
+
+
+def test_outputs_get_the_permissions_of_a_plain_open(tmp_path):
+    import os
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        with atomic_path(tmp_path / "b.npz") as tmp:
+            tmp.write_bytes(b"y")
+        assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+        assert (tmp_path / "b.npz").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(umask)

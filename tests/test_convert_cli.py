@@ -268,3 +268,41 @@ def test_convert_graph_form_of_a_general_net_checks_shapes(tmp_path, capsys):
                  "--out", str(tmp_path / "bad.safetensors")]) == 2
     assert "layer 'c' blob 0 has shape (6, 2, 3, 3)" in capsys.readouterr().err
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_convert_graph_form_of_a_caffe_hdf5_with_shared_blobs(tmp_path, capsys):
+    """Caffe's HDF5 leaves out blobs a layer shares; the converted file keeps the gap and the
+    graph fills it from the owner, so forward gives the same blobs as the full weights."""
+    import h5py
+
+    proto = tmp_path / "shared.prototxt"
+    proto.write_text(
+        'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }\n'
+        'layer { name: "a" type: "InnerProduct" bottom: "x" top: "a" param { name: "w" } '
+        'inner_product_param { num_output: 4 } }\n'
+        'layer { name: "b" type: "InnerProduct" bottom: "x" top: "b" param { name: "w" } '
+        'inner_product_param { num_output: 4 } }\n')
+    w = np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)
+    with h5py.File(tmp_path / "shared.caffemodel.h5", "w") as h5:
+        h5["data/a/0"], h5["data/a/1"], h5["data/b/1"] = w, np.ones(4, np.float32), np.zeros(4, np.float32)
+    out = tmp_path / "shared.safetensors"
+    assert main(["convert", "--prototxt", str(proto), "--caffemodel", str(tmp_path / "shared.caffemodel.h5"),
+                 "--out", str(out), "--model", "graph"]) == 0
+    assert sorted(read_safetensors(out)[0]) == ["a/0", "a/1", "b/1"]
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.savez(tmp_path / "in.npz", x=x)
+    assert main(["forward", "--prototxt", str(proto), "--weights", str(out), "--inputs", str(tmp_path / "in.npz"),
+                 "--out", str(tmp_path / "blobs.npz")]) == 0
+    blobs = np.load(tmp_path / "blobs.npz")
+    np.testing.assert_allclose(blobs["b"], x @ w.T, atol=1e-6)
+    np.testing.assert_allclose(blobs["a"], x @ w.T + 1, atol=1e-6)
+
+
+def test_saved_blobs_may_have_any_name(tmp_path):
+    from weights_convert.commands.forward import save_npz
+
+    arrays = {"file": np.arange(3, dtype=np.float32), "allow_pickle": np.ones((2, 2), np.float32), "a/b": np.zeros(1)}
+    save_npz(tmp_path / "b.npz", arrays)
+    with np.load(tmp_path / "b.npz") as loaded:
+        assert sorted(loaded.files) == sorted(arrays)
+        assert all(np.array_equal(loaded[k], v) for k, v in arrays.items())

@@ -8,7 +8,6 @@ from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.prototxt import parse_net_text
 from weights_convert.graph import CaffeNet, faithful_mode, insert_splits, shapes_match
 from weights_convert.layers import LAYER_TYPES, build_layer
-from weights_convert.load_weights import load_weights_into
 
 INPUT = 'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }\n'
 
@@ -44,11 +43,33 @@ def test_named_params_share_one_tensor():
     out = run(net, x=X)
     np.testing.assert_allclose(out["a"], X @ w.T + 1, atol=1e-6)
     np.testing.assert_allclose(out["b"], X @ w.T, atol=1e-6)
-    # the sharing layer is loaded last and writes the one shared tensor, as Caffe's copy does
+    # Caffe copies layer by layer in the file's order: the later layer's value of the one shared
+    # tensor wins, whatever the net order.
     net.load_params({"a": [w, np.ones(4, np.float32)], "b": [2 * w, np.zeros(4, np.float32)]})
     np.testing.assert_allclose(run(net, x=X)["a"], X @ (2 * w).T + 1, atol=1e-6)
+    net.load_params({"b": [2 * w, np.zeros(4, np.float32)], "a": [w, np.ones(4, np.float32)]})
+    np.testing.assert_allclose(run(net, x=X)["b"], X @ w.T, atol=1e-6)
     saved = net.params_to_numpy()
     assert np.array_equal(saved["a"][0], saved["b"][0])
+
+
+def test_blobs_left_out_for_sharing_come_from_the_owner(tmp_path):
+    """A Caffe HDF5 file holds only owned blobs: 'b' has its bias ("1") but not the shared "0"."""
+    import h5py
+
+    from weights_convert.formats.weights_io import read_weights
+
+    w = np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)
+    with h5py.File(tmp_path / "shared.caffemodel.h5", "w") as h5:
+        h5["data/a/0"], h5["data/a/1"], h5["data/b/1"] = w, np.ones(4, np.float32), np.zeros(4, np.float32)
+    net = net_of(SHARED)
+    net.load_params(read_weights(tmp_path / "shared.caffemodel.h5"))
+    out = run(net, x=X)
+    np.testing.assert_allclose(out["b"], X @ w.T, atol=1e-6)
+    np.testing.assert_allclose(out["a"], X @ w.T + 1, atol=1e-6)
+    # A gap where nothing is shared is refused, naming layer and blob.
+    with pytest.raises(CaffeFormatError, match="layer 'a' .* blob 1: the weights leave it out"):
+        net.load_params({"a": [w, None], "b": [None, np.zeros(4, np.float32)]})
 
 
 def test_sharing_with_a_different_shape_is_an_error():
@@ -97,9 +118,9 @@ def test_in_place_blob_holds_the_last_value():
     np.testing.assert_allclose(out["f"], np.tanh(np.maximum(X @ w.T - 0.1, 0)), atol=1e-6)
 
 
-def test_split_keeps_the_value_before_an_in_place_layer():
-    """Caffe's InsertSplits gives each reader of a shared blob its own split top; an in-place
-    layer then no longer overwrites what the other reader sees."""
+def test_split_after_an_in_place_layer_feeds_every_reader():
+    """f is read once (by the in-place ReLU), the ReLU's f twice: Caffe's InsertSplits splits the
+    ReLU's output, so both readers see rectified values."""
     net = net_of(ip("f") + 'layer { name: "r" type: "ReLU" bottom: "f" top: "f" }\n'
                  'layer { name: "s" type: "Sigmoid" bottom: "f" top: "s" }\n'
                  'layer { name: "n" type: "Power" bottom: "f" top: "n" power_param { scale: -1 } }\n')
@@ -114,6 +135,11 @@ def test_split_keeps_the_value_before_an_in_place_layer():
     np.testing.assert_allclose(out["f_r_0_split_0"], np.maximum(pre, 0), atol=1e-6)
     np.testing.assert_allclose(out["s"], 1 / (1 + np.exp(-np.maximum(pre, 0))), atol=1e-6)
     np.testing.assert_allclose(out["n"], -np.maximum(pre, 0), atol=1e-6)
+    # A reader before the in-place layer makes f a split blob, so the ReLU's top f is no longer
+    # in place: Caffe refuses it ("Top blob 'f' produced by multiple sources"), and so do we.
+    with pytest.raises(CaffeFormatError, match="top 'f' of layer 'r' is produced by more than one layer"):
+        net_of(ip("f") + 'layer { name: "s" type: "Sigmoid" bottom: "f" top: "s" }\n'
+               'layer { name: "r" type: "ReLU" bottom: "f" top: "f" }\n')
 
 
 def test_split_names_follow_caffe():
@@ -272,11 +298,11 @@ def test_params_to_numpy_round_trip():
     assert all(np.array_equal(a, b) for k in params for a, b in zip(params[k], back[k], strict=True))
 
 
-def test_load_weights_into_names_the_file(tmp_path):
+def test_load_weights_names_the_file(tmp_path):
     net = CaffeNet.from_prototxt(GOLDEN / "conv_basic" / "net.prototxt")
     path = GOLDEN / "ip_axis1" / "weights.caffemodel"
     with pytest.raises(CaffeFormatError) as err:
-        load_weights_into(net, path)
+        net.load_weights(path)
     assert str(path) in str(err.value) and "'c'" in str(err.value)
 
 
@@ -385,6 +411,9 @@ def test_net_moves_with_to_and_keeps_float32():
     assert net.device.type == "cpu"
     out = net(x=np.load(GOLDEN / "conv_basic" / "blobs.npz")["x"].astype(np.float64))
     assert all(v.dtype == torch.float32 for v in out.values())
+    net.to("meta")
+    assert net.device.type == "meta" and all(p.device.type == "meta" for p in net.parameters())
+    assert net(x=torch.empty(1, 3, 6, 7, device="meta"))["y"].device.type == "meta"
 
 
 # ------------------------------------------------------------------ layer forms without a golden case

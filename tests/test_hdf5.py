@@ -101,9 +101,8 @@ def make_h5(path, build):
     (lambda h5: h5.create_dataset("weights/l/0", data=[1.0]), r"'data' is nothing.*\['weights'\]"),
     (lambda h5: h5.create_dataset("data", data=[1.0]), r"'data' is a dataset"),
     (lambda h5: h5.create_dataset("data/l", data=[1.0]), r"'data/l' is not a group"),
-    (lambda h5: (h5.create_dataset("data/l/0", data=[1.0]), h5.create_dataset("data/l/2", data=[1.0])),
-     r"'data/l' has unexpected members \['2'\] after 1 blob"),
-    (lambda h5: h5.create_dataset("data/l/w", data=[1.0]), r"unexpected members \['w'\] after 0 blob"),
+    (lambda h5: h5.create_dataset("data/l/w", data=[1.0]), r"'data/l' has a member 'w'; expected only blob datasets"),
+    (lambda h5: h5.create_dataset("data/l/01", data=[1.0]), r"'data/l' has a member '01'"),
     (lambda h5: h5.create_group("data/l/0"), r"dataset 'data/l/0': is a group"),
     (lambda h5: h5.create_dataset("data/l/0", data=np.array([b"ab"])), r"'data/l/0': dtype \|S2"),
 ])
@@ -138,3 +137,14 @@ def test_writer_rejects_names_hdf5_cannot_hold(tmp_path):
     with pytest.raises(CaffeFormatError, match="'a/b' cannot be an HDF5 group name"):
         write_caffemodel_h5(tmp_path / "x.h5", {"a/b": [np.ones(1)]})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_blobs_caffe_leaves_out_for_sharing_read_as_gaps(tmp_path):
+    """Net::ToHDF5 writes only the blobs a layer owns: a layer sharing its weight from another
+    has dataset "1" (its bias) but no "0"."""
+    path = make_h5(tmp_path / "shared.h5", lambda h5: (h5.create_dataset("data/a/0", data=np.ones((2, 3))),
+                                                       h5.create_dataset("data/a/1", data=np.zeros(2)),
+                                                       h5.create_dataset("data/b/1", data=np.full(2, 5.0))))
+    params = read_caffemodel_h5(path)
+    assert params["b"][0] is None and np.array_equal(params["b"][1], np.full(2, 5.0, np.float32))
+    assert [b.shape for b in params["a"]] == [(2, 3), (2,)]

@@ -10,7 +10,6 @@ from conftest import CASES, GOLDEN, MANIFEST
 from weights_convert.formats.schema import pb
 from weights_convert.graph import CaffeNet
 from weights_convert.layers.pooling import pooled_sizes
-from weights_convert.load_weights import load_weights_into
 
 TOL = 5e-5  # per blob, times max(1, max|ref|)
 SCALAR_RTOL = 2e-4  # scalar losses
@@ -90,7 +89,7 @@ def test_weight_files_give_the_same_blobs(case, name):
     """.caffemodel (V2 and V1 with legacy 4-D shapes) and .caffemodel.h5 load through read_weights."""
     case_dir = GOLDEN / case
     net = CaffeNet.from_prototxt(case_dir / "net.prototxt")
-    load_weights_into(net, case_dir / name)
+    net.load_weights(case_dir / name)
     ref = params_from_npz(case_dir / "params.npz")
     loaded = net.params_to_numpy()
     assert loaded.keys() == ref.keys()

@@ -28,7 +28,7 @@ SMALL = sorted(p for p in GOLDEN.glob("*/weights*.caffemodel") if p.stat().st_si
 LARGE = GOLDEN / "oslsm_thin_1shot_120x200" / "weights.caffemodel"
 FUZZ_FILES = SMALL + [GOLDEN / "deconv_oslsm" / "weights.caffemodel", LARGE]
 HARD_TIMEOUT_S = 10
-FUZZ = settings(max_examples=250, deadline=2000, derandomize=True, database=None,
+FUZZ = settings(max_examples=250, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
@@ -285,7 +285,7 @@ def test_safetensors_damage(tmp_path_factory, converted, data):
     load_any(path)
 
 
-@settings(max_examples=60, deadline=5000, derandomize=True, database=None,
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_hdf5_damage(tmp_path_factory, data):

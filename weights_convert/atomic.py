@@ -4,8 +4,39 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO, Iterator
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _new_temporary(path: Path, suffix: str) -> tuple[int, str]:
+    """A temporary file beside `path` with the permissions a plain open() would give it
+    (mkstemp makes it owner-only, and the rename would keep that)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.fchmod(fd, 0o666 & ~_current_umask())
+    return fd, tmp
+
+
+def _current_umask() -> int:
+    # The only way to read the umask is to set it. Meanwhile it is 0o077, so a file another
+    # thread creates in that instant is only more private; the lock serialises our readers.
+    with _UMASK_LOCK:
+        umask = os.umask(0o077)
+        os.umask(umask)
+    return umask
+
+
+def _sync_directory(folder: Path) -> None:
+    """Make the rename itself durable."""
+    with contextlib.suppress(OSError):  # some file systems cannot open or fsync a directory
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager
@@ -13,14 +44,14 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside `path`; on success fsync and rename it onto `path`,
     on any exception delete it and leave `path` untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _new_temporary(path, ".tmp")
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _sync_directory(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -37,12 +68,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """For writers that need a file name (np.savez, h5py, safetensors): yield a temporary
     path beside `path` that is renamed onto it on success and removed on failure."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+    fd, tmp = _new_temporary(path, ".tmp" + path.suffix)
     os.close(fd)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+        _sync_directory(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

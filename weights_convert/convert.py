@@ -29,8 +29,7 @@ from weights_convert.formats.schema import pb
 FORMAT_NAME, FORMAT_VERSION = "oslsm-repro-weights", "1"
 MODEL_FORMS = ("graph", "oslsm")
 # Layer types that own learnable blobs (Scale/Bias only with one bottom).
-_LEARNABLE_TYPES = {"Convolution", "Deconvolution", "InnerProduct", "BatchNorm", "Scale", "Bias",
-                    "PReLU", "Embed", "LSTM", "RNN"}
+_LEARNABLE_TYPES = {"Convolution", "Deconvolution", "InnerProduct", "BatchNorm", "Scale", "Bias", "PReLU"}
 
 
 @dataclass(frozen=True)
@@ -54,18 +53,23 @@ class WeightSource:
             self._closer = model.close
             self.types: dict[str, str] = {}
             self.layers: dict[str, list[BlobHandle]] = {}
-            for record in model.layers():
-                if not record.blobs:
-                    continue
-                if record.name in self.layers:
-                    raise CaffeFormatError(f"{self.path}: layer {record.name!r} carries blobs more than once; "
-                                           "expected unique names for layers with parameters")
-                self.types[record.name] = record.type
-                self.layers[record.name] = [BlobHandle(tuple(b.shape), b.read) for b in record.blobs]
+            try:
+                for record in model.layers():
+                    if not record.blobs:
+                        continue
+                    if record.name in self.layers:
+                        raise CaffeFormatError(f"{self.path}: layer {record.name!r} carries blobs more than once; "
+                                               "expected unique names for layers with parameters")
+                    self.types[record.name] = record.type
+                    self.layers[record.name] = [BlobHandle(tuple(b.shape), b.read) for b in record.blobs]
+            except BaseException:
+                model.close()  # __exit__ never runs when the constructor fails
+                raise
         else:
             params = read_params(self.path)
             self.types = {}
-            self.layers = {name: [BlobHandle(tuple(a.shape), (lambda a=a: a)) for a in blobs]
+            # None: a blob the file leaves out because its layer shares it (Caffe's HDF5)
+            self.layers = {name: [None if a is None else BlobHandle(tuple(a.shape), (lambda a=a: a)) for a in blobs]
                            for name, blobs in params.items()}
 
     def close(self) -> None:
@@ -99,21 +103,16 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
 
 
 def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The `__metadata__` of a .safetensors header, read without touching the tensors."""
+    """The `__metadata__` of a .safetensors file, read (and validated) without touching the tensors."""
+    from weights_convert.formats.safetensors_io import read_safetensors_header
+
     path = os.fspath(path)
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) != 8:
-            raise CaffeFormatError(f"{path}: too short for a safetensors header (8-byte length expected)")
-        size = int.from_bytes(head, "little")
-        if size > 100 * 2**20:
-            raise CaffeFormatError(f"{path}: byte 0: header length {size} is implausible; not a .safetensors file")
-        raw = fh.read(size)
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CaffeFormatError(f"{path}: byte 8: header is not JSON ({exc}); not a .safetensors file") from None
-    return dict(header.get("__metadata__", {}))
+        with open(path, "rb") as fh:
+            _, metadata, _ = read_safetensors_header(path, fh, os.fstat(fh.fileno()).st_size)
+    except OSError as exc:
+        raise CaffeFormatError(f"{path}: cannot read: {exc.strerror}") from None
+    return metadata
 
 
 # ---------------------------------------------------------------- validation
@@ -144,15 +143,24 @@ def _check_shapes_with_graph(net: pb.NetParameter, layers: Mapping[str, Sequence
                              prototxt: str, weights: str) -> None:
     """Blob counts and shapes as the graph interpreter's shape inference sets them up
     (Caffe's ShapeEquals, legacy 4-d shapes included)."""
-    from weights_convert.graph import CaffeNet, shapes_match
+    from weights_convert.formats.blob_shape import shapes_match
+    from weights_convert.graph import CaffeNet
 
-    graph = CaffeNet(net, source=prototxt)
+    graph = CaffeNet(net, source=prototxt, device="meta")
     for layer in graph.param_layers():
-        given = layers.get(layer.name, ())
+        given = list(layers.get(layer.name, ()))
+        shared = [(layer.name, i) in graph.sharing for i in range(len(layer.blob_shapes))]
+        if len(given) < len(shared) and all(shared[len(given):]):
+            given += [None] * (len(shared) - len(given))  # left out at the end for sharing
         if len(given) != len(layer.blob_shapes):
             raise CaffeFormatError(f"{weights}: layer {layer.name!r} has {len(given)} blob(s); {prototxt} needs "
                                    f"{len(layer.blob_shapes)} with shapes {', '.join(map(str, layer.blob_shapes))}")
         for index, (blob, shape) in enumerate(zip(given, layer.blob_shapes)):
+            if blob is None:
+                if not shared[index]:
+                    raise CaffeFormatError(f"{weights}: layer {layer.name!r} lacks blob {index}, which {prototxt} "
+                                           "does not share from another layer")
+                continue
             if not shapes_match(tuple(shape), tuple(blob.shape)):
                 raise CaffeFormatError(f"{weights}: layer {layer.name!r} blob {index} has shape {tuple(blob.shape)}; "
                                        f"{prototxt} needs {tuple(shape)}")
@@ -195,7 +203,7 @@ def convert(prototxt: str | os.PathLike, weights: str | os.PathLike, out: str | 
         else:
             check_graph_weights(net, source.layers, prototxt, weights)
             entries = [TensorEntry(f"{name}/{i}", blob.shape, "F32", _as_f32(blob))
-                       for name, blobs in source.layers.items() for i, blob in enumerate(blobs)]
+                       for name, blobs in source.layers.items() for i, blob in enumerate(blobs) if blob is not None]
             extra_meta = {}
             if "rw1s" in source.layers and "rb1s" in source.layers:
                 hashing_info = _detect_hashing(source.layers)
@@ -220,14 +228,16 @@ def convert(prototxt: str | os.PathLike, weights: str | os.PathLike, out: str | 
             write_safetensors_streaming(out, entries, metadata)  # atomic (temporary file + rename)
         timings["write_s"] = time.perf_counter() - t
         layer_table = [{"name": name, "type": source.types.get(name, _net_type(net, name)),
-                        "blobs": [list(b.shape) for b in blobs]} for name, blobs in source.layers.items()]
+                        "blobs": [None if b is None else list(b.shape) for b in blobs]}
+                       for name, blobs in source.layers.items()]
     timings["total_s"] = time.perf_counter() - start
     result = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "model": model,
         "source": weights, "source_sha256": sha, "source_bytes": os.path.getsize(weights),
         "prototxt": prototxt, "fold": fold, "output": out, "output_bytes": os.path.getsize(out),
         "layers": layer_table,
-        "param_count": int(sum(int(np.prod(b.shape)) for blobs in source.layers.values() for b in blobs)),
+        "param_count": int(sum(int(np.prod(b.shape)) for blobs in source.layers.values() for b in blobs
+                               if b is not None)),
         "tensors_written": len(entries),
         "hashing": {"found": bool(hashing_info) and any(v["form"] == "hashing" for v in hashing_info.values()),
                     "layers": hashing_info or {}},

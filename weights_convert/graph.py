@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from weights_convert.errors import CaffeFormatError
+from weights_convert.formats.blob_shape import shapes_match
 from weights_convert.formats.prototxt import load_net
 from weights_convert.formats.schema import pb
 from weights_convert.layers import CaffeLayer, build_layer
@@ -106,15 +107,6 @@ def insert_splits(layers: Sequence[pb.LayerParameter], source: str = "<net>") ->
 
 def _shape(t) -> tuple[int, ...]:
     return tuple(int(d) for d in t.shape)
-
-
-def shapes_match(target: Sequence[int], given: Sequence[int]) -> bool:
-    """Caffe's Blob::ShapeEquals: equal, or a legacy 4-D (num, channels, height, width) blob equal
-    to the target padded with leading 1s."""
-    target, given = tuple(target), tuple(given)
-    if target == given:
-        return True
-    return len(given) == 4 and len(target) <= 4 and (1,) * (4 - len(target)) + target == given
 
 
 class Blobs(dict):
@@ -275,8 +267,11 @@ class CaffeNet(nn.Module):
     def load_params(self, params: Mapping[str, Sequence[np.ndarray]], strict: bool = True) -> None:
         """Copy Caffe blobs (layer name -> blobs in Caffe shapes) into the net. Everything is checked
         before anything is copied; strict also requires every learnable layer present and no extra
-        layer in `params`."""
-        plan = []
+        layer in `params`. A blob given as None, or missing at the end of a layer's list, is one the
+        file left out because the layer shares it (Caffe's HDF5 does that); an unshared one is an
+        error. Blobs are copied in the file's layer order, as Caffe does, so when two layers that
+        share a blob carry different values, the later one in the file wins."""
+        plan: dict[str, list] = {}
         missing = []
         for layer in self.param_layers():
             if layer.name not in params:
@@ -284,18 +279,26 @@ class CaffeNet(nn.Module):
                                f"{', '.join(str(s) for s in layer.blob_shapes)})")
                 continue
             given = list(params[layer.name])
+            if len(given) < len(layer.blobs) and all((layer.name, i) in self.sharing
+                                                     for i in range(len(given), len(layer.blobs))):
+                given += [None] * (len(layer.blobs) - len(given))
             if len(given) != len(layer.blobs):
                 raise CaffeFormatError(
                     f"layer '{layer.name}' ({layer.type}): the weights hold {len(given)} blob(s), the net expects "
                     f"{len(layer.blobs)} with shapes {', '.join(str(s) for s in layer.blob_shapes)}")
             for i, (array, shape) in enumerate(zip(given, layer.blob_shapes)):
+                owner = self.sharing.get((layer.name, i))
+                if array is None:  # left out by the file (Caffe's HDF5): fine for a shared blob
+                    if owner is None:
+                        raise CaffeFormatError(f"layer '{layer.name}' ({layer.type}) blob {i}: the weights leave "
+                                               "it out, and the net does not share it from another layer")
+                    continue
                 got = tuple(int(d) for d in np.shape(array))
                 if not shapes_match(shape, got):
-                    owner = self.sharing.get((layer.name, i))
                     extra = f" (shared with layer '{owner[0]}' blob {owner[1]})" if owner else ""
                     raise CaffeFormatError(f"layer '{layer.name}' ({layer.type}) blob {i}{extra}: the weights "
                                            f"have shape {got}; the net expects {shape}")
-                plan.append((layer.blobs[i], shape, array))
+                plan.setdefault(layer.name, []).append((layer.blobs[i], array))
         if strict and missing:
             raise CaffeFormatError(f"the weights have no blobs for layer(s) {'; '.join(missing)}")
         for name, given in params.items():
@@ -310,9 +313,21 @@ class CaffeNet(nn.Module):
                 raise CaffeFormatError(f"the weights hold layer(s) that are not in the net "
                                        f"({self.phase} phase): {', '.join(extra)}")
         with torch.no_grad():
-            for param, shape, array in plan:  # net order, so a sharing layer writes last, as in Caffe
-                value = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).reshape(param.shape)
-                param.copy_(value)
+            for name in params:
+                for param, array in plan.get(name, ()):
+                    param.copy_(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).reshape(param.shape))
+
+    def load_weights(self, path: str | os.PathLike, strict: bool = True) -> "CaffeNet":
+        """load_params from a weights file (.caffemodel, .caffemodel.h5, our .safetensors in either
+        form); errors name the file."""
+        from weights_convert.convert import read_params
+
+        path = os.fspath(path)
+        try:
+            self.load_params(read_params(path), strict=strict)
+        except CaffeFormatError as exc:
+            raise CaffeFormatError(f"{path}: {exc}") from None
+        return self
 
     def params_to_numpy(self) -> dict[str, list[np.ndarray]]:
         """Layer name -> its blobs as float32 arrays in Caffe shapes (shared blobs under every user)."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from typing import Mapping
 
 import numpy as np
@@ -33,7 +34,6 @@ def run_graph(prototxt: str | os.PathLike, weights: str | os.PathLike | None,
     `weights` None: the net must have no learnable blobs (strict loading of nothing checks it)."""
     import torch
 
-    from weights_convert.convert import read_params
     from weights_convert.graph import CaffeNet, faithful_mode
 
     names = input_names(prototxt)
@@ -48,7 +48,7 @@ def run_graph(prototxt: str | os.PathLike, weights: str | os.PathLike | None,
             raise CaffeFormatError(f"{os.fspath(prototxt)}: layer(s) {', '.join(learnable)} have learnable "
                                    "blobs; pass their weights with --weights")
     else:
-        net.load_params(read_params(weights))
+        net.load_weights(weights)
     inputs = {n: torch.from_numpy(np.ascontiguousarray(arrays[n], dtype=np.float32)) for n in names}
     with torch.no_grad(), faithful_mode():
         blobs = net.forward(**inputs)
@@ -69,10 +69,17 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise CaffeFormatError(f"{os.fspath(path)}: cannot read .npz: {exc}") from None
 
 
+def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
+    """np.savez's format, written atomically, for any blob names (np.savez(**blobs) would take a
+    blob named 'file' for its own argument)."""
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, array in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asanyarray(array), allow_pickle=False)
+
+
 def run(args) -> int:
     blobs = run_graph(args.prototxt, args.weights, load_npz(args.inputs), source=args.inputs)
-    with atomic_path(args.out) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **blobs)
+    save_npz(args.out, blobs)
     print(f"wrote {args.out} ({len(blobs)} blobs)")
     return 0

@@ -22,8 +22,9 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _H5_ERRORS = (OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError)
 
 
-def read_caffemodel_h5(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
-    """Layer name -> blobs (float32, the datasets' shapes); layers without blobs are left out."""
+def read_caffemodel_h5(path: str | os.PathLike) -> dict[str, list[np.ndarray | None]]:
+    """Layer name -> blobs (float32, the datasets' shapes); layers without blobs are left out, and a
+    blob Caffe left out because the layer shares it from another reads as None."""
     path = os.fspath(path)
     try:
         h5 = h5py.File(path, "r")
@@ -38,7 +39,7 @@ def read_caffemodel_h5(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
         raise CaffeFormatError(f"{path}: damaged HDF5 weights: {exc}") from None
 
 
-def _read_layers(path: str, h5: h5py.File) -> dict[str, list[np.ndarray]]:
+def _read_layers(path: str, h5: h5py.File) -> dict[str, list[np.ndarray | None]]:
     data = h5.get("data")
     if not isinstance(data, h5py.Group):
         found = "a dataset" if data is not None else "nothing"
@@ -56,18 +57,17 @@ def _read_layers(path: str, h5: h5py.File) -> dict[str, list[np.ndarray]]:
     return params
 
 
-def _read_blobs(path: str, layer_name: str, layer: h5py.Group) -> list[np.ndarray]:
-    names = set(layer.keys())
-    blobs = []
-    while str(len(blobs)) in names:
-        where = f"{path}: dataset 'data/{layer_name}/{len(blobs)}'"
-        names.discard(str(len(blobs)))
-        blobs.append(_read_dataset(where, layer[str(len(blobs))]))
-    if names:
-        raise CaffeFormatError(
-            f"{path}: layer group 'data/{layer_name}' has unexpected members {sorted(names)} after "
-            f"{len(blobs)} blob(s); expected only datasets named 0..N-1")
-    return blobs
+def _read_blobs(path: str, layer_name: str, layer: h5py.Group) -> list[np.ndarray | None]:
+    """Datasets "0".."N-1" in index order. Caffe's Net::ToHDF5 leaves out the blobs a layer shares
+    from an earlier one (`param { name }`); such a gap reads as None."""
+    indices = {}
+    for name in layer.keys():
+        if not (name.isdigit() and str(int(name)) == name):
+            raise CaffeFormatError(f"{path}: layer group 'data/{layer_name}' has a member {name!r}; "
+                                   "expected only blob datasets named 0..N-1")
+        indices[int(name)] = name
+    return [_read_dataset(f"{path}: dataset 'data/{layer_name}/{i}'", layer[indices[i]]) if i in indices else None
+            for i in range(max(indices) + 1 if indices else 0)]
 
 
 def _read_dataset(where: str, dataset) -> np.ndarray:

@@ -36,8 +36,9 @@ def sniff_format(path: str | os.PathLike) -> str:
     return "caffemodel"
 
 
-def read_weights(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
-    """Layer name -> blobs (float32), in file order, whatever the format."""
+def read_weights(path: str | os.PathLike) -> dict[str, list[np.ndarray | None]]:
+    """Layer name -> blobs (float32), in file order, whatever the format. None stands for a blob
+    the file leaves out because its layer shares it from another (Caffe's HDF5 does that)."""
     kind = sniff_format(path)
     if kind == "hdf5":
         return read_caffemodel_h5(path)
@@ -57,10 +58,5 @@ def _regroup_safetensors(path: str) -> dict[str, list[np.ndarray]]:
         if array.dtype != np.float32:
             raise CaffeFormatError(f"{path}: tensor {key!r} has dtype {array.dtype}; expected float32 Caffe blobs")
         indexed.setdefault(layer, {})[int(index)] = array
-    params = {}
-    for layer, blobs in indexed.items():
-        if sorted(blobs) != list(range(len(blobs))):
-            raise CaffeFormatError(
-                f"{path}: layer {layer!r} has blob indices {sorted(blobs)}; expected 0..{len(blobs) - 1}")
-        params[layer] = [blobs[i] for i in range(len(blobs))]
-    return params
+    # Gaps (blobs shared from another layer, as in Caffe's HDF5) read as None.
+    return {layer: [blobs.get(i) for i in range(max(blobs) + 1)] for layer, blobs in indexed.items()}

@@ -23,9 +23,7 @@ class SigmoidCrossEntropyLoss(CaffeLayer):
         else:
             self.normalization = L.BATCH_SIZE
         self.ignore_label = int(p.ignore_label) if p.HasField("ignore_label") else None
-        # Caffe's net scales the loss by loss_weight only when summing the objective; the top
-        # blob itself holds the unweighted loss.
-        self.loss_weight = float(lp.loss_weight[0]) if len(lp.loss_weight) else 1.0
+        # loss_weight only scales the loss in the net's objective; the top blob is unweighted.
 
     def forward(self, bottoms):
         x, t = bottoms

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Mapping, Sequence
 
 from weights_convert.errors import CaffeFormatError
+from weights_convert.formats.blob_shape import shapes_match
 
 # VGG-16: (block, convolutions in the block).
 VGG_BLOCKS = ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
@@ -91,18 +92,6 @@ def expected_param_shapes(widths: OSLSMWidths) -> dict[str, list[tuple[int, ...]
     return shapes
 
 
-def same_blob_shape(actual: Sequence[int], expected: Sequence[int]) -> bool:
-    """Caffe's rule: equal shapes, or a legacy 4-d (num, channels, height, width) blob whose
-    leading 1s pad the expected shape (old InnerProduct weights are (1, 1, N, K))."""
-    actual, expected = tuple(actual), tuple(expected)
-    if actual == expected:
-        return True
-    if len(actual) == 4 and len(expected) < 4:
-        pad = 4 - len(expected)
-        return actual[:pad] == (1,) * pad and actual[pad:] == expected
-    return False
-
-
 def check_params(params: Mapping[str, Sequence], widths: OSLSMWidths | None = None,
                  source: str = "weights") -> OSLSMWidths:
     """Strict check of OSLSM weights: every layer present, no extra layer, every blob shape right.
@@ -122,6 +111,11 @@ def check_params(params: Mapping[str, Sequence], widths: OSLSMWidths | None = No
         raise CaffeFormatError(
             f"{source}: layer(s) {', '.join(extra)} carry weights but the OSLSM net has no such "
             "learnable layers; expected exactly the deploy net's layers")
+    for name in sorted(expected_names, key=_layer_order):
+        gaps = [i for i, blob in enumerate(params[name]) if blob is None]
+        if gaps:
+            raise CaffeFormatError(f"{source}: layer {name!r} lacks blob(s) {gaps}; OSLSM layers share no "
+                                   "blobs, so every layer needs all of its own")
     widths = widths or OSLSMWidths.from_params(params)
     for name, shapes in expected_param_shapes(widths).items():
         blobs = params[name]
@@ -130,7 +124,7 @@ def check_params(params: Mapping[str, Sequence], widths: OSLSMWidths | None = No
                 f"{source}: layer {name!r} has {len(blobs)} blob(s); expected {len(shapes)} "
                 f"with shapes {', '.join(str(s) for s in shapes)}")
         for index, (blob, shape) in enumerate(zip(blobs, shapes)):
-            if not same_blob_shape(_shape(blob), shape):
+            if not shapes_match(shape, _shape(blob)):
                 raise CaffeFormatError(
                     f"{source}: layer {name!r} blob {index} has shape {_shape(blob)}; expected {shape} "
                     f"(OSLSM widths {widths.as_tuple()})")

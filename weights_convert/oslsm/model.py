@@ -218,10 +218,11 @@ class OSLSM(nn.Module):
     def from_caffe(cls, prototxt: str | os.PathLike, weights: str | os.PathLike) -> "OSLSM":
         """Check that `prototxt` is an OSLSM deploy net and that `weights` match it, then build."""
         from weights_convert.formats.prototxt import load_net
+        from weights_convert.formats.weights_io import read_weights
         from weights_convert.oslsm.spec import check_oslsm_net
 
         _, net_widths, _ = check_oslsm_net(load_net(prototxt), source=os.fspath(prototxt))
-        params = read_caffe_weights(weights)
+        params = read_weights(weights)
         # Strict against the prototxt's widths: names layer, blob index and both shapes.
         check_params(params, net_widths, source=f"{os.fspath(weights)} (for {os.fspath(prototxt)})")
         model = cls.from_params(params, source=os.fspath(weights))
@@ -253,12 +254,6 @@ def caffe_to_state_keys(widths: OSLSMWidths) -> dict[str, str]:
     return keys
 
 
-def read_caffe_weights(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
-    """Layer name -> float32 blobs, from .caffemodel, .caffemodel.h5 or our graph-form .safetensors."""
-    from weights_convert.formats.weights_io import read_weights
-    return read_weights(path)
-
-
 def load_oslsm(weights: str | os.PathLike, prototxt: str | os.PathLike | None = None,
                device: str | torch.device = "cpu",
                memory_format: torch.memory_format = torch.channels_last) -> OSLSM:
@@ -277,7 +272,9 @@ def load_oslsm(weights: str | os.PathLike, prototxt: str | os.PathLike | None = 
     elif prototxt is not None:
         model = OSLSM.from_caffe(prototxt, path)
     else:
-        model = OSLSM.from_params(read_caffe_weights(path), source=path)
+        from weights_convert.formats.weights_io import read_weights
+
+        model = OSLSM.from_params(read_weights(path), source=path)
     return model.to(device=device, memory_format=memory_format).eval()
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from weights_convert.oslsm.layout import UPSAMPLE_KERNEL, UPSAMPLE_STRIDE, OSLSMWidths, expected_param_shapes
+from weights_convert.oslsm.layout import UPSAMPLE_KERNEL, OSLSMWidths, expected_param_shapes
 
 
-def bilinear_kernel(size: int = UPSAMPLE_KERNEL, factor: int = UPSAMPLE_STRIDE) -> np.ndarray:
-    """(size, size) tent filter that makes a stride-`factor` deconvolution a bilinear upsampling."""
+def bilinear_kernel(size: int = UPSAMPLE_KERNEL) -> np.ndarray:
+    """(size, size) tent filter, FCN's initialisation of a deconvolution as bilinear upsampling
+    (by (size + 1) // 2: 32 for OSLSM's 64x64 kernel of stride 32)."""
+    factor = (size + 1) // 2
     center = factor - 1 if size % 2 == 1 else factor - 0.5
     ramp = 1 - np.abs(np.arange(size) - center) / factor
     return np.outer(ramp, ramp).astype(np.float32)

@@ -228,3 +228,13 @@ def test_equals_the_caffe_graph_interpreter(case_run):
         ref = graph[name].numpy()
         assert np.abs(ours[name] - ref).max() <= TOL * max(1.0, float(np.abs(ref).max())), name
     assert np.array_equal(ours["score"] > 0.5, graph["score"].numpy() > 0.5)
+
+
+def test_query_features_are_contiguous_in_every_layout(thin_params):
+    """Features cached on disk come back contiguous; the head must see the same strides from
+    memory, or its matrix product may round differently (cache on/off would then differ)."""
+    model = OSLSM.from_params(thin_params).eval().to(memory_format=torch.channels_last)
+    assert model.segmentation.fc6.weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        features = model.query_features(torch.randn(1, 3, 120, 150) * 50)
+    assert features.is_contiguous()

@@ -88,7 +88,9 @@ class SegmentationBranch(nn.Module):
         _tap(taps, "fc6s", x)
         x = F.relu(self.fc7(x))
         _tap(taps, "fc7s", x)
-        return x
+        # Standard layout whatever the weights' layout: the head's matrix product rounds by the
+        # strides it is given, and cached features come back from disk contiguous.
+        return x.contiguous()
 
 
 class OSLSM(nn.Module):

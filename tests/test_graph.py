@@ -570,3 +570,23 @@ def test_construction_errors_name_the_file(tmp_path):
     path.write_text(INPUT + ip("a", params='param { name: "w" } param { } param { }'))
     with pytest.raises(CaffeFormatError, match=f"^{path}: layer 'a' .*3 param specs but has 2"):
         CaffeNet.from_prototxt(path)
+
+
+def test_eltwise_coeff_rules_follow_caffe():
+    a, b = RNG.standard_normal((2, 3)).astype(np.float32), RNG.standard_normal((2, 3)).astype(np.float32)
+    # MAX ignores coefficients (Caffe accepts them); PROD refuses them.
+    out = single('layer { name: "e" type: "Eltwise" bottom: "in0" bottom: "in1" top: "y" '
+                 'eltwise_param { operation: MAX coeff: 2 coeff: -1 } }', [a.shape, b.shape], [a, b])
+    np.testing.assert_array_equal(out["y"], np.maximum(a, b))
+    with pytest.raises(CaffeFormatError, match="'e'.*coeff is only for operation SUM"):
+        single('layer { name: "e" type: "Eltwise" bottom: "in0" bottom: "in1" top: "y" '
+               'eltwise_param { operation: PROD coeff: 2 coeff: 1 } }', [a.shape, b.shape], [a, b])
+
+
+@pytest.mark.parametrize("points", ["slice_point: 2 slice_point: 2", "slice_point: 0 slice_point: 2",
+                                    "slice_point: 3 slice_point: 2", "slice_point: 2 slice_point: 7"])
+def test_slice_points_must_increase_strictly(points):
+    x = np.zeros((1, 6), np.float32)
+    with pytest.raises(CaffeFormatError, match="'s'.*must increase strictly"):
+        single(f'layer {{ name: "s" type: "Slice" bottom: "in0" top: "a" top: "b" top: "c" '
+               f'slice_param {{ axis: 1 {points} }} }}', [x.shape], [x])

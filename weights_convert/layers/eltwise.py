@@ -17,7 +17,7 @@ class Eltwise(CaffeLayer):
         p = lp.eltwise_param
         self.op = p.operation
         self.coeff = [float(c) for c in p.coeff]
-        if self.coeff and self.op != E.SUM:
+        if self.coeff and self.op == E.PROD:  # Caffe refuses them for PROD and ignores them for MAX
             raise self.fail("coeff is only for operation SUM")
         if self.coeff and len(self.coeff) != len(self.bottoms):
             raise self.fail(f"{len(self.coeff)} coefficients for {len(self.bottoms)} bottoms")

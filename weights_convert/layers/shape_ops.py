@@ -169,8 +169,10 @@ class Slice(CaffeLayer):
         size = int(x.shape[axis])
         if self.points:
             bounds = [0] + self.points + [size]
-            if any(b > a for a, b in zip(bounds[1:], bounds[:-1])) or bounds[-2] > size:
-                raise self.fail(f"slice points {self.points} are not increasing within axis size {size}")
+            # Caffe: each point above the previous one (no empty slice); the last top gets the rest.
+            if any(b <= a for a, b in zip(bounds[:-2], bounds[1:-1])) or bounds[-2] > size:
+                raise self.fail(f"slice points {self.points} must increase strictly from above 0 and stay "
+                                f"within axis size {size}")
         else:
             if size % len(self.tops):
                 raise self.fail(f"axis {axis} of size {size} does not split evenly into {len(self.tops)} tops")

@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -25,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from weights_convert.atomic import atomic_write_text  # noqa: E402
-from weights_convert.oslsm.layout import (CONDITIONING_INPUT_HW, FC6_KERNEL, QUERY_PAD,  # noqa: E402
+from weights_convert.oslsm.layout import (FC6_KERNEL, QUERY_PAD,  # noqa: E402
                                           VGG_BLOCKS, OSLSMWidths, conv_layer_shapes)
 
 WIDTHS = {"thin": OSLSMWidths.THIN, "mid": OSLSMWidths(16, 32, 64, 128, 128, 512, 100)}

@@ -24,7 +24,7 @@ import os
 import time
 from collections import OrderedDict, defaultdict
 from pathlib import Path
-from typing import Callable, Hashable, Iterable, Iterator, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch

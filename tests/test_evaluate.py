@@ -3,7 +3,6 @@ agreement with the original's exact net inputs, cache on/off bit-identity, resum
 interruption (byte-identical outputs), run/model checks, the modern protocol, and a data set
 folder that is never written."""
 import json
-import os
 import shutil
 import signal
 import subprocess

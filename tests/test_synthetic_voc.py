@@ -1,6 +1,4 @@
 """The synthetic VOC2012-layout generator: deterministic, valid, usable for 5-shot in every fold."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image

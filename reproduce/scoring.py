@@ -31,7 +31,7 @@ class Counts:
     @property
     def iou(self) -> float:
         """test.py's per-image IoU: tp / max(tp + fp + fn, 1)."""
-        return self.tp / float(max(self.tp + self.fp + self.fn, 1))
+        return iou(self.tp, self.fp, self.fn)
 
 
 def check_protocol(protocol: str) -> str:
@@ -67,17 +67,7 @@ def episode_counts(score, label, void=None, protocol: str = "original") -> Count
         v = _as_grid(void, "void").astype(bool)
         if v.shape != s.shape:
             raise ReproduceError(f"void grid {v.shape} and score grid {s.shape} differ")
-        keep = ~v
-        y = y & keep
-        p_keep = p & keep
-        not_y = ~y & keep
-        not_p = ~p & keep
-        return Counts(
-            tp=int(np.count_nonzero(y & p_keep)),
-            tn=int(np.count_nonzero(not_y & not_p)),
-            fp=int(np.count_nonzero(not_y & p_keep)),
-            fn=int(np.count_nonzero(y & not_p)),
-        )
+        y, p = y[~v], p[~v]
     return Counts(
         tp=int(np.count_nonzero(y & p)),
         tn=int(np.count_nonzero(~y & ~p)),

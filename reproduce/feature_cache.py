@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import platform
 import time
 from collections import OrderedDict, defaultdict
 from pathlib import Path
@@ -64,18 +65,34 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 
 def code_version(device: torch.device | str) -> str:
     """Digest of everything a cached tensor depends on besides its inputs: the sources of the
-    pre-processing and the model, torch's version and the device type (CPU and GPU kernels differ
-    in the last bits)."""
+    pre-processing and the model, torch's version and the hardware that runs the kernels (CPUs,
+    GPUs and thread counts may pick kernels that round differently)."""
     import reproduce.preprocess as preprocess_mod
+    import reproduce.resize2017 as resize_mod
+    import reproduce.voc as voc_mod
+    import weights_convert.graph as graph_mod
     import weights_convert.oslsm as oslsm_pkg
 
-    h = hashlib.sha256(f"format={CACHE_FORMAT};torch={torch.__version__};device={torch.device(device).type}".encode())
-    files = [Path(preprocess_mod.__file__), Path(__file__)]
+    h = hashlib.sha256(f"format={CACHE_FORMAT};torch={torch.__version__};hardware={_hardware(device)}".encode())
+    files = [Path(m.__file__) for m in (preprocess_mod, resize_mod, voc_mod, graph_mod)] + [Path(__file__)]
     files += sorted(Path(oslsm_pkg.__file__).parent.glob("*.py"))
     for f in files:
         h.update(f.name.encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
+
+
+def _hardware(device: torch.device | str) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{device.type}:{cpu}:threads={torch.get_num_threads()}"
 
 
 @dataclasses.dataclass

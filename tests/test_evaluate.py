@@ -274,3 +274,16 @@ def test_evaluation_runs_in_faithful_mode(env, monkeypatch):
     _run(env, "faithful", n_episodes=1, cache=False)
     assert seen == [("ieee", "ieee", True)]
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_cache_keys_follow_code_and_hardware(monkeypatch):
+    """Cached tensors are only reused where the same kernels would recompute them bit for bit."""
+    from reproduce.feature_cache import code_version
+
+    base = code_version("cpu")
+    assert code_version("cpu") == base
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 97)
+    assert code_version("cpu") != base
+    monkeypatch.undo()
+    monkeypatch.setattr(torch, "__version__", "0.0-other")
+    assert code_version("cpu") != base

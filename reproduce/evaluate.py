@@ -13,6 +13,7 @@ RUN_DIR layout (all files atomic except the per-episode journal, which is append
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -28,7 +29,7 @@ from reproduce.episodes import SEED, Episode, episodes_sha256, episodes_to_json,
 from reproduce.errors import ReproduceError
 from reproduce.items import build_items
 from reproduce.resize2017 import resize_2017
-from reproduce.voc import VOID, VOCDataset, class_name, fold_classes
+from reproduce.voc import VOID, VOCDataset, class_name, fold_classes, refuse_inside_dataset
 from reproduce.feature_cache import FeatureProvider, code_version, sha256_file
 from reproduce.scoring import (check_protocol, csv_row, episode_counts, fold_score_from_rows, format_csv_row,
                                parse_csv_line, summary_block, write_iou_results_txt)
@@ -78,9 +79,25 @@ class DatasetInputs:
         """The query's binary label on the 500x500 grid (void is background, as the original), and
         for protocol 'modern' its void mask resized the same way."""
         index = self.dataset.read_mask(name)
+        self._check_same_size(name, index.shape)
         label = query_label_grid(preprocess.binary_mask(index, cls))
         void = query_label_grid((index == VOID).astype(np.float32)) > 0.5 if with_void else None
         return label, void
+
+    def _check_same_size(self, name: str, mask_hw: tuple[int, ...]) -> None:
+        """The label is scored without the image, so check here what prep_query checks: the
+        mask and the image have one size (read from the image header only)."""
+        from PIL import Image
+
+        path = self.dataset.image_path(name)
+        try:
+            with Image.open(path) as im:
+                width, height = im.size
+        except OSError as exc:
+            raise ReproduceError(f"{path}: cannot read the image header ({exc})") from None
+        if (height, width) != tuple(mask_hw[:2]):
+            raise ReproduceError(f"{self.dataset.mask_path(name)} is {mask_hw[0]}x{mask_hw[1]} but {path} is "
+                                 f"{height}x{width}; a VOC mask has its image's size")
 
 
 def query_label_grid(mask_bin: np.ndarray) -> np.ndarray:
@@ -153,8 +170,10 @@ def _json(obj) -> str:
 def _check_manifest(path: Path, manifest: dict) -> None:
     try:
         old = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ReproduceError(f"{path}: unreadable run manifest ({exc}); remove the run directory to start over") from None
+    if not isinstance(old, dict):
+        raise ReproduceError(f"{path}: the run manifest is not a JSON object; remove the run directory to start over")
     diffs = [f"{k}: {old.get(k)!r} there, {manifest[k]!r} now" for k in manifest if old.get(k) != manifest[k]]
     if diffs:
         raise ReproduceError(f"{path.parent} holds a different run ({'; '.join(diffs)}); "
@@ -174,7 +193,11 @@ def read_done_rows(csv_path: Path, episodes: Sequence) -> list[list]:
             fh.flush()
             os.fsync(fh.fileno())
     rows = []
-    for n, line in enumerate(data[:end].decode().splitlines(True), 1):
+    try:
+        text = data[:end].decode()
+    except UnicodeDecodeError as exc:
+        raise ReproduceError(f"{csv_path}: not a results CSV of this tool ({exc})") from None
+    for n, line in enumerate(text.splitlines(True), 1):
         row = parse_csv_line(line, str(csv_path), n)
         i = n - 1
         if i >= len(episodes):
@@ -189,8 +212,9 @@ def read_done_rows(csv_path: Path, episodes: Sequence) -> list[list]:
 def _save_masks(run_dir: Path, index: int, score: np.ndarray) -> None:
     from PIL import Image
 
-    # test.py: soft = the sigmoid map as 8-bit grey; hard = its quirky binarisation (0.5 counts as 1
-    # in the image, while scoring uses > 0.5).
+    # For looking at, not scoring: soft = the sigmoid map as 8-bit grey (test.py's skimage imsave
+    # wrote 16-bit; 8 bits are our choice), hard = test.py's binarisation (0.5 counts as 1 in
+    # the image, while scoring uses > 0.5).
     soft = np.clip(np.rint(score * 255.0), 0, 255).astype(np.uint8)
     hard = np.where(score >= 0.5, 255, 0).astype(np.uint8)
     for kind, img in (("soft", soft), ("hard", hard)):
@@ -223,6 +247,8 @@ def _evaluate(voc, weights, fold, shots, n_episodes, device, out_dir, episodes_f
     started = time.perf_counter()
     check_protocol(protocol)
     classes = fold_classes(fold)
+    if n_episodes < 1:
+        raise ReproduceError(f"the number of episodes must be >= 1, got {n_episodes}")
     if shots < 1:
         raise ReproduceError(f"shots must be >= 1, got {shots}")
     weights = Path(weights)
@@ -236,9 +262,10 @@ def _evaluate(voc, weights, fold, shots, n_episodes, device, out_dir, episodes_f
 
     run_dir = Path(out_dir)
     dataset = voc if hasattr(voc, "read_image") else VOCDataset(voc)
-    _refuse_inside_dataset(run_dir, dataset)
-    if cache_dir is not None:
-        _refuse_inside_dataset(Path(cache_dir), dataset)
+    if getattr(dataset, "root", None) is not None:
+        refuse_inside_dataset(run_dir, dataset.root, "run folder")
+        if cache_dir is not None:
+            refuse_inside_dataset(cache_dir, dataset.root, "cache folder")
     episodes, n_items = resolve_episodes(dataset, fold, shots, n_episodes, episodes_file,
                                          None if cache_dir is None else Path(cache_dir) / "items")
     episodes_sha = episodes_sha256(episodes)
@@ -281,8 +308,10 @@ def _evaluate(voc, weights, fold, shots, n_episodes, device, out_dir, episodes_f
                    desc=f"fold {fold} {shots}-shot")
     loop_start = time.perf_counter()
     new_episodes = 0
-    with open(csv_path, "ab") as journal:
-        for i, ep, feats, w, b, (label, void) in provider.iter_episodes(episodes, start=len(done), extra=label_job):
+    units = provider.iter_episodes(episodes, start=len(done), extra=label_job)
+    # closing(): an exception in the loop still shuts the generator's worker pool down
+    with open(csv_path, "ab") as journal, contextlib.closing(units):
+        for i, ep, feats, w, b, (label, void) in units:
             t = time.perf_counter()
             with torch.inference_mode():
                 logits = model.head(feats, w, b, QUERY_HW)
@@ -290,11 +319,11 @@ def _evaluate(voc, weights, fold, shots, n_episodes, device, out_dir, episodes_f
             t2 = time.perf_counter()
             head_s += t2 - t
             counts = episode_counts(score, label, void, protocol=protocol)
+            if save_masks:  # before the row: a row in the journal means the episode is complete
+                _save_masks(run_dir, i, score)
             journal.write(format_csv_row(csv_row(i, int(ep.cls), counts)).encode())
             journal.flush()
             os.fsync(journal.fileno())
-            if save_masks:
-                _save_masks(run_dir, i, score)
             score_s += time.perf_counter() - t2
             new_episodes += 1
             if bar is not None:
@@ -329,14 +358,3 @@ def _evaluate(voc, weights, fold, shots, n_episodes, device, out_dir, episodes_f
     }
     atomic_write_text(run_dir / "timings.json", _json(timings))
     return summary
-
-
-def _refuse_inside_dataset(path: Path, dataset) -> None:
-    """The data set folder is never written: refuse outputs placed inside it."""
-    root = getattr(dataset, "root", None)
-    if root is None:
-        return
-    root = Path(root).resolve()
-    target = path.resolve()
-    if target == root or root in target.parents:
-        raise ReproduceError(f"{path} lies inside the data set folder {root}; outputs never go there")

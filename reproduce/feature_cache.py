@@ -67,15 +67,21 @@ def code_version(device: torch.device | str) -> str:
     """Digest of everything a cached tensor depends on besides its inputs: the sources of the
     pre-processing and the model, torch's version and the hardware that runs the kernels (CPUs,
     GPUs and thread counts may pick kernels that round differently)."""
+    import reproduce.evaluate as evaluate_mod
     import reproduce.preprocess as preprocess_mod
     import reproduce.resize2017 as resize_mod
+    import reproduce.scoring as scoring_mod
     import reproduce.voc as voc_mod
+    import weights_convert.formats as formats_pkg
     import weights_convert.graph as graph_mod
     import weights_convert.oslsm as oslsm_pkg
 
     h = hashlib.sha256(f"format={CACHE_FORMAT};torch={torch.__version__};hardware={_hardware(device)}".encode())
-    files = [Path(m.__file__) for m in (preprocess_mod, resize_mod, voc_mod, graph_mod)] + [Path(__file__)]
-    files += sorted(Path(oslsm_pkg.__file__).parent.glob("*.py"))
+    # The run manifest carries this digest too, so a resume also notices a scoring change.
+    modules = (preprocess_mod, resize_mod, voc_mod, scoring_mod, evaluate_mod, graph_mod)
+    files = [Path(m.__file__) for m in modules] + [Path(__file__)]
+    for pkg in (oslsm_pkg, formats_pkg):
+        files += sorted(Path(pkg.__file__).parent.glob("*.py"))
     for f in files:
         h.update(f.name.encode())
         h.update(f.read_bytes())
@@ -118,17 +124,17 @@ class DiskStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
 
-    def _path(self, kind: str, key: str) -> Path:
+    def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key[:2] / f"{key}.safetensors"
 
     def has(self, kind: str, key: str) -> bool:
-        return self._path(kind, key).is_file()
+        return self.path(kind, key).is_file()
 
     def load(self, kind: str, key: str) -> dict[str, torch.Tensor] | None:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        path = self._path(kind, key)
+        path = self.path(kind, key)
         if not path.is_file():
             return None
         try:
@@ -139,7 +145,7 @@ class DiskStore:
     def save(self, kind: str, key: str, tensors: dict[str, torch.Tensor], about: dict) -> None:
         from safetensors.torch import save_file
 
-        path = self._path(kind, key)
+        path = self.path(kind, key)
         with atomic_path(path) as tmp:
             save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp),
                       metadata={"about": json.dumps(about, sort_keys=True)})
@@ -248,6 +254,10 @@ class FeatureProvider:
         self.stats.seconds["disk_read"] += time.perf_counter() - t0
         if got is None:
             return None
+        needed = ("features",) if unit[0] == "q" else ("w", "b")
+        if any(k not in got for k in needed):
+            raise ReproduceError(f"feature cache file {self.disk.path(kind, self.unit_key(unit))} lacks "
+                                 f"{', '.join(k for k in needed if k not in got)}; delete it to recompute")
         if unit[0] == "q":
             value = (got["features"].to(self.device),)
             self.stats.query_disk_hits += 1

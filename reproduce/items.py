@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from reproduce.errors import ReproduceError
 from reproduce.resize2017 import resize_2017
-from reproduce.voc import VOID, VOCDataset, fold_classes
+from reproduce.voc import VOID, VOCDataset, fold_classes, refuse_inside_dataset
 from weights_convert.atomic import atomic_write_text
 
 MIN_CELLS = 2  # an item is kept when its 1/32 label map sums to MORE than this
@@ -140,7 +141,8 @@ def scan_dataset(dataset: VOCDataset, cache_dir: str | Path | None = None,
 def _read_cache(path: Path, dataset: VOCDataset):
     try:
         data = json.loads(path.read_text())
-        if data["version"] != CACHE_VERSION or data["names"] != dataset.names:
+        if (data["version"] != CACHE_VERSION or data["names"] != dataset.names
+                or len(data["classes"]) != len(data["names"])):
             return None
         return [(name, {int(c): bool(k) for c, k in classes})
                 for name, classes in zip(data["names"], data["classes"])]
@@ -149,17 +151,14 @@ def _read_cache(path: Path, dataset: VOCDataset):
 
 
 def _write_cache(path: Path, dataset: VOCDataset, scan) -> None:
-    root = dataset.root.resolve()
-    target = path.resolve()
-    if target == root or root in target.parents:
-        raise ReproduceError(f"cache folder {path.parent} is inside the data set {root}; "
-                             "the data set folder is never written to")
-    payload = {"version": CACHE_VERSION, "root": str(root), "names": [n for n, _ in scan],
+    refuse_inside_dataset(path.parent, dataset.root, "cache folder")
+    payload = {"version": CACHE_VERSION, "names": [n for n, _ in scan],
                "classes": [sorted(c.items()) for _, c in scan]}
     try:
         atomic_write_text(path, json.dumps(payload))
-    except OSError:
-        pass  # an unwritable cache folder only costs a rescan next time
+    except OSError as exc:  # an unwritable cache folder only costs a rescan next time
+        print(f"warning: cannot write the item cache {path} ({exc.strerror}); the masks are rescanned next time",
+              file=sys.stderr)
 
 
 def build_items(dataset: VOCDataset, fold: int, cache_dir: str | Path | None = None,

@@ -109,7 +109,9 @@ def _flat_index(r: np.ndarray, c: np.ndarray, rows: int, cols: int) -> np.ndarra
     return np.where(inside, r * cols + c, rows * cols).ravel()
 
 
-@functools.lru_cache(maxsize=64)
+# A 500x500 bilinear plan is about 15 MB; a few shapes recur (the 224 and 500 outputs of VOC's
+# common image sizes), so a small cache keeps the memory bounded.
+@functools.lru_cache(maxsize=8)
 def _plan(in_shape: tuple[int, int], out_shape: tuple[int, int], order: int):
     rows, cols = in_shape
     h = _resize_matrix(in_shape, out_shape)

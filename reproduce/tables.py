@@ -45,8 +45,10 @@ def load_run(run_dir: str | os.PathLike) -> dict:
         summary = json.loads(path.read_text())
     except FileNotFoundError:
         raise ReproduceError(f"{path}: no summary; is {run_dir} a finished `evaluate` run?") from None
-    except json.JSONDecodeError as exc:
-        raise ReproduceError(f"{path}: not JSON ({exc})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReproduceError(f"{path}: unreadable summary ({exc})") from None
+    if not isinstance(summary, dict):
+        raise ReproduceError(f"{path}: the summary is not a JSON object")
     for key in ("fold", "shots", "miou", "fb_iou", "n_episodes", "protocol"):
         if key not in summary:
             raise ReproduceError(f"{path}: missing field {key!r}")

@@ -127,3 +127,10 @@ def _open_array(path: Path, what: str) -> np.ndarray:
         if im.mode not in ("RGB", "L"):
             raise ReproduceError(f"{path}: expected an RGB or grey (L) {what}, got PIL mode {im.mode}")
         return _decode(im, path)
+
+
+def refuse_inside_dataset(path: str | Path, dataset_root: str | Path, what: str = "output") -> None:
+    """The data set folder is never written: refuse any path of ours inside it."""
+    root, target = Path(dataset_root).resolve(), Path(path).resolve()
+    if target == root or root in target.parents:
+        raise ReproduceError(f"{what} {path} lies inside the data set folder {root}; the data set is never written to")

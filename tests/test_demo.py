@@ -37,3 +37,8 @@ def test_reduced_demo_end_to_end(tmp_path, capsys):
     # 5-shot runs reuse the 1-shot runs' query features from the disk cache.
     t = json.loads((out / "runs" / "table2_fold0" / "timings.json").read_text())
     assert t["forwards"]["query"] == 0 and t["cache_stats"]["query_disk_hits"] > 0
+
+    # Another recipe in the same folder starts afresh (a run of 4 episodes would otherwise clash).
+    assert main(["demo", "--out", str(out), "--images", "120", "--episodes", "3", "--no-progress"]) == 0
+    s = json.loads((out / "runs" / "table1_fold0" / "summary.json").read_text())
+    assert s["n_episodes"] == 3

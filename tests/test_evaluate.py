@@ -223,7 +223,7 @@ def test_fold_and_shots_mismatch_errors(env):
     with pytest.raises(ReproduceError, match=r"holds fold 1 5-shot episodes; this run is fold 1 1-shot"):
         evaluate(env["voc"], env["weights"][1], 1, 1, n_episodes=3, episodes_file=env["ep1"],
                  out_dir=env["tmp"] / "mismatch", progress=False)
-    with pytest.raises(ReproduceError, match="outputs never go there"):
+    with pytest.raises(ReproduceError, match="run folder .* lies inside the data set folder"):
         evaluate(env["voc"], env["weights"][0], 0, 1, n_episodes=3, episodes_file=env["ep0"],
                  out_dir=env["voc"] / "run", progress=False)
     assert not (env["tmp"] / "mismatch").exists()
@@ -287,3 +287,20 @@ def test_cache_keys_follow_code_and_hardware(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(torch, "__version__", "0.0-other")
     assert code_version("cpu") != base
+
+
+def test_zero_episodes_and_a_mask_of_the_wrong_size_are_refused(env, tmp_path):
+    from PIL import Image
+
+    with pytest.raises(ReproduceError, match="number of episodes must be >= 1, got 0"):
+        evaluate(env["voc"], env["weights"][0], 0, 1, n_episodes=0, out_dir=tmp_path / "zero", progress=False)
+    assert not (tmp_path / "zero").exists()
+    voc = tmp_path / "VOC2012"
+    shutil.copytree(env["voc"], voc)
+    query = env["eps0"][0].query
+    mask_path = voc / "SegmentationClass" / f"{query}.png"
+    mask = Image.open(mask_path)
+    mask.crop((0, 0, mask.width - 1, mask.height)).save(mask_path)  # palette kept, one column short
+    with pytest.raises(ReproduceError, match=rf"{query}.png is \d+x\d+ but .*{query}.jpg is \d+x\d+"):
+        evaluate(voc, env["weights"][0], 0, 1, n_episodes=1, episodes_file=env["ep0"], cache=False,
+                 out_dir=tmp_path / "bad", progress=False)

@@ -1,7 +1,6 @@
 """`python -m reproduce episodes` / `inputs` on the golden set, and bad data sets."""
 import json
 import re
-import os
 import shutil
 import subprocess
 import sys
@@ -178,14 +177,25 @@ def test_class_with_too_few_images_for_five_shots(capsys, small_voc, tmp_path):
     assert re.search(r"class [1-5] \((aeroplane|bicycle|bird|boat|bottle)\) has only [1-5] usable", err)
 
 
-def test_data_set_never_written_by_a_full_run(capsys, small_voc, tmp_path):
+def test_data_set_never_written_by_a_full_run(capsys, small_voc, tmp_path, monkeypatch):
+    import reproduce.items
+
     before = snapshot(small_voc)
     env_cache = tmp_path / "c"
-    os.environ["OSLSM_CACHE"] = str(env_cache)
-    try:
-        assert run_cli(capsys, "inputs", "--voc", small_voc, "--fold", 3, "--shots", 1,
-                       "--episodes", 2, "--out", tmp_path / "in.npz")[0] == 0
-    finally:
-        del os.environ["OSLSM_CACHE"]
+    monkeypatch.setenv("OSLSM_CACHE", str(env_cache))
+    monkeypatch.setattr(reproduce.items, "_MEMO", {})  # an earlier test may have scanned this set
+    assert run_cli(capsys, "inputs", "--voc", small_voc, "--fold", 3, "--shots", 1,
+                   "--episodes", 2, "--out", tmp_path / "in.npz")[0] == 0
     assert snapshot(small_voc) == before
     assert list(env_cache.glob("items-*.json"))
+
+
+@pytest.mark.parametrize("command", ["episodes", "inputs"])
+def test_outputs_inside_the_data_set_and_zero_episodes_are_refused(capsys, small_voc, command):
+    before = snapshot(small_voc)
+    base = [command, "--voc", small_voc, "--fold", 0, "--shots", 1, "--no-cache"]
+    rc, _, err = run_cli(capsys, *base, "--episodes", 1, "--out", small_voc / "x.out")
+    assert rc == 2 and "output " in err and "lies inside the data set folder" in err
+    rc, _, err = run_cli(capsys, *base, "--episodes", 0, "--out", small_voc.parent / "x.out")
+    assert rc == 2 and "--episodes must be >= 1, got 0" in err
+    assert snapshot(small_voc) == before and not (small_voc.parent / "x.out").exists()

@@ -4,6 +4,7 @@ evaluation of all folds, and the two tables, exactly as `table-run` writes them.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -23,8 +24,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def make_demo_inputs(work: Path, images: int, seed: int) -> tuple[Path, Path]:
-    """Synthetic VOC2012 and the four fold caffemodels under `work` (rebuilt when the recipe changed)."""
+def make_demo_inputs(work: Path, images: int, seed: int, episodes: int) -> tuple[Path, Path]:
+    """Synthetic VOC2012 and the four fold caffemodels under `work`, rebuilt with everything derived
+    from them (conversions, cache, the runs beside `work`) when the recipe changed."""
     from reproduce.synthetic_voc import make_synthetic_voc
     from weights_convert.atomic import atomic_write_text
     from weights_convert.formats.caffemodel import write_caffemodel
@@ -33,10 +35,17 @@ def make_demo_inputs(work: Path, images: int, seed: int) -> tuple[Path, Path]:
     from weights_convert.oslsm.spec import oslsm_deploy_net
 
     voc, models = work / "VOC2012", work / "caffemodels"
-    recipe = {"images": images, "seed": seed, "widths": list(OSLSMWidths.THIN.as_tuple())}
+    recipe = {"images": images, "seed": seed, "episodes": episodes, "widths": list(OSLSMWidths.THIN.as_tuple())}
     stamp = work / "recipe.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == recipe:
         return voc, models
+    # Another recipe, or a build that stopped half-way: start these inputs (and what was derived
+    # from them) afresh. Everything here is generated, never user data.
+    for derived in (voc, models, work / "models", work / "cache", work.parent / "runs", stamp):
+        if derived.is_dir():
+            shutil.rmtree(derived)
+        elif derived.exists():
+            derived.unlink()
     make_synthetic_voc(voc, images, seed)
     types = {layer.name: layer.type for layer in oslsm_deploy_net(1, OSLSMWidths.THIN).layer}
     for fold in range(4):
@@ -57,7 +66,7 @@ def run(args) -> int:
     start = time.perf_counter()
     out = Path(args.out)
     work = out / "work"
-    voc, caffemodels = make_demo_inputs(work, args.images, args.seed)
+    voc, caffemodels = make_demo_inputs(work, args.images, args.seed, args.episodes)
     prototxt = work / "deploy_1shot_thin.prototxt"
     write_net(oslsm_deploy_net(1, OSLSMWidths.THIN), prototxt)
     converted = ensure_converted(caffemodels, work / "models", prototxt=prototxt)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from reproduce.episodes import episodes_to_json, make_episodes
 from reproduce.items import build_items
-from reproduce.voc import VOCDataset
+from reproduce.errors import ReproduceError
+from reproduce.voc import VOCDataset, refuse_inside_dataset
 
 NAME = "episodes"
 HELP = "write the episode list (query, class, supports) the original OSLSM code tests on"
@@ -26,6 +27,9 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     dataset = VOCDataset(args.voc)
+    if args.episodes < 1:
+        raise ReproduceError(f"--episodes must be >= 1, got {args.episodes}")
+    refuse_inside_dataset(args.out, dataset.root)
     items = build_items(dataset, args.fold, cache_dir=args.cache_dir, use_cache=not args.no_cache)
     episodes = make_episodes(items, args.fold, args.shots, n_episodes=args.episodes)
     digest = episodes_to_json(args.out, episodes, args.fold, args.shots, items.n_items)

@@ -8,7 +8,7 @@ from reproduce.episodes import load_episodes, make_episodes
 from reproduce.errors import ReproduceError
 from reproduce.items import build_items
 from reproduce.preprocess import episode_inputs
-from reproduce.voc import VOCDataset
+from reproduce.voc import VOCDataset, refuse_inside_dataset
 from weights_convert.atomic import atomic_write
 
 NAME = "inputs"
@@ -18,7 +18,7 @@ HELP = "write the network inputs (first_img, first_label, second_img, second_lab
 def add_arguments(parser) -> None:
     add_data_arguments(parser)
     parser.add_argument("--episodes", type=int, required=True, help="how many episodes, from the first")
-    parser.add_argument("--episode-file", default=None,
+    parser.add_argument("--episodes-file", "--episode-file", dest="episode_file", default=None,
                         help="take the episodes from this JSON file (from `episodes`) instead of sampling")
     parser.add_argument("--out", required=True, help="output .npz: keys '{e}/first_img' ...")
 
@@ -27,6 +27,7 @@ def run(args) -> int:
     dataset = VOCDataset(args.voc)
     if args.episodes < 1:
         raise ReproduceError(f"--episodes must be >= 1, got {args.episodes}")
+    refuse_inside_dataset(args.out, dataset.root)
     if args.episode_file:
         loaded = load_episodes(args.episode_file)
         if (loaded.fold, loaded.shots) != (args.fold, args.shots):

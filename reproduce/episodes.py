@@ -9,7 +9,7 @@ from pathlib import Path
 
 from reproduce.errors import ReproduceError
 from reproduce.items import FoldItems
-from reproduce.voc import class_name, fold_classes
+from reproduce.voc import N_FOLDS, class_name, fold_classes
 from weights_convert.atomic import atomic_write_text
 
 SEED = 1385       # the original's fixed seed for deterministic mode
@@ -127,7 +127,7 @@ def load_episodes(path: str | Path) -> EpisodeFile:
         if key not in doc:
             raise bad(f"field {key!r}", "present")
     fold, shots, n_items = doc["fold"], doc["shots"], doc["n_items"]
-    if not isinstance(fold, int) or fold not in range(4):
+    if not isinstance(fold, int) or fold not in range(N_FOLDS):
         raise bad("field 'fold'", "an integer 0..3")
     if not isinstance(shots, int) or shots < 1:
         raise bad("field 'shots'", "a positive integer")

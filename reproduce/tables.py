@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Sequence
 
 from reproduce.errors import ReproduceError
+from reproduce.voc import N_FOLDS
 from weights_convert.atomic import atomic_path, atomic_write_text
 
 TABLES = {1: ("table1_1shot", 1), 2: ("table2_5shot", 5)}
-FOLDS = (0, 1, 2, 3)
+FOLDS = tuple(range(N_FOLDS))
 PAPER_DIR = Path(__file__).resolve().parents[1] / "results" / "paper"
 
 

@@ -28,6 +28,7 @@ def make_demo_inputs(work: Path, images: int, seed: int, episodes: int) -> tuple
     """Synthetic VOC2012 and the four fold caffemodels under `work`, rebuilt with everything derived
     from them (conversions, cache, the runs beside `work`) when the recipe changed."""
     from reproduce.synthetic_voc import make_synthetic_voc
+    from reproduce.voc import N_FOLDS
     from weights_convert.atomic import atomic_write_text
     from weights_convert.formats.caffemodel import write_caffemodel
     from weights_convert.oslsm.layout import OSLSMWidths
@@ -48,7 +49,7 @@ def make_demo_inputs(work: Path, images: int, seed: int, episodes: int) -> tuple
             derived.unlink()
     make_synthetic_voc(voc, images, seed)
     types = {layer.name: layer.type for layer in oslsm_deploy_net(1, OSLSMWidths.THIN).layer}
-    for fold in range(4):
+    for fold in range(N_FOLDS):
         params = random_oslsm_params(OSLSMWidths.THIN, seed=seed + fold, hashing=True)
         write_caffemodel(models / f"oslsm_thin_fold{fold}.caffemodel", params,
                          {name: types[name] for name in params}, net_name=f"oslsm_thin_fold{fold}")

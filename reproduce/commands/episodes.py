@@ -4,7 +4,7 @@ from __future__ import annotations
 from reproduce.episodes import episodes_to_json, make_episodes
 from reproduce.items import build_items
 from reproduce.errors import ReproduceError
-from reproduce.voc import VOCDataset, refuse_inside_dataset
+from reproduce.voc import N_FOLDS, VOCDataset, refuse_inside_dataset
 
 NAME = "episodes"
 HELP = "write the episode list (query, class, supports) the original OSLSM code tests on"
@@ -12,7 +12,7 @@ HELP = "write the episode list (query, class, supports) the original OSLSM code 
 
 def add_data_arguments(parser) -> None:
     parser.add_argument("--voc", required=True, help="VOC2012 folder (ImageSets, JPEGImages, SegmentationClass)")
-    parser.add_argument("--fold", type=int, required=True, choices=range(4), help="PASCAL-5i fold 0..3")
+    parser.add_argument("--fold", type=int, required=True, choices=range(N_FOLDS), help="PASCAL-5i fold 0..3")
     parser.add_argument("--shots", type=int, required=True, help="support images per episode (1 or 5)")
     parser.add_argument("--cache-dir", default=None,
                         help="where to cache the mask scan (default $OSLSM_CACHE or ~/.cache/oslsm-repro)")

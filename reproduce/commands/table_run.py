@@ -2,15 +2,13 @@
 evaluate the four folds, write the table beside the published numbers."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from reproduce.errors import ReproduceError
+from reproduce.tables import FOLDS, TABLES
 
 NAME = "table-run"
 HELP = "convert the fold models, evaluate the 4 folds (k=1 for table 1, k=5 for table 2), write the table"
-SHOTS = {1: 1, 2: 5}
-FOLDS = (0, 1, 2, 3)
 VOC_HELP = ("PASCAL VOC 2012 trainval (VOCtrainval_11-May-2012.tar from host.robots.ox.ac.uk/pascal/VOC/voc2012/); "
             "unpack it so that data/VOC2012 holds JPEGImages/, SegmentationClass/ and ImageSets/Segmentation/val.txt, "
             "or pass VOC=/path/to/VOC2012 (--voc)")
@@ -54,10 +52,7 @@ def ensure_converted(models: str | Path, out_models: Path, folds=FOLDS, prototxt
     has_sources = models.is_dir() and any(p.name.lower().endswith(convert_folds.WEIGHT_SUFFIXES)
                                           for p in models.iterdir() if p.is_file())
     if has_sources:
-        proto = prototxt or _deploy_prototxt(out_models)
-        ns = argparse.Namespace(models=str(models), out=str(out_models), prototxt=str(proto),
-                                **{f"fold{f}": None for f in convert_folds.FOLDS})
-        convert_folds.run(ns)
+        convert_folds.convert_fold_models(models, {}, prototxt or _deploy_prototxt(out_models), out_models, folds)
     converted = {f: out_models / f"fold{f}.safetensors" for f in folds}
     missing = [f for f, p in converted.items() if not p.is_file()]
     if missing:
@@ -87,7 +82,7 @@ def evaluate_folds(table: int, voc, converted: dict[int, Path], out: Path, *, ep
                    protocol: str, cache_dir: Path, workers: int = 2, progress: bool = True) -> list[Path]:
     from reproduce.evaluate import evaluate
 
-    shots = SHOTS[table]
+    shots = TABLES[table][1]
     runs = []
     for fold, weights in sorted(converted.items()):
         run_dir = out / "runs" / f"table{table}_fold{fold}"

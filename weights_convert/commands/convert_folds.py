@@ -35,16 +35,17 @@ def _fold_pattern(fold: int) -> re.Pattern:
     return re.compile(rf"fold[_\-]?{fold}(?!\d)", re.IGNORECASE)
 
 
-def find_fold_models(models_dir: str | os.PathLike | None, explicit: dict[int, str | None]) -> dict[int, Path]:
-    """fold -> model file: explicit paths win; the rest are found by 'fold{F}' in file names
-    in `models_dir` (exactly one each). Errors list what was found and where models come from."""
+def find_fold_models(models_dir: str | os.PathLike | None, explicit: dict[int, str | None],
+                     folds=FOLDS) -> dict[int, Path]:
+    """fold -> model file for `folds`: explicit paths win; the rest are found by 'fold{F}' in file
+    names in `models_dir` (exactly one each). Errors list what was found and where models come from."""
     chosen: dict[int, Path] = {}
     for fold, path in explicit.items():
-        if path:
+        if path and fold in folds:
             if not Path(path).is_file():
                 raise FileNotFoundError(f"--fold{fold} {path}: no such file. {WHERE_TO_GET}")
             chosen[fold] = Path(path)
-    wanted = [f for f in FOLDS if f not in chosen]
+    wanted = [f for f in folds if f not in chosen]
     if not wanted:
         return chosen
     if not models_dir or not Path(models_dir).is_dir():
@@ -81,21 +82,30 @@ def _already_converted(out: Path, sha: str) -> bool:
     return metadata.get("source_sha256") == sha and metadata.get("model") == "oslsm"
 
 
-def run(args) -> int:
+def convert_fold_models(models_dir, explicit: dict[int, str | None], prototxt: str | os.PathLike,
+                        out_dir: str | os.PathLike, folds=FOLDS) -> dict[int, Path]:
+    """Convert each fold's model to out_dir/fold{F}.safetensors (+ report), skipping outputs that
+    already come from the same source (sha256); returns fold -> converted file."""
     from weights_convert.convert import convert, sha256_file
 
-    models = find_fold_models(args.models, {f: getattr(args, f"fold{f}") for f in FOLDS})
-    if not Path(args.prototxt).is_file():
-        raise FileNotFoundError(f"{args.prototxt}: no such prototxt; `make prototxt` writes the project's copy")
-    out_dir = Path(args.out)
+    models = find_fold_models(models_dir, explicit, folds)
+    if not Path(prototxt).is_file():
+        raise FileNotFoundError(f"{prototxt}: no such prototxt; `make prototxt` writes the project's copy")
+    out_dir = Path(out_dir)
+    converted = {}
     for fold, source in models.items():
-        out = out_dir / f"fold{fold}.safetensors"
+        out = converted[fold] = out_dir / f"fold{fold}.safetensors"
         sha = sha256_file(source)
         if _already_converted(out, sha):
             print(f"fold {fold}: {out} is up to date with {source.name} (sha256 {sha[:12]}), skipped")
             continue
-        report = convert(args.prototxt, source, out, model="oslsm", fold=fold,
+        report = convert(prototxt, source, out, model="oslsm", fold=fold,
                          report=out_dir / f"fold{fold}.report.json", source_sha256=sha)
         print(f"fold {fold}: {source} -> {out} ({report['output_bytes']:,} bytes, "
               f"{report['timings']['total_s']:.1f} s)")
+    return converted
+
+
+def run(args) -> int:
+    convert_fold_models(args.models, {f: getattr(args, f"fold{f}") for f in FOLDS}, args.prototxt, args.out)
     return 0

@@ -160,3 +160,21 @@ def load_episodes(path: str | Path) -> EpisodeFile:
     if digest != doc["sha256"]:
         raise bad("field 'sha256'", f"{digest} (the sha256 of the episode list), got {doc['sha256']}")
     return EpisodeFile(fold, shots, n_items, episodes, digest)
+
+
+def resolve_episodes(dataset, fold: int, shots: int, n_episodes: int, episodes_file=None,
+                     items_cache_dir=None, use_cache: bool = True) -> tuple[list[Episode], int]:
+    """The first `n_episodes` episodes and the fold's item count: from an episode file (checked
+    against fold and shots), or generated as the original data layer did (seed 1385)."""
+    if episodes_file is not None:
+        ef = load_episodes(episodes_file)
+        if ef.fold != fold or ef.shots != shots:
+            raise ReproduceError(f"{episodes_file} holds fold {ef.fold} {ef.shots}-shot episodes; "
+                                 f"this run is fold {fold} {shots}-shot")
+        if len(ef.episodes) < n_episodes:
+            raise ReproduceError(f"{episodes_file}: holds {len(ef.episodes)} episodes; {n_episodes} were asked for")
+        return list(ef.episodes[:n_episodes]), ef.n_items
+    from reproduce.items import build_items
+
+    items = build_items(dataset, fold, cache_dir=items_cache_dir, use_cache=use_cache)
+    return make_episodes(items, fold, shots, n_episodes=n_episodes, seed=SEED), items.n_items

@@ -25,9 +25,8 @@ import numpy as np
 import torch
 
 from reproduce import preprocess
-from reproduce.episodes import SEED, Episode, episodes_sha256, episodes_to_json, load_episodes, make_episodes
+from reproduce.episodes import episodes_sha256, episodes_to_json, resolve_episodes
 from reproduce.errors import ReproduceError
-from reproduce.items import build_items
 from reproduce.resize2017 import resize_2017
 from reproduce.voc import VOID, VOCDataset, class_name, fold_classes, refuse_inside_dataset
 from reproduce.feature_cache import FeatureProvider, code_version, sha256_file
@@ -110,22 +109,6 @@ def query_label_grid(mask_bin: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- episodes
-
-
-def resolve_episodes(dataset, fold: int, shots: int, n_episodes: int, episodes_file,
-                     items_cache_dir=None) -> tuple[list[Episode], int]:
-    """The run's episodes and the fold's item count: from an episode file, or generated as the
-    original data layer did (seed 1385)."""
-    if episodes_file is not None:
-        ef = load_episodes(episodes_file)
-        if ef.fold != fold or ef.shots != shots:
-            raise ReproduceError(f"{episodes_file} holds fold {ef.fold} {ef.shots}-shot episodes; "
-                                 f"this run is fold {fold} {shots}-shot")
-        if len(ef.episodes) < n_episodes:
-            raise ReproduceError(f"{episodes_file}: holds {len(ef.episodes)} episodes; {n_episodes} were asked for")
-        return list(ef.episodes[:n_episodes]), ef.n_items
-    items = build_items(dataset, fold, cache_dir=items_cache_dir)
-    return make_episodes(items, fold, shots, n_episodes=n_episodes, seed=SEED), items.n_items
 
 
 # ---------------------------------------------------------------------------- model checks

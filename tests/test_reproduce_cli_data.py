@@ -47,6 +47,14 @@ def broken_copy(small_voc, tmp_path):
     return root
 
 
+def first_query(capsys, root, tmp_path, episodes):
+    """A fold-0 1-shot episode file of the (intact) set, and its first query, to break next."""
+    efile = tmp_path / "e.json"
+    assert run_cli(capsys, "episodes", "--voc", root, "--fold", 0, "--shots", 1, "--episodes", episodes,
+                   "--out", efile, "--no-cache")[0] == 0
+    return efile, json.loads(efile.read_text())["episodes"][0]["query"]
+
+
 def run_cli(capsys, *argv):
     rc = main([str(a) for a in argv])
     out = capsys.readouterr()
@@ -116,10 +124,7 @@ def test_wrong_layout(capsys, tmp_path):
 
 def test_missing_jpeg_names_the_file(capsys, small_voc, tmp_path, cache):
     root = broken_copy(small_voc, tmp_path)
-    efile = tmp_path / "e.json"
-    assert run_cli(capsys, "episodes", "--voc", root, "--fold", 0, "--shots", 1, "--episodes", 3,
-                   "--out", efile, "--no-cache")[0] == 0
-    query = json.loads(efile.read_text())["episodes"][0]["query"]
+    efile, query = first_query(capsys, root, tmp_path, 3)
     (root / "JPEGImages" / f"{query}.jpg").unlink()
     rc, _, err = run_cli(capsys, "inputs", "--voc", root, "--fold", 0, "--shots", 1, "--episodes", 1,
                          "--episode-file", efile, "--out", tmp_path / "in.npz")
@@ -151,10 +156,7 @@ def test_mask_value_outside_voc_range(capsys, small_voc, tmp_path):
 @pytest.mark.parametrize("kind", ["jpg", "png"])
 def test_corrupt_files_are_named(capsys, small_voc, tmp_path, kind):
     root = broken_copy(small_voc, tmp_path)
-    efile = tmp_path / "e.json"
-    assert run_cli(capsys, "episodes", "--voc", root, "--fold", 0, "--shots", 1, "--episodes", 2,
-                   "--out", efile, "--no-cache")[0] == 0
-    query = json.loads(efile.read_text())["episodes"][0]["query"]
+    efile, query = first_query(capsys, root, tmp_path, 2)
     folder = "JPEGImages" if kind == "jpg" else "SegmentationClass"
     path = root / folder / f"{query}.{kind}"
     data = path.read_bytes()

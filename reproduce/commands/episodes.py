@@ -1,8 +1,7 @@
 """`episodes`: the original data layer's episode list of one fold, as a checked JSON file."""
 from __future__ import annotations
 
-from reproduce.episodes import episodes_to_json, make_episodes
-from reproduce.items import build_items
+from reproduce.episodes import episodes_to_json, resolve_episodes
 from reproduce.errors import ReproduceError
 from reproduce.voc import N_FOLDS, VOCDataset, refuse_inside_dataset
 
@@ -25,15 +24,22 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="output JSON file")
 
 
-def run(args) -> int:
+def open_data(args) -> VOCDataset:
+    """The checks `episodes` and `inputs` share before any work: the data set, the episode
+    count, an output outside the data set."""
     dataset = VOCDataset(args.voc)
     if args.episodes < 1:
         raise ReproduceError(f"--episodes must be >= 1, got {args.episodes}")
     refuse_inside_dataset(args.out, dataset.root)
-    items = build_items(dataset, args.fold, cache_dir=args.cache_dir, use_cache=not args.no_cache)
-    episodes = make_episodes(items, args.fold, args.shots, n_episodes=args.episodes)
-    digest = episodes_to_json(args.out, episodes, args.fold, args.shots, items.n_items)
-    print(f"n_items {items.n_items}")
+    return dataset
+
+
+def run(args) -> int:
+    dataset = open_data(args)
+    episodes, n_items = resolve_episodes(dataset, args.fold, args.shots, args.episodes,
+                                         items_cache_dir=args.cache_dir, use_cache=not args.no_cache)
+    digest = episodes_to_json(args.out, episodes, args.fold, args.shots, n_items)
+    print(f"n_items {n_items}")
     print(f"sha256 {digest}")
     print(f"wrote {args.out}")
     return 0

@@ -3,12 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from reproduce.commands.episodes import add_data_arguments
-from reproduce.episodes import load_episodes, make_episodes
-from reproduce.errors import ReproduceError
-from reproduce.items import build_items
+from reproduce.commands.episodes import add_data_arguments, open_data
+from reproduce.episodes import resolve_episodes
 from reproduce.preprocess import episode_inputs
-from reproduce.voc import VOCDataset, refuse_inside_dataset
 from weights_convert.atomic import atomic_write
 
 NAME = "inputs"
@@ -24,22 +21,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    dataset = VOCDataset(args.voc)
-    if args.episodes < 1:
-        raise ReproduceError(f"--episodes must be >= 1, got {args.episodes}")
-    refuse_inside_dataset(args.out, dataset.root)
-    if args.episode_file:
-        loaded = load_episodes(args.episode_file)
-        if (loaded.fold, loaded.shots) != (args.fold, args.shots):
-            raise ReproduceError(f"{args.episode_file}: fold {loaded.fold} {loaded.shots}-shot, but "
-                                 f"--fold {args.fold} --shots {args.shots} was asked for")
-        if len(loaded.episodes) < args.episodes:
-            raise ReproduceError(f"{args.episode_file}: holds {len(loaded.episodes)} episodes, "
-                                 f"{args.episodes} asked for")
-        episodes = loaded.episodes[:args.episodes]
-    else:
-        items = build_items(dataset, args.fold, cache_dir=args.cache_dir, use_cache=not args.no_cache)
-        episodes = make_episodes(items, args.fold, args.shots, n_episodes=args.episodes)
+    dataset = open_data(args)
+    episodes, _ = resolve_episodes(dataset, args.fold, args.shots, args.episodes, args.episode_file,
+                                   items_cache_dir=args.cache_dir, use_cache=not args.no_cache)
     arrays = {}
     for e, episode in enumerate(episodes):
         for key, value in episode_inputs(dataset, episode).items():

@@ -590,3 +590,11 @@ def test_slice_points_must_increase_strictly(points):
     with pytest.raises(CaffeFormatError, match="'s'.*must increase strictly"):
         single(f'layer {{ name: "s" type: "Slice" bottom: "in0" top: "a" top: "b" top: "c" '
                f'slice_param {{ axis: 1 {points} }} }}', [x.shape], [x])
+
+
+@pytest.mark.parametrize("layer", ['type: "Concat" bottom: "in0" bottom: "in0" top: "y" concat_param { axis: 1 concat_dim: 1 }',
+                                   'type: "Slice" bottom: "in0" top: "a" top: "b" slice_param { axis: 1 slice_dim: 1 }'])
+def test_axis_and_its_legacy_field_together_are_refused(layer):
+    x = np.zeros((1, 4), np.float32)
+    with pytest.raises(CaffeFormatError, match=r"'l'.*give either axis or (concat|slice)_dim, not both"):
+        single(f'layer {{ name: "l" {layer} }}', [x.shape], [x])

@@ -67,6 +67,12 @@ class CaffeLayer(nn.Module):
             raise self.fail(f"{what} {axis} out of range for a blob with {ndim} axes")
         return axis + ndim if axis < 0 else axis
 
+    def axis_or_legacy(self, param, legacy_field: str) -> int:
+        """`axis`, or the older `concat_dim` / `slice_dim` field that means the same; not both."""
+        if param.HasField("axis") and param.HasField(legacy_field):
+            raise self.fail(f"give either axis or {legacy_field}, not both")
+        return int(getattr(param, legacy_field)) if param.HasField(legacy_field) else int(param.axis)
+
     def _check_arity(self, what: str, n: int, bounds: tuple[int, int | None]) -> None:
         lo, hi = bounds
         if n < lo or (hi is not None and n > hi):

@@ -136,10 +136,7 @@ class Concat(CaffeLayer):
 
     def __init__(self, lp: pb.LayerParameter):
         super().__init__(lp)
-        p = lp.concat_param
-        if p.HasField("axis") and p.HasField("concat_dim"):
-            raise self.fail("give either axis or concat_dim, not both")
-        self.axis_param = int(p.concat_dim) if p.HasField("concat_dim") else int(p.axis)
+        self.axis_param = self.axis_or_legacy(lp.concat_param, "concat_dim")
 
     def forward(self, bottoms):
         axis = self.canonical_axis(self.axis_param, bottoms[0].dim())
@@ -155,11 +152,8 @@ class Slice(CaffeLayer):
 
     def __init__(self, lp: pb.LayerParameter):
         super().__init__(lp)
-        p = lp.slice_param
-        if p.HasField("axis") and p.HasField("slice_dim"):
-            raise self.fail("give either axis or slice_dim, not both")
-        self.axis_param = int(p.slice_dim) if p.HasField("slice_dim") else int(p.axis)
-        self.points = [int(v) for v in p.slice_point]
+        self.axis_param = self.axis_or_legacy(lp.slice_param, "slice_dim")
+        self.points = [int(v) for v in lp.slice_param.slice_point]
         if self.points and len(self.points) != len(self.tops) - 1:
             raise self.fail(f"{len(self.points)} slice points for {len(self.tops)} tops; expected {len(self.tops) - 1}")
 

@@ -277,7 +277,7 @@ def _evaluate(voc, weights, fold, shots, n_episodes, device, out_dir, episodes_f
     inputs = DatasetInputs(dataset)
     provider = FeatureProvider(model, inputs, model_sha256=model_sha, device=dev, enabled=cache,
                                cache_dir=(Path(cache_dir) / "features") if (cache and cache_dir is not None) else None,
-                               workers=workers, memory_bytes=memory_bytes)
+                               workers=workers, memory_bytes=memory_bytes, version=version)
     with_void = protocol == "modern"
 
     def label_job(i, ep):

@@ -175,7 +175,7 @@ class FeatureProvider:
 
     def __init__(self, model, source: InputSource, *, model_sha256: str, device: str | torch.device = "cpu",
                  enabled: bool = True, cache_dir: str | os.PathLike | None = None, workers: int = 2,
-                 lookahead: int = 4, memory_bytes: int = 4 << 30):
+                 lookahead: int = 4, memory_bytes: int = 4 << 30, version: str | None = None):
         self.model = model
         self.source = source
         self.device = torch.device(device)
@@ -184,7 +184,7 @@ class FeatureProvider:
         self.workers = max(1, int(workers))
         self.lookahead = max(1, int(lookahead))
         self.memory_bytes = int(memory_bytes)
-        self.version = code_version(self.device)
+        self.version = version or code_version(self.device)  # the caller's, when it has it
         self.model_sha256 = model_sha256
         self.stats = CacheStats()
         self._memory: "OrderedDict[tuple, tuple]" = OrderedDict()

@@ -143,27 +143,14 @@ def _check_shapes_with_graph(net: pb.NetParameter, layers: Mapping[str, Sequence
                              prototxt: str, weights: str) -> None:
     """Blob counts and shapes as the graph interpreter's shape inference sets them up
     (Caffe's ShapeEquals, legacy 4-d shapes included)."""
-    from weights_convert.formats.blob_shape import shapes_match
     from weights_convert.graph import CaffeNet
 
     graph = CaffeNet(net, source=prototxt, device="meta")
     for layer in graph.param_layers():
-        given = list(layers.get(layer.name, ()))
-        shared = [(layer.name, i) in graph.sharing for i in range(len(layer.blob_shapes))]
-        if len(given) < len(shared) and all(shared[len(given):]):
-            given += [None] * (len(shared) - len(given))  # left out at the end for sharing
-        if len(given) != len(layer.blob_shapes):
-            raise CaffeFormatError(f"{weights}: layer {layer.name!r} has {len(given)} blob(s); {prototxt} needs "
-                                   f"{len(layer.blob_shapes)} with shapes {', '.join(map(str, layer.blob_shapes))}")
-        for index, (blob, shape) in enumerate(zip(given, layer.blob_shapes)):
-            if blob is None:
-                if not shared[index]:
-                    raise CaffeFormatError(f"{weights}: layer {layer.name!r} lacks blob {index}, which {prototxt} "
-                                           "does not share from another layer")
-                continue
-            if not shapes_match(tuple(shape), tuple(blob.shape)):
-                raise CaffeFormatError(f"{weights}: layer {layer.name!r} blob {index} has shape {tuple(blob.shape)}; "
-                                       f"{prototxt} needs {tuple(shape)}")
+        try:
+            graph.checked_blobs(layer, layers.get(layer.name, ()))
+        except CaffeFormatError as exc:
+            raise CaffeFormatError(f"{weights}: {exc} (checked against {prototxt})") from None
 
 
 def _is_learnable(layer: pb.LayerParameter) -> bool:

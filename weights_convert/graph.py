@@ -278,27 +278,8 @@ class CaffeNet(nn.Module):
                 missing.append(f"'{layer.name}' ({layer.type}, {len(layer.blobs)} blob(s): "
                                f"{', '.join(str(s) for s in layer.blob_shapes)})")
                 continue
-            given = list(params[layer.name])
-            if len(given) < len(layer.blobs) and all((layer.name, i) in self.sharing
-                                                     for i in range(len(given), len(layer.blobs))):
-                given += [None] * (len(layer.blobs) - len(given))
-            if len(given) != len(layer.blobs):
-                raise CaffeFormatError(
-                    f"layer '{layer.name}' ({layer.type}): the weights hold {len(given)} blob(s), the net expects "
-                    f"{len(layer.blobs)} with shapes {', '.join(str(s) for s in layer.blob_shapes)}")
-            for i, (array, shape) in enumerate(zip(given, layer.blob_shapes)):
-                owner = self.sharing.get((layer.name, i))
-                if array is None:  # left out by the file (Caffe's HDF5): fine for a shared blob
-                    if owner is None:
-                        raise CaffeFormatError(f"layer '{layer.name}' ({layer.type}) blob {i}: the weights leave "
-                                               "it out, and the net does not share it from another layer")
-                    continue
-                got = tuple(int(d) for d in np.shape(array))
-                if not shapes_match(shape, got):
-                    extra = f" (shared with layer '{owner[0]}' blob {owner[1]})" if owner else ""
-                    raise CaffeFormatError(f"layer '{layer.name}' ({layer.type}) blob {i}{extra}: the weights "
-                                           f"have shape {got}; the net expects {shape}")
-                plan.setdefault(layer.name, []).append((layer.blobs[i], array))
+            given = self.checked_blobs(layer, params[layer.name])
+            plan[layer.name] = [(blob, array) for blob, array in zip(layer.blobs, given) if array is not None]
         if strict and missing:
             raise CaffeFormatError(f"the weights have no blobs for layer(s) {'; '.join(missing)}")
         for name, given in params.items():
@@ -316,6 +297,33 @@ class CaffeNet(nn.Module):
             for name in params:
                 for param, array in plan.get(name, ()):
                     param.copy_(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).reshape(param.shape))
+
+    def checked_blobs(self, layer: CaffeLayer, given: Sequence) -> list:
+        """A weights file's blobs for `layer` (arrays or anything with a .shape), checked as Caffe's
+        ShapeEquals does. None, or a blob missing at the end of the list, is one the file left out
+        because the layer shares it (Caffe's HDF5); it stays None. Unshared gaps, wrong counts and
+        wrong shapes raise CaffeFormatError naming layer, blob index and both shapes."""
+        given = list(given)
+        n = len(layer.blobs)
+        if len(given) < n and all((layer.name, i) in self.sharing for i in range(len(given), n)):
+            given += [None] * (n - len(given))
+        if len(given) != n:
+            raise CaffeFormatError(
+                f"layer '{layer.name}' ({layer.type}): the weights hold {len(given)} blob(s), the net expects "
+                f"{n} with shapes {', '.join(str(s) for s in layer.blob_shapes)}")
+        for i, (blob, shape) in enumerate(zip(given, layer.blob_shapes)):
+            owner = self.sharing.get((layer.name, i))
+            if blob is None:
+                if owner is None:
+                    raise CaffeFormatError(f"layer '{layer.name}' ({layer.type}) blob {i}: the weights leave "
+                                           "it out, and the net does not share it from another layer")
+                continue
+            got = tuple(int(d) for d in (blob.shape if hasattr(blob, "shape") else np.shape(blob)))
+            if not shapes_match(shape, got):
+                extra = f", shared with layer '{owner[0]}' blob {owner[1]}" if owner else ""
+                raise CaffeFormatError(f"layer '{layer.name}' blob {i} has shape {got}; the net expects {shape} "
+                                       f"({layer.type}{extra})")
+        return given
 
     def load_weights(self, path: str | os.PathLike, strict: bool = True) -> "CaffeNet":
         """load_params from a weights file (.caffemodel, .caffemodel.h5, our .safetensors in either

@@ -92,13 +92,16 @@ def _hardware(device: torch.device | str) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
-    cpu = platform.processor() or platform.machine()
+    return f"{device.type}:{cpu_name()}:threads={torch.get_num_threads()}"
+
+
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it, else what platform knows."""
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
     except (OSError, StopIteration):
-        pass
-    return f"{device.type}:{cpu}:threads={torch.get_num_threads()}"
+        return platform.processor() or platform.machine()
 
 
 @dataclasses.dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from weights_convert.formats.blob_shape import shapes_match
 from weights_convert.formats.prototxt import load_net
 from weights_convert.formats.schema import pb
 from weights_convert.layers import CaffeLayer, build_layer
-from weights_convert.layers.input import Input
+from weights_convert.layers.input import DATA_LAYER_TYPES, FedData, Input
 
 _PHASES = {"TRAIN": pb.TRAIN, "TEST": pb.TEST}
 
@@ -124,10 +124,14 @@ class Blobs(dict):
 class CaffeNet(nn.Module):
     def __init__(self, net: pb.NetParameter, phase: str = "TEST", level: int | None = None,
                  stages: Iterable[str] | None = None, source: str | None = None,
-                 device: str | torch.device | None = None):
+                 device: str | torch.device | None = None,
+                 data_shapes: Mapping[str, Sequence[int]] | None = None):
         """`device` is where the learnable blobs are created (default CPU); "meta" builds the net
-        for its shapes only, without allocating the weights."""
+        for its shapes only, without allocating the weights. `data_shapes` (top name -> shape of
+        the first batch) lets the net keep its data layers (Python, Data, ...): their tops become
+        inputs fed by name, as a training net needs."""
         super().__init__()
+        self._data_shapes = dict(data_shapes) if data_shapes is not None else None
         self._param_device = torch.device(device) if device is not None else torch.device("cpu")
         if phase not in _PHASES:
             raise CaffeFormatError(f"phase must be TRAIN or TEST, not {phase!r}")
@@ -162,6 +166,7 @@ class CaffeNet(nn.Module):
             self.layer_by_name[layer.name] = layer
         self.input_names = [t for layer in self.layers if isinstance(layer, Input) for t in layer.tops]
         self.output_names = self._wire()
+        self.loss_weights = self._loss_weights()
         self.shared: dict[str, tuple[str, int]] = {}  # param name -> (owner layer, blob index)
         self.sharing: dict[tuple[str, int], tuple[str, int]] = {}  # (layer, index) -> owner's
         self.register_buffer("_device_probe", torch.zeros(0, device=self._param_device), persistent=False)
@@ -172,11 +177,53 @@ class CaffeNet(nn.Module):
         return cls(load_net(path), phase=phase, source=os.fspath(path), **kwargs)
 
     # ------------------------------------------------------------------ construction
+    @property
+    def layer_params(self) -> list[pb.LayerParameter]:
+        """The LayerParameters of the layers run, in order (after filtering and InsertSplits)."""
+        return list(self._layer_params)
+
     def _build(self, lp: pb.LayerParameter) -> CaffeLayer:
         try:
+            if lp.type in DATA_LAYER_TYPES and self._data_shapes is not None:
+                return self._fed_data_layer(lp)
             return build_layer(lp)
         except CaffeFormatError as exc:
             raise CaffeFormatError(f"{self.source}: {exc}") from None
+
+    def _fed_data_layer(self, lp: pb.LayerParameter) -> FedData:
+        missing = [t for t in lp.top if t not in self._data_shapes]
+        if missing:
+            raise CaffeFormatError(f"data layer '{lp.name}' (type {lp.type}) has tops {list(lp.top)}; the data "
+                                   f"give no values for {', '.join(missing)} (they give "
+                                   f"{', '.join(sorted(self._data_shapes)) or 'nothing'})")
+        return FedData(lp, [self._data_shapes[t] for t in lp.top])
+
+    def _loss_weights(self) -> dict[str, float]:
+        """Top name -> its weight in the objective, as Caffe's Layer::SetLossWeights: the given
+        `loss_weight`s (one per top), else 1 for the first top of a loss layer."""
+        weights: dict[str, float] = {}
+        for layer, lp in zip(self.layers, self._layer_params):
+            given = list(lp.loss_weight)
+            if given and len(given) != len(lp.top):
+                raise CaffeFormatError(f"{self.source}: layer '{lp.name}' gives {len(given)} loss_weight(s) for "
+                                       f"{len(lp.top)} top(s); expected none or one per top")
+            if not given and lp.type.endswith("Loss"):
+                given = [1.0] + [0.0] * (len(lp.top) - 1)
+            for top, weight in zip(lp.top, given):
+                if weight:
+                    weights[top] = float(weight)
+        return weights
+
+    def objective(self, blobs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The loss Caffe's ForwardBackward minimises: the sum over weighted tops of weight x sum."""
+        if not self.loss_weights:
+            raise CaffeFormatError(f"{self.source}: the {self.phase} net has no loss (no *Loss layer and no "
+                                   "loss_weight), so there is nothing to train")
+        total = None
+        for name, weight in self.loss_weights.items():
+            term = blobs[name].sum() * weight
+            total = term if total is None else total + term
+        return total
 
     def _wire(self) -> list[str]:
         """Check every bottom exists and no top is produced twice (Caffe's AppendBottom/AppendTop);
@@ -343,8 +390,10 @@ class CaffeNet(nn.Module):
                 for layer in self.param_layers()}
 
     # ------------------------------------------------------------------ running
-    def forward(self, inputs: Mapping[str, object] | None = None, **named) -> Blobs:
-        """Every blob by name after one forward pass; an in-place layer's blob holds its final value."""
+    def forward(self, inputs: Mapping[str, object] | None = None,
+                on_top: Callable[[str, torch.Tensor], None] | None = None, **named) -> Blobs:
+        """Every blob by name after one forward pass; an in-place layer's blob holds its final value.
+        `on_top(name, tensor)` sees every value a blob takes, in order: inputs, then each top."""
         given = dict(inputs or {})
         overlap = set(given) & set(named)
         if overlap:
@@ -362,11 +411,14 @@ class CaffeNet(nn.Module):
         for name in self.input_names:
             value = given[name]
             blobs[name] = torch.as_tensor(value, dtype=torch.float32, device=device)
+            if on_top is not None:
+                on_top(name, blobs[name])
         for layer in self.layers:
             if isinstance(layer, Input):
                 continue
+            bottoms = [blobs[b] if down else blobs[b].detach() for b, down in zip(layer.bottoms, layer.propagate_down)]
             try:
-                tops = layer([blobs[b] for b in layer.bottoms])
+                tops = layer(bottoms)
             except CaffeFormatError as exc:
                 raise CaffeFormatError(f"{self.source}: {exc}{self._input_shape_hint(blobs)}") from None
             except RuntimeError as exc:
@@ -374,6 +426,9 @@ class CaffeNet(nn.Module):
                                        f"{self._input_shape_hint(blobs)}") from None
             # rebinding (never writing into) the name keeps earlier values intact
             blobs.update(zip(layer.tops, tops))
+            if on_top is not None:
+                for name, value in zip(layer.tops, tops):
+                    on_top(name, value)
         return Blobs(blobs, self.output_names)
 
     def _input_shape_hint(self, blobs: Mapping[str, torch.Tensor]) -> str:

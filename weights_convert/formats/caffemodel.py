@@ -42,10 +42,10 @@ _ENCODINGS = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
 _READ_CHUNK = 1 << 30        # stay below Linux's ~2 GB per-read cap
 
 
-class _Source:
+class MappedFile:
     """An open weights file: descriptor for positional reads, mmap for header scanning."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, what: str = "a binary Caffe NetParameter"):
         self.path = path
         try:
             self.fd = os.open(path, os.O_RDONLY)
@@ -57,7 +57,7 @@ class _Source:
             self.size = stat.st_size
             self.identity = _identity(stat)
             if self.size == 0:
-                raise CaffeFormatError(f"{path}: byte 0: empty file; expected a binary Caffe NetParameter")
+                raise CaffeFormatError(f"{path}: byte 0: empty file; expected {what}")
             self.mm = mmap.mmap(self.fd, 0, access=mmap.ACCESS_READ)
             if hasattr(self.mm, "madvise") and hasattr(mmap, "MADV_RANDOM"):
                 # Only headers are read through the map: no read-ahead into the payloads.
@@ -128,7 +128,7 @@ class BlobRecord:
     offset: int
     count: int
     segments: tuple[tuple[int, int, int], ...] = field(default=(), repr=False)
-    source: _Source | None = field(default=None, repr=False, compare=False)
+    source: MappedFile | None = field(default=None, repr=False, compare=False)
     where: str = field(default="", repr=False, compare=False)
 
     @property
@@ -171,7 +171,7 @@ class CaffeModelFile:
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
-        self._source = _Source(self.path)
+        self._source = MappedFile(self.path)
         self._layers: list[LayerRecord] | None = None
 
     def layers(self) -> list[LayerRecord]:
@@ -220,7 +220,7 @@ def _reject_duplicate_names(path: str, layers: Sequence[LayerRecord]) -> None:
 # ---------------------------------------------------------------- scanning
 
 
-def _scan_net(source: _Source) -> list[LayerRecord]:
+def _scan_net(source: MappedFile) -> list[LayerRecord]:
     buf, path = source.mm, source.path
     layers: list[LayerRecord] = []
     forms: set[str] = set()
@@ -244,7 +244,7 @@ def _scan_net(source: _Source) -> list[LayerRecord]:
     return layers
 
 
-def _scan_layer(source: _Source, layer_field: wire.Field, index: int, v1: bool) -> LayerRecord:
+def _scan_layer(source: MappedFile, layer_field: wire.Field, index: int, v1: bool) -> LayerRecord:
     buf, path = source.mm, source.path
     name_no, type_no, blobs_no = (V1_NAME, V1_TYPE, V1_BLOBS) if v1 else (LAYER_NAME, LAYER_TYPE, LAYER_BLOBS)
     name, type_name = "", ""
@@ -269,7 +269,7 @@ def _scan_layer(source: _Source, layer_field: wire.Field, index: int, v1: bool) 
                     "this oldest format is not supported, upgrade the file with Caffe's upgrade_net_proto_binary")
     except CaffeFormatError as exc:
         raise CaffeFormatError(f"{exc} [in {context()}]") from None
-    blobs = [_scan_blob(source, f, f"{context()}: blob {i}") for i, f in enumerate(blob_fields)]
+    blobs = [scan_blob(source, f, f"{context()}: blob {i}") for i, f in enumerate(blob_fields)]
     return LayerRecord(name=name, type=type_name, blobs=blobs)
 
 
@@ -317,7 +317,7 @@ class _Runs:
         return tuple((off, n, stride) for off, n, stride, _ in self.runs)
 
 
-def _scan_blob(source: _Source, blob_field: wire.Field, context: str) -> BlobRecord:
+def scan_blob(source: MappedFile, blob_field: wire.Field, context: str) -> BlobRecord:
     buf, path = source.mm, source.path
     where = f"{path}: {context}"
     legacy: dict[int, int] = {}
@@ -397,8 +397,7 @@ def write_caffemodel(path: str | os.PathLike, params: Mapping[str, Sequence[np.n
             if name in types:
                 head += wire.encode_bytes_field(LAYER_TYPE, str(types[name]).encode("utf-8"))
             arrays = [_as_float32(path, name, i, b) for i, b in enumerate(blobs)]
-            pieces = [(BLOB_DATA, a, wire.encode_bytes_field(BLOB_SHAPE, wire.encode_packed_varints(SHAPE_DIM, a.shape)))
-                      for a in arrays]
+            pieces = [(BLOB_DATA, a, shape_field(a.shape)) for a in arrays]
             _write_layer(fh, NET_LAYER, head, LAYER_BLOBS, pieces, legacy=False)
 
 
@@ -432,17 +431,30 @@ def write_caffemodel_v1(path: str | os.PathLike, params: Mapping[str, Sequence[n
 def _write_layer(fh, layer_number: int, head: bytes, blobs_number: int, pieces, legacy: bool) -> None:
     """One layer message: its length is known from the blobs' sizes, so the prefix is written
     first and each payload is streamed from its array without building the message."""
-    blob_parts = []
-    for data_number, array, dims in pieces:
-        data_prefix = wire.encode_length_prefix(data_number, array.nbytes) if array.size else b""
-        # Field-number order: legacy dims (1-4) come before data (5), shape (7) after it.
-        before, after = (dims + data_prefix, b"") if legacy else (data_prefix, dims)
-        blob_size = len(before) + array.nbytes + len(after)
-        blob_parts.append((wire.encode_length_prefix(blobs_number, blob_size) + before, array, after))
+    blob_parts = [blob_message(blobs_number, array, dims, legacy) for _, array, dims in pieces]
     layer_size = len(head) + sum(len(b) + a.nbytes + len(c) for b, a, c in blob_parts)
     fh.write(wire.encode_length_prefix(layer_number, layer_size))
     fh.write(head)
-    for before, array, after in blob_parts:
+    write_parts(fh, blob_parts)
+
+
+def blob_message(number: int, array: np.ndarray, dims: bytes, legacy: bool = False) -> tuple[bytes, np.ndarray, bytes]:
+    """A BlobProto as field `number`: (bytes before the payload, the float32 payload, bytes
+    after it), so that the payload is streamed from the array. Field-number order: legacy dims
+    (1-4) come before data (5), shape (7) after it."""
+    data_prefix = wire.encode_length_prefix(BLOB_DATA, array.nbytes) if array.size else b""
+    before, after = (dims + data_prefix, b"") if legacy else (data_prefix, dims)
+    size = len(before) + array.nbytes + len(after)
+    return wire.encode_length_prefix(number, size) + before, array, after
+
+
+def shape_field(shape: Sequence[int]) -> bytes:
+    """BlobProto.shape (field 7) for `shape`."""
+    return wire.encode_bytes_field(BLOB_SHAPE, wire.encode_packed_varints(SHAPE_DIM, shape))
+
+
+def write_parts(fh, parts: Sequence[tuple[bytes, np.ndarray, bytes]]) -> None:
+    for before, array, after in parts:
         fh.write(before)
         if array.size:
             fh.write(array.reshape(-1).view(np.uint8))

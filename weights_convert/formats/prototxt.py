@@ -48,33 +48,45 @@ def parse_net_text(text: str, source: str = "<string>") -> pb.NetParameter:
     return upgrade_net(net, source)
 
 
-def load_net(path: str | os.PathLike) -> pb.NetParameter:
-    """Read and parse a net prototxt file."""
-    path = os.fspath(path)
+def _read_text(path: str, what: str) -> str:
     try:
         with open(path, "rb") as fh:
             raw = fh.read()
     except OSError as exc:
-        raise CaffeFormatError(f"{path}: cannot read net prototxt: {exc.strerror}") from None
+        raise CaffeFormatError(f"{path}: cannot read {what}: {exc.strerror}") from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CaffeFormatError(
             f"{path}: byte {exc.start}: not a text prototxt (invalid UTF-8); "
-            "was a binary .caffemodel given where a prototxt was expected?") from None
-    return parse_net_text(text, path)
+            f"was a binary .caffemodel given where a {what} was expected?") from None
+
+
+def load_net(path: str | os.PathLike) -> pb.NetParameter:
+    """Read and parse a net prototxt file."""
+    path = os.fspath(path)
+    return parse_net_text(_read_text(path, "net prototxt"), path)
+
+
+# Caffe's UpgradeSolverType: the deprecated enum becomes the `type` string.
+_SOLVER_TYPE_NAMES = {pb.SolverParameter.SGD: "SGD", pb.SolverParameter.NESTEROV: "Nesterov",
+                      pb.SolverParameter.ADAGRAD: "AdaGrad", pb.SolverParameter.RMSPROP: "RMSProp",
+                      pb.SolverParameter.ADADELTA: "AdaDelta", pb.SolverParameter.ADAM: "Adam"}
 
 
 def load_solver(path: str | os.PathLike) -> pb.SolverParameter:
-    """Parse a solver prototxt (kept for completeness; the kit never trains)."""
+    """Read and parse a solver prototxt, upgraded as Caffe's UpgradeSolverAsNeeded does."""
     path = os.fspath(path)
     solver = pb.SolverParameter()
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
     try:
-        text_format.Parse(text, solver)
+        text_format.Parse(_read_text(path, "solver prototxt"), solver)
     except text_format.ParseError as exc:
         raise CaffeFormatError(f"{path}:{_where(exc)}: {_message(exc)}") from None
+    if solver.HasField("solver_type"):
+        if solver.HasField("type"):
+            raise CaffeFormatError(f"{path}: give `type` or the deprecated `solver_type`, not both")
+        solver.type = _SOLVER_TYPE_NAMES[solver.solver_type]
+        solver.ClearField("solver_type")
     return solver
 
 

@@ -34,8 +34,16 @@ class CaffeLayer(nn.Module):
         self.blobs = nn.ParameterList()
         self.blob_shapes: list[Shape] = []
         self.shapes_only = False  # set while the net sets up on meta tensors
+        # Blobs this layer's own `param` specs give lr_mult 0: Caffe computes no gradient for
+        # them here (param_propagate_down), even where another layer shares and trains them.
+        self.frozen = {i for i, spec in enumerate(lp.param) if spec.HasField("lr_mult") and spec.lr_mult == 0}
         self._check_arity("bottom", len(self.bottoms), self.bottoms_range)
         self._check_arity("top", len(self.tops), self.tops_range)
+        if len(lp.propagate_down) not in (0, len(self.bottoms)):
+            raise self.fail(f"propagate_down has {len(lp.propagate_down)} values; expected none or one per "
+                            f"bottom ({len(self.bottoms)})")
+        # Bottoms the gradient must not reach (`propagate_down: false`); the net detaches them.
+        self.propagate_down = [bool(v) for v in lp.propagate_down] or [True] * len(self.bottoms)
 
     # ------------------------------------------------------------------ overridable
     def param_shapes(self, bottoms: Sequence[torch.Tensor]) -> list[Shape]:
@@ -56,6 +64,8 @@ class CaffeLayer(nn.Module):
         if self.shapes_only:
             return torch.empty(shape, dtype=torch.float32, device="meta")
         p = self.blobs[index]
+        if index in self.frozen:
+            p = p.detach()
         return p if tuple(p.shape) == shape else p.view(shape)
 
     def fail(self, message: str) -> CaffeFormatError:

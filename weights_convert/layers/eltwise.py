@@ -1,4 +1,8 @@
-"""Eltwise: SUM (with optional coefficients), PROD, MAX over bottoms of one shape."""
+"""Eltwise: SUM (with optional coefficients), PROD, MAX over bottoms of one shape.
+
+MAX routes the gradient as Caffe's mask does: between bottoms 0 and 1 a tie goes to bottom 1
+(`a > b ? a : b`), a later bottom wins only when strictly greater. torch.maximum would split
+a tied gradient in halves."""
 from __future__ import annotations
 
 import torch
@@ -32,7 +36,13 @@ class Eltwise(CaffeLayer):
             for c, b in zip(coeff[1:], bottoms[1:]):
                 y = y + (b * c if c != 1.0 else b)
             return [y]
-        y = bottoms[0]
-        for b in bottoms[1:]:
-            y = y * b if self.op == E.PROD else torch.maximum(y, b)
+        if self.op == E.PROD:
+            y = bottoms[0]
+            for b in bottoms[1:]:
+                y = y * b
+            return [y]
+        a, b = bottoms[0], bottoms[1]
+        y = torch.where(a > b, a, b)
+        for b in bottoms[2:]:
+            y = torch.where(b > y, b, y)
         return [y]

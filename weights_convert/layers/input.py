@@ -20,3 +20,18 @@ class Input(CaffeLayer):
 
     def forward(self, bottoms):  # the net feeds Input tops directly
         raise self.fail("Input layers are fed by the net, not run")
+
+
+# Data layers whose reading Caffe does in C++ or Python code outside the net description; a net
+# built for training takes their tops' values from the caller instead (CaffeNet data_shapes).
+DATA_LAYER_TYPES = ("Python", "Data", "ImageData", "HDF5Data", "MemoryData", "WindowData")
+
+
+class FedData(Input):
+    """A data layer (Python, Data, ...) whose tops the caller feeds by name, batch by batch,
+    like an Input. `shapes` are those of the first batch, which sets the net up (Caffe's data
+    layers do the same); later batches may differ where the net allows it."""
+
+    def __init__(self, lp: pb.LayerParameter, shapes: list[Shape]):
+        CaffeLayer.__init__(self, lp)
+        self.shapes = [tuple(int(d) for d in s) for s in shapes]

@@ -1,7 +1,13 @@
 """SigmoidCrossEntropyLoss in Caffe's overflow-safe form; normalised by the batch size unless
-loss_param says otherwise (what the golden OSLSM-fork Caffe does for a bare deploy layer)."""
+loss_param says otherwise (what the golden OSLSM-fork Caffe does for a bare deploy layer).
+
+Caffe's Forward_cpu adds the per-pixel terms one after another into a float: at OSLSM's 1e5-1e6
+loss over 2.5e5 pixels that drifts up to ~1e-4 from the exact sum, so the value reported here is
+that sequential float32 sum. The gradient, (sigmoid(x) - t) / normaliser, does not depend on
+how the value was summed and flows through the ordinary sum."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from weights_convert.formats.schema import pb
@@ -37,6 +43,10 @@ class SigmoidCrossEntropyLoss(CaffeLayer):
             valid = t != self.ignore_label
             terms = torch.where(valid, terms, torch.zeros_like(terms))
         loss = -terms.sum()
+        if not self.shapes_only:
+            sequential = -np.cumsum(terms.detach().reshape(-1).cpu().numpy(), dtype=np.float32)[-1:].sum()
+            # the value is Caffe's; (loss - loss.detach()) is exactly 0 and carries the gradient
+            loss = torch.tensor(sequential, dtype=x.dtype, device=x.device) + (loss - loss.detach())
         if self.normalization == L.FULL:
             norm = torch.tensor(float(x.numel()), device=x.device)
         elif self.normalization == L.VALID:

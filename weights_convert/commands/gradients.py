@@ -1,0 +1,48 @@
+"""`gradients`: the loss and every param's gradient of one forward/backward pass of a train net."""
+from __future__ import annotations
+
+import numpy as np
+
+from weights_convert.atomic import atomic_write
+from weights_convert.graph import CaffeNet, faithful_mode
+from weights_convert.train.data import EpisodeInputs
+from weights_convert.train.passes import forward_backward
+from weights_convert.train.trainer import load_weights_for_training
+
+NAME = "gradients"
+HELP = "one forward/backward of a train net on the first episode: the loss and every param's gradient"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--prototxt", required=True, help="the train net (its data layer's tops are fed)")
+    parser.add_argument("--weights", required=True, help=".caffemodel, .caffemodel.h5 or our .safetensors")
+    parser.add_argument("--inputs", required=True, help="episodes .npz (keys '<e>/<top>'); episode 0 is used")
+    parser.add_argument("--blob-diffs", action="store_true",
+                        help="also save every blob's diff as 'diff:<blob>' (Caffe's net.blobs[b].diff)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--out", required=True, help="output .npz: 'loss' and '<layer>/<index>' gradients")
+
+
+def run(args) -> int:
+    data = EpisodeInputs(args.inputs)
+    try:
+        batch = data.batch(0)
+    finally:
+        data.close()
+    net = CaffeNet.from_prototxt(args.prototxt, phase="TRAIN", device=args.device,
+                                 data_shapes={k: v.shape for k, v in batch.items()})
+    load_weights_for_training(net, args.weights)
+    with faithful_mode():
+        result = forward_backward(net, batch, blob_diffs=args.blob_diffs)
+    arrays = {"loss": np.float32(result.loss)}
+    for layer in net.param_layers():
+        for i, blob in enumerate(layer.blobs):
+            grad = blob.grad  # a shared blob's gradient is the owner's, as Caffe's shared diff
+            arrays[f"{layer.name}/{i}"] = (np.zeros(layer.blob_shapes[i], np.float32) if grad is None
+                                           else grad.detach().cpu().numpy().reshape(layer.blob_shapes[i]))
+    for name, diff in result.blob_diffs.items():
+        arrays[f"diff:{name}"] = diff.detach().cpu().numpy()
+    with atomic_write(args.out, "wb") as fh:
+        np.savez(fh, **arrays)
+    print(f"loss {float(result.loss)!r}; gradients of {len(arrays) - 1 - len(result.blob_diffs)} blobs -> {args.out}")
+    return 0

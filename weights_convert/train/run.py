@@ -1,0 +1,257 @@
+"""A training run in its own folder, as `python -m weights_convert train` drives it.
+
+DIR holds train.json (what the run is: solver, net, start weights, data, seed, device), losses.csv,
+the snapshots, and a lock while a process trains into it. Running the same command again
+continues from the newest complete snapshot and ends with the same files as an uninterrupted
+run; a changed solver, net, data, start or device is refused in words. Ctrl-C or SIGTERM stop
+at the next pass and snapshot the last finished iteration."""
+from __future__ import annotations
+
+import csv
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import signal
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from tqdm import tqdm
+
+from weights_convert.atomic import atomic_write_text
+from weights_convert.convert import sha256_file
+from weights_convert.errors import CaffeFormatError
+from weights_convert.graph import CaffeNet, faithful_mode
+from weights_convert.train.data import DataSource
+from weights_convert.train.solver_file import SolverFile
+from weights_convert.train.trainer import IterationRecord, Trainer, load_weights_for_training
+
+MANIFEST, LOSSES, LOCK = "train.json", "losses.csv", ".train.lock"
+LOSS_COLUMNS = ("iteration", "smoothed_loss", "loss", "lr")
+_SNAPSHOT = re.compile(r"^snapshot_iter_(\d+)\.(caffemodel|solverstate|trainstate\.json)$")
+
+
+class TrainingInterrupted(Exception):
+    def __init__(self, iteration: int, target: int, snapshot: Path):
+        super().__init__(f"interrupted after {iteration}/{target} iterations; saved {snapshot}; "
+                         "run the same command again to resume")
+
+
+@dataclass
+class TrainRequest:
+    solver: SolverFile
+    data: DataSource
+    data_digest: str                  # identifies the data (e.g. the inputs file's sha256)
+    out: Path
+    weights: str | None = None        # start weights (ignored when resuming)
+    resume: str | None = None         # a .solverstate to start from
+    iterations: int | None = None     # train until this iteration (default: the solver's max_iter)
+    snapshot_every: int | None = None  # default: the solver's snapshot
+    seed: int | None = None           # dropout stream (default: solver random_seed, else random)
+    device: str = "cpu"
+    progress: bool = True
+
+
+def train(request: TrainRequest) -> Path | None:
+    """Train as Caffe's `caffe train` would; returns the last snapshot's .solverstate (None if
+    the solver asks for none)."""
+    param = request.solver.param
+    target = param.max_iter if request.iterations is None else request.iterations
+    every = param.snapshot if request.snapshot_every is None else request.snapshot_every
+    if target < 0 or every < 0:
+        raise CaffeFormatError(f"iterations ({target}) and snapshot interval ({every}) must not be negative")
+    if request.resume is None and request.weights is None and not _has_snapshot(request.out):
+        raise CaffeFormatError("give --weights (the start weights) or --resume (a .solverstate): the kit does "
+                               "not reproduce Caffe's random fillers")
+    request.out.mkdir(parents=True, exist_ok=True)
+    with _locked(request.out):
+        manifest = _manifest(request)
+        resume = _resume_point(request, manifest)
+        first = request.data.batch(0)
+        net = CaffeNet(request.solver.net, phase="TRAIN", level=request.solver.level,
+                       stages=request.solver.stages, source=request.solver.net_source, device=request.device,
+                       data_shapes={k: v.shape for k, v in first.items()})
+        trainer = Trainer(request.solver, net, request.data, manifest["seed"])
+        if resume is not None:
+            exact = trainer.restore(resume)
+            print(f"resuming from {resume} (iteration {trainer.iteration})"
+                  + ("" if exact else "; a Caffe state: data continue at iteration x iter_size, "
+                     "loss smoothing and dropout streams start afresh"), file=sys.stderr)
+        else:
+            ignored = load_weights_for_training(net, request.weights)
+            if ignored:
+                print(f"note: {request.weights}: layers not in the train net are ignored (as Caffe does): "
+                      f"{', '.join(ignored)}", file=sys.stderr)
+        atomic_write_text(request.out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        with faithful_mode():
+            return _loop(trainer, request, target, every, param.snapshot_after_train)
+
+
+def _loop(trainer: Trainer, request: TrainRequest, target: int, every: int, after_train: bool) -> Path | None:
+    """Solver::Solve: step to `target`, snapshot every `every` iterations and, as Caffe's
+    snapshot_after_train, at the end unless that iteration was just snapshotted."""
+    log = _LossLog(request.out / LOSSES, keep_before=trainer.iteration)
+    last = None
+    with _stop_requests() as stop, log, tqdm(total=target, initial=min(trainer.iteration, target),
+                                             disable=not request.progress, unit="iter",
+                                             dynamic_ncols=True) as bar:
+        while trainer.iteration < target:
+            record = trainer.step(should_stop=stop)
+            if record is not None:
+                log.write(record)
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(record.smoothed_loss):.6g}", lr=f"{float(record.rate):.3g}")
+            just_saved = record is not None and every and trainer.iteration % every == 0
+            if just_saved:
+                log.flush()
+                last = trainer.snapshot(request.out)
+            if stop():
+                log.flush()
+                raise TrainingInterrupted(trainer.iteration, target,
+                                          last if just_saved else trainer.snapshot(request.out))
+    if after_train and not (last is not None and trainer.iteration % every == 0):
+        last = trainer.snapshot(request.out)
+    return last
+
+
+# ---------------------------------------------------------------------------- the folder
+def _manifest(request: TrainRequest) -> dict:
+    """What the run is; a re-run must match it field by field to continue the same run."""
+    solver = request.solver
+    previous = _read_manifest(request.out)
+    if request.resume is not None:
+        start = {"resume": os.path.abspath(request.resume), "sha256": sha256_file(request.resume)}
+    elif request.weights is not None:
+        start = {"weights": os.path.abspath(request.weights), "sha256": sha256_file(request.weights)}
+    else:
+        start = previous["start"]
+    seed = request.seed
+    if seed is None and solver.param.random_seed >= 0:
+        seed = int(solver.param.random_seed)
+    if seed is None:
+        seed = previous["seed"] if previous else secrets.randbits(63)
+    net_text = str(solver.net).encode("utf-8")
+    manifest = {
+        "format": "oslsm-repro-train", "version": 1,
+        "solver": os.path.abspath(solver.path), "solver_sha256": sha256_file(solver.path),
+        "net": solver.net_source, "net_sha256": hashlib.sha256(net_text).hexdigest(),
+        "start": start, "data_sha256": request.data_digest, "seed": seed,
+        "device": str(torch.device(request.device)), "torch": torch.__version__,
+    }
+    if previous is not None:
+        changed = [f"{key}: {previous.get(key)!r} -> {manifest[key]!r}" for key in manifest
+                   if previous.get(key) != manifest[key]]
+        if changed:
+            raise CaffeFormatError(f"{request.out} holds another training run ({MANIFEST}); changed: "
+                                   f"{'; '.join(changed)}. Use a new --out folder, or the same inputs to resume")
+    return manifest
+
+
+def _read_manifest(out: Path) -> dict | None:
+    path = out / MANIFEST
+    if not path.exists():
+        foreign = [p.name for p in out.iterdir() if p.name != LOCK]
+        if foreign:
+            raise CaffeFormatError(f"{out} is not empty and holds no training run ({MANIFEST}): "
+                                   f"{', '.join(sorted(foreign)[:5])}; train into a new or empty folder")
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+        if manifest.get("format") != "oslsm-repro-train":
+            raise ValueError("not a training manifest")
+        return manifest
+    except (OSError, ValueError) as exc:
+        raise CaffeFormatError(f"{path}: unreadable ({exc}); remove the folder or train into another") from None
+
+
+def _snapshots(out: Path) -> dict[int, set[str]]:
+    found: dict[int, set[str]] = {}
+    for p in out.iterdir() if out.is_dir() else ():
+        match = _SNAPSHOT.match(p.name)
+        if match:
+            found.setdefault(int(match.group(1)), set()).add(match.group(2))
+    return found
+
+
+def _has_snapshot(out: Path) -> bool:
+    return any(len(kinds) == 3 for kinds in _snapshots(out).values())
+
+
+def _resume_point(request: TrainRequest, manifest: dict) -> str | None:
+    complete = [n for n, kinds in _snapshots(request.out).items() if len(kinds) == 3]
+    if complete:
+        return str(request.out / f"snapshot_iter_{max(complete)}.solverstate")
+    return request.resume
+
+
+@contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    with open(out / LOCK, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            other = fh.read().strip() or "unknown"
+            raise CaffeFormatError(f"{out}: another training process (pid {other}) is writing to this folder; "
+                                   "wait for it or train into another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
+
+
+@contextmanager
+def _stop_requests() -> Iterator:
+    """Ctrl-C / SIGTERM set a flag that the loop checks between passes (never mid-update)."""
+    requested = []
+
+    def handler(signum, frame):
+        requested.append(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: bool(requested)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class _LossLog:
+    """losses.csv, one row per iteration, appended; rows from iteration `keep_before` on (left
+    by a killed run after its last snapshot) are dropped first, so a resume writes them again."""
+
+    def __init__(self, path: Path, keep_before: int):
+        rows = []
+        if path.exists():
+            with open(path, newline="") as fh:
+                for row in csv.reader(fh):
+                    if len(row) == len(LOSS_COLUMNS) and row[0].isdigit() and int(row[0]) < keep_before:
+                        rows.append(row)
+        text = ",".join(LOSS_COLUMNS) + "\n" + "".join(",".join(r) + "\n" for r in rows)
+        atomic_write_text(path, text)
+        self._fh = open(path, "a", newline="")
+
+    def write(self, r: IterationRecord) -> None:
+        self._fh.write(f"{r.iteration},{float(r.smoothed_loss)!r},{float(r.loss)!r},{float(r.rate)!r}\n")
+
+    def flush(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def __enter__(self) -> "_LossLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.flush()
+        self._fh.close()

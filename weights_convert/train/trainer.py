@@ -1,0 +1,176 @@
+"""Caffe's Solver::Step on a CaffeNet: per iteration, clear the param diffs, run iter_size
+forward/backward passes, average their losses, smooth (average_loss), apply the SGD update.
+Snapshots are Caffe's: weights as a .caffemodel and a binary .solverstate (iteration, step,
+momentum history), plus a small .trainstate.json with what Caffe does not keep but an identical
+resume needs (the data position, the loss-smoothing window, the dropout generator)."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from weights_convert.atomic import atomic_write_text
+from weights_convert.convert import read_params
+from weights_convert.errors import CaffeFormatError
+from weights_convert.formats.caffemodel import write_caffemodel
+from weights_convert.formats.solverstate import read_solverstate, write_solverstate
+from weights_convert.graph import CaffeNet
+from weights_convert.layers.dropout import Dropout
+from weights_convert.train.data import DataSource
+from weights_convert.train.passes import forward_backward
+from weights_convert.train.sgd import CaffeSGD, learnable_params
+from weights_convert.train.solver_file import SolverFile
+
+TRAINSTATE_FORMAT = "oslsm-repro-trainstate"
+
+
+@dataclass
+class LossSmoother:
+    """Caffe's Solver::UpdateSmoothedLoss, in float32: the mean of the last `average_loss`
+    iteration losses, kept as a running value and a ring of losses indexed from start_iter."""
+    average_loss: int
+    start_iter: int = 0
+    losses: list[float] = field(default_factory=list)
+    smoothed: float = 0.0
+
+    def update(self, loss: np.float32, iteration: int) -> np.float32:
+        smoothed = np.float32(self.smoothed)
+        if len(self.losses) < self.average_loss:
+            self.losses.append(float(loss))
+            size = len(self.losses)
+            smoothed = (smoothed * np.float32(size - 1) + loss) / np.float32(size)
+        else:
+            idx = (iteration - self.start_iter) % self.average_loss
+            smoothed = smoothed + (loss - np.float32(self.losses[idx])) / np.float32(self.average_loss)
+            self.losses[idx] = float(loss)
+        self.smoothed = float(smoothed)
+        return np.float32(smoothed)
+
+
+@dataclass
+class IterationRecord:
+    iteration: int              # updates done before this one (Caffe's "Iteration N")
+    smoothed_loss: np.float32
+    loss: np.float32            # mean over the iteration's iter_size passes
+    rate: np.float32
+
+
+def snapshot_stem(iteration: int) -> str:
+    return f"snapshot_iter_{iteration}"
+
+
+class Trainer:
+    def __init__(self, solver: SolverFile, net: CaffeNet, data: DataSource, seed: int):
+        self.solver = solver
+        self.param = solver.param
+        self.net = net
+        self.data = data
+        self.seed = int(seed)
+        self.sgd = CaffeSGD(self.param, learnable_params(net))
+        self.iter_size = int(self.param.iter_size)
+        self.generator = torch.Generator(device=net.device)
+        self.generator.manual_seed(self.seed)
+        for layer in net.layers:
+            if isinstance(layer, Dropout):
+                layer.generator = self.generator
+        self.passes = 0                    # forward passes done = index of the next batch
+        self.smoother = LossSmoother(int(self.param.average_loss))
+
+    @property
+    def iteration(self) -> int:
+        return self.sgd.iteration
+
+    def step(self, should_stop=lambda: False) -> IterationRecord | None:
+        """One solver iteration; None (and nothing changed) when `should_stop()` turns true
+        between its passes."""
+        for p in self.sgd.params:
+            p.tensor.grad = None
+        loss = np.float32(0.0)
+        for k in range(self.iter_size):
+            if should_stop():
+                self.passes -= k           # the abandoned passes are redone on resume
+                return None
+            result = forward_backward(self.net, self.data.batch(self.passes))
+            self.passes += 1
+            loss = np.float32(loss + result.loss)
+        loss = np.float32(loss / np.float32(self.iter_size))
+        iteration = self.iteration
+        smoothed = self.smoother.update(loss, iteration)
+        rate = self.sgd.apply_update()
+        return IterationRecord(iteration, smoothed, loss, rate)
+
+    # ------------------------------------------------------------------ snapshots
+    def snapshot(self, folder: str | os.PathLike) -> Path:
+        """Write snapshot_iter_<n>.caffemodel, .solverstate and, last (so that its presence means
+        the snapshot is complete), .trainstate.json; returns the .solverstate path."""
+        folder = Path(folder)
+        stem = snapshot_stem(self.iteration)
+        model = folder / f"{stem}.caffemodel"
+        types = {layer.name: layer.type for layer in self.net.param_layers()}
+        write_caffemodel(model, self.net.params_to_numpy(), types, net_name=self.solver.net.name)
+        state = folder / f"{stem}.solverstate"
+        write_solverstate(state, self.iteration, self.sgd.current_step, model.name,
+                          [h.detach().cpu().numpy() for h in self.sgd.history])
+        extras = {
+            "format": TRAINSTATE_FORMAT, "version": 1, "iteration": self.iteration, "passes": self.passes,
+            "seed": self.seed,
+            "smoother": {"start_iter": self.smoother.start_iter, "losses": self.smoother.losses,
+                         "smoothed": self.smoother.smoothed},
+            "generator": base64.b64encode(self.generator.get_state().numpy().tobytes()).decode("ascii"),
+        }
+        atomic_write_text(folder / f"{stem}.trainstate.json", json.dumps(extras, indent=1) + "\n")
+        return state
+
+    def restore(self, state_path: str | os.PathLike) -> bool:
+        """Continue from a .solverstate (ours or Caffe's) and the weights it names. Returns True
+        when our .trainstate.json was beside it (then the run continues exactly as it would have);
+        from Caffe's own state the data continue at iteration x iter_size and the smoothing and
+        dropout streams start afresh, as Caffe's own restore does."""
+        state_path = os.fspath(state_path)
+        state = read_solverstate(state_path)
+        load_weights_for_training(self.net, state.learned_net_path(state_path))
+        self.sgd.iteration, self.sgd.current_step = state.iteration, state.current_step
+        self.sgd.load_history(state.history, state_path)
+        extras_path = Path(state_path).with_suffix(".trainstate.json")
+        if not extras_path.is_file():
+            self.passes = state.iteration * self.iter_size
+            self.smoother = LossSmoother(int(self.param.average_loss), start_iter=state.iteration)
+            return False
+        try:
+            extras = json.loads(extras_path.read_text())
+            if extras.get("format") != TRAINSTATE_FORMAT or extras["iteration"] != state.iteration:
+                raise ValueError(f"expected format {TRAINSTATE_FORMAT} for iteration {state.iteration}")
+            self.passes = int(extras["passes"])
+            s = extras["smoother"]
+            self.smoother = LossSmoother(int(self.param.average_loss), int(s["start_iter"]),
+                                         [float(v) for v in s["losses"]], float(s["smoothed"]))
+            raw = np.frombuffer(base64.b64decode(extras["generator"]), dtype=np.uint8).copy()
+            self.generator.set_state(torch.from_numpy(raw))
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise CaffeFormatError(f"{extras_path}: not a usable train state ({exc}); delete it to resume "
+                                   "as from a plain Caffe .solverstate") from None
+        return True
+
+
+def load_weights_for_training(net: CaffeNet, path: str | os.PathLike) -> list[str]:
+    """Copy a weights file into the net as Caffe's CopyTrainedLayersFrom does, by layer name,
+    ignoring the file's layers the net lacks (returned). Unlike Caffe, every learnable layer of
+    the net must be in the file: the kit does not reproduce Caffe's random fillers."""
+    path = os.fspath(path)
+    params = read_params(path)
+    missing = [layer.name for layer in net.param_layers() if layer.name not in params]
+    if missing:
+        raise CaffeFormatError(f"{path}: has no weights for learnable layer(s) {', '.join(missing)} of the "
+                               f"train net; Caffe would draw them from its fillers, which this kit does not "
+                               f"reproduce: start from weights that hold every learnable layer")
+    ignored = [name for name in params if name not in net.layer_by_name]
+    try:
+        net.load_params({k: v for k, v in params.items() if k in net.layer_by_name}, strict=True)
+    except CaffeFormatError as exc:
+        raise CaffeFormatError(f"{path}: {exc}") from None
+    return ignored

@@ -90,10 +90,13 @@ class Trainer:
         between its passes."""
         for p in self.sgd.params:
             p.tensor.grad = None
+        generator_state = self.generator.get_state()
         loss = np.float32(0.0)
         for k in range(self.iter_size):
             if should_stop():
-                self.passes -= k           # the abandoned passes are redone on resume
+                # the abandoned passes are redone on resume: same batches, same dropout masks
+                self.passes -= k
+                self.generator.set_state(generator_state)
                 return None
             result = forward_backward(self.net, self.data.batch(self.passes))
             self.passes += 1

@@ -122,19 +122,19 @@ def test_snapshot_converts_forwards_and_evaluates(tmp_path, uninterrupted):
     from weights_convert.oslsm import OSLSMWidths
     from weights_convert.oslsm.spec import oslsm_deploy_net
 
-    snapshot = tmp_path / "snapshot_iter_4.caffemodel"
-    snapshot.write_bytes(uninterrupted["snapshot_iter_4.caffemodel"])
+    snapshot = tmp_path / "snapshot_iter_2.caffemodel"
+    snapshot.write_bytes(uninterrupted["snapshot_iter_2.caffemodel"])
     deploy = tmp_path / "deploy_1shot.prototxt"
     write_net(oslsm_deploy_net(1, OSLSMWidths(4, 6, 8, 8, 8, 16, 10)), deploy)
     converted = tmp_path / "fold0.safetensors"
     assert main(["convert", "--prototxt", str(deploy), "--caffemodel", str(snapshot), "--model", "oslsm",
                  "--fold", "0", "--out", str(converted)]) == 0
 
-    # Iteration 4 trained on episodes 2, 3, 4 with exactly these weights: the deploy net run by
+    # Iteration 2 trained on episodes 1, 2, 3 with exactly these weights: the deploy net run by
     # `forward` gives the same loss as the train net logged (dropout ratio 0 in this net).
     episodes = np.load(GOLDEN / "inputs.npz")
     losses = []
-    for e in (2, 3, 4):
+    for e in (1, 2, 3):
         inputs = tmp_path / f"episode{e}.npz"
         np.savez(inputs, **{top: episodes[f"{e}/{top}"] for top in ("first_img", "second_img", "first_label",
                                                                     "second_label")})
@@ -142,8 +142,8 @@ def test_snapshot_converts_forwards_and_evaluates(tmp_path, uninterrupted):
         assert main(["forward", "--prototxt", str(deploy), "--weights", str(snapshot), "--inputs", str(inputs),
                      "--out", str(blobs)]) == 0
         losses.append(np.float32(np.load(blobs)["loss"]))
-    logged = uninterrupted["losses.csv"].decode().splitlines()[-1].split(",")
-    assert logged[0] == "4"
+    logged = uninterrupted["losses.csv"].decode().splitlines()[3].split(",")
+    assert logged[0] == "2"
     assert float((losses[0] + losses[1] + losses[2]) / np.float32(3)) == pytest.approx(float(logged[2]), rel=1e-6)
 
     voc = Path(__file__).parent / "golden" / "episodes" / "VOC2012"

@@ -10,6 +10,8 @@ VOC    ?= data/VOC2012
 RESULTS ?= results
 EPISODES ?= 1000
 DEVICE ?= cpu
+# numpy's OpenBLAS kernels that reproduce the original's resize bits (see reproduce/__init__.py).
+export OPENBLAS_CORETYPE ?= Haswell
 # Deploy net the caffemodels are checked against (empty: the project's prototxt/deploy_1shot.prototxt).
 PROTOTXT ?=
 
@@ -54,6 +56,7 @@ reproduce-table2: install
 bench: install
 	$(PY) bench/convert_bench.py
 	$(PY) bench/eval_bench.py
+	$(PY) bench/train_bench.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

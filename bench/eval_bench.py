@@ -7,10 +7,13 @@ bench/RESULTS.md (other sections are left as they are).
 """
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import json
 import os
+
+os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")  # before numpy loads: see reproduce/__init__.py
+
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import json  # noqa: E402
 import platform
 import re
 import sys
@@ -162,9 +165,10 @@ def timed_eval(voc, weights, fold, shots, episodes, device, out: Path, cache: bo
 # ---------------------------------------------------------------------------- report
 
 
-def write_section(results_md: Path, text: str) -> None:
+def write_section(results_md: Path, text: str, section: str = SECTION) -> None:
+    """Replace (or append) one "## ..." section of RESULTS.md, leaving the others as they are."""
     old = results_md.read_text() if results_md.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(rf"^{re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
     body = text.rstrip("\n") + "\n\n"
     new = pattern.sub(lambda _: body, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + body
     atomic_write_text(results_md, new.rstrip("\n") + "\n")

@@ -10,7 +10,9 @@ a gather plus the same weighted sums, in the same order, as the Cython code.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+import os
 
 import numpy as np
 
@@ -111,9 +113,33 @@ def _flat_index(r: np.ndarray, c: np.ndarray, rows: int, cols: int) -> np.ndarra
 
 # A 500x500 bilinear plan is about 15 MB; a few shapes recur (the 224 and 500 outputs of VOC's
 # common image sizes), so a small cache keeps the memory bounded.
+# The matrices of four resizes, as estimated with the BLAS kernels that reproduce the original's
+# episode lists (OpenBLAS's Haswell and Zen kernels). numpy's OpenBLAS picks kernels by CPU when
+# it loads: other kernels (SkylakeX on recent Intel CPUs, the generic ones) round the SVD's last
+# bits differently, which changes how x.5 ties round and so which objects the filter drops.
+_REFERENCE_SHAPES = (((64, 224), (2, 7)), ((500, 375), (224, 224)), ((333, 500), (21, 32)), ((281, 500), (9, 16)))
+_REFERENCE_DIGEST = "e7f3b68f67c232078f005bf6afdffc8471df8768ea91b685fa834bdf318b0728"
+
+
+@functools.lru_cache(maxsize=1)
+def check_matrix_bits() -> None:
+    """Refuse to run when this process's LAPACK gives other last bits than the reference."""
+    digest = hashlib.sha256()
+    for in_shape, out_shape in _REFERENCE_SHAPES:
+        digest.update(_resize_matrix(in_shape, out_shape).tobytes())
+    if digest.hexdigest() != _REFERENCE_DIGEST:
+        raise ReproduceError(
+            "resize_2017: numpy's LAPACK estimates the resize matrix with other last bits than the "
+            "reference (OpenBLAS kernels in use: OPENBLAS_CORETYPE="
+            f"{os.environ.get('OPENBLAS_CORETYPE', 'unset')}), so the small-object filter would not be "
+            "the original's. Start Python with OPENBLAS_CORETYPE=Haswell set (the `reproduce` package and "
+            "the Makefile set it, but only before numpy is first imported), on an x86-64 CPU with AVX2")
+
+
 @functools.lru_cache(maxsize=8)
 def _plan(in_shape: tuple[int, int], out_shape: tuple[int, int], order: int):
     rows, cols = in_shape
+    check_matrix_bits()
     h = _resize_matrix(in_shape, out_shape)
     r, c = _source_coords(h, *out_shape)
     if order == 0:

@@ -1,9 +1,14 @@
 """Shared fixtures: the golden real-Caffe data copied into tests/golden (no ../shared needed)."""
-import hashlib
-import json
-from pathlib import Path
+import os
 
-import pytest
+# Before anything loads numpy: the BLAS kernels that give the original's resize bits (see reproduce/__init__.py).
+os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
+
+import hashlib  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden"
 UPSTREAM = Path(__file__).parent / "upstream"

@@ -160,3 +160,18 @@ def test_random_shapes_equal_the_scalar_warp(in_h, in_w, out_h, out_w, order, se
     h = _resize_matrix((in_h, in_w), (out_h, out_w))
     assert np.array_equal(resize_2017(img, (out_h, out_w), order=order, preserve_range=False),
                           scalar_warp(img, h, (out_h, out_w), order))
+
+
+def test_other_blas_bits_are_refused_not_used(tmp_path):
+    """With BLAS kernels that round the SVD differently (here the generic Prescott ones), resizing
+    stops with a message naming the cause and the remedy instead of filtering other objects."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\nfrom reproduce.resize2017 import resize_2017\n"
+            "resize_2017(np.zeros((64, 224)), (2, 7), order=0, preserve_range=True)\n")
+    env = dict(os.environ, OPENBLAS_CORETYPE="Prescott")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "OPENBLAS_CORETYPE=Haswell" in result.stderr and "other last bits" in result.stderr

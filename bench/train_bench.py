@@ -95,8 +95,8 @@ def main(argv=None) -> int:
         f"| upstream `train_ss_os_fc.prototxt` (dropout 0.5) | VGG-16 {tuple(OSLSMWidths.FULL.as_tuple())} | "
         f"{full['seconds']:.1f} | {full['seconds'] / full['passes']:.2f} | {args.full_iterations} |",
         "",
-        f"At this speed the authors' schedule (max_iter 1,000,000 with iter_size 10) would take "
-        f"{full['seconds'] * 1e6 / 86400 / 365:.0f} years on this CPU: re-training needs a GPU.",
+        f"At this speed the upstream solver's max_iter (1,000,000 iterations of iter_size 10) would take "
+        f"{full['seconds'] * 1e6 / 86400 / 365:.1f} years on this CPU: re-training the full model needs a GPU.",
     ])
     print(text)
     if not args.no_write:

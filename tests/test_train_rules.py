@@ -277,3 +277,22 @@ def test_data_layer_without_fed_values_names_the_missing_tops():
         net(LOSS_NET.replace("WEIGHT", ""), x=(2, 3))
     with pytest.raises(CaffeFormatError, match="Python layer"):
         CaffeNet(parse_net_text(LOSS_NET.replace("WEIGHT", "")), phase="TRAIN")
+
+
+def test_what_caffe_would_do_and_the_kit_does_not_is_said(tmp_path):
+    write(tmp_path / "net.prototxt", LOSS_NET.replace("WEIGHT", ""))
+    path = write(tmp_path / "s.prototxt", 'net: "net.prototxt" lr_policy: "fixed" test_interval: 100 test_iter: 5 '
+                                          'snapshot_format: HDF5 solver_mode: CPU')
+    notes = " | ".join(read_solver(path).notes())
+    assert "test nets are not run" in notes and "not HDF5" in notes and "--device" in notes
+    assert read_solver(write(tmp_path / "plain.prototxt", 'net: "net.prototxt" lr_policy: "fixed"')).notes() == []
+
+
+def test_smoothed_loss_is_caffes_running_mean_of_the_last_average_loss():
+    from weights_convert.train.trainer import LossSmoother
+
+    smoother = LossSmoother(average_loss=3)
+    losses = [4.0, 8.0, 6.0, 10.0, 1.0]
+    got = [float(smoother.update(np.float32(v), it)) for it, v in enumerate(losses)]
+    # the mean of up to the last 3 losses: Caffe's ring of average_loss entries
+    assert got == pytest.approx([4.0, 6.0, 6.0, 8.0, 17.0 / 3], rel=1e-6)

@@ -69,10 +69,12 @@ def train(request: TrainRequest) -> Path | None:
     if request.resume is None and request.weights is None and not _has_snapshot(request.out):
         raise CaffeFormatError("give --weights (the start weights) or --resume (a .solverstate): the kit does "
                                "not reproduce Caffe's random fillers")
+    for note in request.solver.notes():
+        print(f"note: {request.solver.path}: {note}", file=sys.stderr)
     request.out.mkdir(parents=True, exist_ok=True)
     with _locked(request.out):
         manifest = _manifest(request)
-        resume = _resume_point(request, manifest)
+        resume = _resume_point(request)
         first = request.data.batch(0)
         net = CaffeNet(request.solver.net, phase="TRAIN", level=request.solver.level,
                        stages=request.solver.stages, source=request.solver.net_source, device=request.device,
@@ -183,7 +185,8 @@ def _has_snapshot(out: Path) -> bool:
     return any(len(kinds) == 3 for kinds in _snapshots(out).values())
 
 
-def _resume_point(request: TrainRequest, manifest: dict) -> str | None:
+def _resume_point(request: TrainRequest) -> str | None:
+    """The newest complete snapshot in the folder (this run, continued), else --resume."""
     complete = [n for n, kinds in _snapshots(request.out).items() if len(kinds) == 3]
     if complete:
         return str(request.out / f"snapshot_iter_{max(complete)}.solverstate")

@@ -19,6 +19,18 @@ class SolverFile:
     net: pb.NetParameter
     net_source: str            # the train net's file, or "<path>:field" for an inline net
 
+    def notes(self) -> list[str]:
+        """What Caffe would do with this solver that the kit does not (none of it changes the
+        training trajectory)."""
+        p, notes = self.param, []
+        if p.test_interval and (len(p.test_net) or len(p.test_net_param) or p.HasField("net") or p.HasField("net_param")):
+            notes.append("test nets are not run (test_interval); they do not change the training")
+        if p.snapshot_format == pb.SolverParameter.HDF5:
+            notes.append("snapshots are written as binary .caffemodel/.solverstate, not HDF5 (snapshot_format)")
+        if p.HasField("solver_mode") or p.HasField("device_id"):
+            notes.append("solver_mode/device_id are ignored: the device is --device")
+        return notes
+
     @property
     def level(self) -> int:
         return int(self.param.train_state.level)

@@ -18,6 +18,7 @@ setup(
         "safetensors",
         "tqdm",
         "matplotlib",
+        "scipy",  # SBD's .mat files (sbd-to-voc)
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "grpcio-tools==1.85.1"],

@@ -6,7 +6,8 @@ from weights_convert.cli_frame import build_parser as _build_parser
 from weights_convert.cli_frame import run_command
 from weights_convert.errors import CaffeFormatError
 
-COMMAND_MODULES = ["evaluate", "table", "table_run", "demo", "episodes", "inputs"]
+COMMAND_MODULES = ["evaluate", "table", "table_run", "demo", "episodes", "inputs", "train_episodes",
+                   "sbd_to_voc", "make_init", "train"]
 
 
 def build_parser():

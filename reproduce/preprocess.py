@@ -50,6 +50,12 @@ def prep_query(image_rgb_uint8: np.ndarray, mask_bin: np.ndarray) -> tuple[np.nd
     return img[None], label[None]
 
 
+def prep_training_query(image_rgb_uint8: np.ndarray, mask_bin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The training query pair at its own size (the training data layer does not resize it)."""
+    img, label = _prep(image_rgb_uint8, mask_bin, image_rgb_uint8.shape[:2])
+    return img[None], label[None]
+
+
 def episode_inputs(dataset: VOCDataset, episode: Episode) -> dict[str, np.ndarray]:
     """The four float32 net inputs of one episode."""
     def pair(name):

@@ -16,6 +16,10 @@ _KEY = re.compile(r"^(\d+)/(.+)$")
 
 
 class DataSource(Protocol):
+    """`batch(i)` is asked for i = 0, 1, 2, ... in order, except that after an interruption
+    the passes of the unfinished iteration are asked again. A source whose batches depend on
+    its own history (a seeded stream) may also have `state(i) -> dict` (JSON-able: its state
+    before batch i) and `restore(state)`, which snapshots save and resumes restore."""
     tops: list[str]
 
     def batch(self, index: int) -> Mapping[str, np.ndarray]:

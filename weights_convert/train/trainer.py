@@ -125,6 +125,8 @@ class Trainer:
             "smoother": {"start_iter": self.smoother.start_iter, "losses": self.smoother.losses,
                          "smoothed": self.smoother.smoothed},
             "generator": base64.b64encode(self.generator.get_state().numpy().tobytes()).decode("ascii"),
+            # a data source with a state (e.g. a seeded episode stream) continues from it on resume
+            "data": self.data.state(self.passes) if hasattr(self.data, "state") else None,
         }
         atomic_write_text(folder / f"{stem}.trainstate.json", json.dumps(extras, indent=1) + "\n")
         return state
@@ -154,6 +156,8 @@ class Trainer:
                                          [float(v) for v in s["losses"]], float(s["smoothed"]))
             raw = np.frombuffer(base64.b64decode(extras["generator"]), dtype=np.uint8).copy()
             self.generator.set_state(torch.from_numpy(raw))
+            if extras.get("data") is not None and hasattr(self.data, "restore"):
+                self.data.restore(extras["data"])
         except (ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise CaffeFormatError(f"{extras_path}: not a usable train state ({exc}); delete it to resume "
                                    "as from a plain Caffe .solverstate") from None

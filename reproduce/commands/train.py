@@ -1,0 +1,75 @@
+"""`train`: re-train an OSLSM fold model as the authors did: their train net and solver, the
+original's training episodes (SBD + VOC train), Caffe's SGD; resumable; loss curve."""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from reproduce.commands.train_episodes import add_training_data_arguments
+from reproduce.errors import ReproduceError
+from reproduce.loss_curve import write_loss_curve
+from reproduce.recipe import SOLVER_PROTOTXT
+from reproduce.training import TrainingData, build_training_items, open_training_sets, system_seed
+from reproduce.voc import VOCDataset, refuse_inside_dataset
+from weights_convert.train.run import LOSSES, TrainingInterrupted, TrainRequest, train
+from weights_convert.train.solver_file import read_solver
+
+NAME = "train"
+HELP = "re-train one fold's OSLSM model as the authors did (upstream train net and solver, Caffe's SGD)"
+
+
+def add_arguments(parser) -> None:
+    add_training_data_arguments(parser)
+    parser.add_argument("--init", help="start model (from `make-init`); not needed to resume")
+    parser.add_argument("--solver", default=str(SOLVER_PROTOTXT),
+                        help="solver prototxt (default: the authors' solver_ss_os_fc.prototxt and train net)")
+    parser.add_argument("--iters", type=int, help="train until this iteration (default: the solver's max_iter)")
+    parser.add_argument("--snapshot-every", type=int, help="snapshot interval (default: the solver's, 5000)")
+    parser.add_argument("--allow-val-images", action="store_true",
+                        help="train even if training images are VOC 2012 val (test) images")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--out", required=True, help="run folder (the same command again resumes it)")
+
+
+def check_no_test_images(sets, voc: str) -> None:
+    """The query images of PASCAL-5i are VOC 2012 val images: none may be a training image."""
+    val = set(VOCDataset(voc, split="val").names)
+    overlap = sorted((name, set_name) for set_name, d in sets.items() for name in d.names if name in val)
+    if overlap:
+        raise ReproduceError(f"{len(overlap)} training image(s) are VOC 2012 val (test) images, e.g. "
+                             f"{overlap[0][0]} in the {overlap[0][1]} set: convert SBD with `sbd-to-voc --voc`, "
+                             "or pass --allow-val-images knowingly")
+
+
+def run(args) -> int:
+    sets = open_training_sets(args.sbd, args.voc)
+    for dataset in sets.values():
+        refuse_inside_dataset(args.out, dataset.root)
+    if not args.allow_val_images:
+        check_no_test_images(sets, args.voc)
+    out = Path(args.out)
+    seed = args.seed
+    if seed is None:  # a resumed run keeps the seed it recorded
+        previous = out / "train.json"
+        seed = json.loads(previous.read_text())["seed"] if previous.exists() else system_seed()
+    items = build_training_items(sets, args.fold, args.cache_dir, not args.no_cache)
+    data = TrainingData(sets, items, args.shots, seed)
+    digest = hashlib.sha256(json.dumps({"fold": args.fold, "shots": args.shots, "items": items.items},
+                                       sort_keys=True).encode()).hexdigest()
+    request = TrainRequest(solver=read_solver(args.solver), data=data, data_digest=digest, out=out,
+                           weights=args.init, iterations=args.iters, snapshot_every=args.snapshot_every,
+                           seed=seed, device=args.device, progress=not args.no_progress)
+    print(f"fold {args.fold}: {items.n_items} training items, episode seed {seed}", file=sys.stderr)
+    try:
+        last = train(request)
+    except TrainingInterrupted as exc:
+        print(exc, file=sys.stderr)
+        return 130
+    finally:
+        if (out / LOSSES).exists():
+            write_loss_curve(out / LOSSES, out / "loss_curve.png", f"OSLSM fold {args.fold} training")
+    print(f"last snapshot {last}; loss curve {out / 'loss_curve.png'}")
+    return 0

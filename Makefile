@@ -15,7 +15,7 @@ export OPENBLAS_CORETYPE ?= Haswell
 # Deploy net the caffemodels are checked against (empty: the project's prototxt/deploy_1shot.prototxt).
 PROTOTXT ?=
 
-.PHONY: install proto test demo convert prototxt reproduce-table1 reproduce-table2 bench clean
+.PHONY: install proto test demo convert prototxt reproduce-table1 reproduce-table2 train bench clean
 
 # Re-installs when setup.py changes; torch is pinned there to the local CPU wheel.
 $(VENV)/.installed: setup.py
@@ -52,6 +52,16 @@ reproduce-table1: install
 reproduce-table2: install
 	$(PY) -m reproduce table-run --table 2 --voc '$(VOC)' --models '$(MODELS)' \
 	  $(if $(PROTOTXT),--prototxt '$(PROTOTXT)') --episodes $(EPISODES) --device $(DEVICE) --out $(RESULTS)
+
+# Re-train one fold's model as the authors did: SBD in the VOC layout (python -m reproduce sbd-to-voc),
+# a start model (python -m reproduce make-init), the upstream train net and solver.
+FOLD ?= 0
+SBD ?= data/SBD_VOC
+INIT ?= data/models/oslsm_init.caffemodel
+ITERS ?=
+train: install
+	$(PY) -m reproduce train --fold $(FOLD) --voc '$(VOC)' --sbd '$(SBD)' --init '$(INIT)' \
+	  $(if $(ITERS),--iters $(ITERS)) --device $(DEVICE) --out '$(RESULTS)/train/fold$(FOLD)'
 
 bench: install
 	$(PY) bench/convert_bench.py

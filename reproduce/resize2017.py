@@ -130,10 +130,10 @@ def check_matrix_bits() -> None:
     if digest.hexdigest() != _REFERENCE_DIGEST:
         raise ReproduceError(
             "resize_2017: numpy's LAPACK estimates the resize matrix with other last bits than the "
-            "reference (OpenBLAS kernels in use: OPENBLAS_CORETYPE="
-            f"{os.environ.get('OPENBLAS_CORETYPE', 'unset')}), so the small-object filter would not be "
-            "the original's. Start Python with OPENBLAS_CORETYPE=Haswell set (the `reproduce` package and "
-            "the Makefile set it, but only before numpy is first imported), on an x86-64 CPU with AVX2")
+            "reference, so the small-object filter would not be the original's. OPENBLAS_CORETYPE is "
+            f"{os.environ.get('OPENBLAS_CORETYPE', 'unset')!r} now, but it counts only if set before numpy "
+            "loaded: start Python with OPENBLAS_CORETYPE=Haswell in the environment (the Makefile does; "
+            "`import reproduce` before numpy does too), on an x86-64 CPU with AVX2")
 
 
 @functools.lru_cache(maxsize=8)

@@ -18,23 +18,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from reproduce.errors import ReproduceError
+from reproduce.voc import voc_palette
 
 DEFAULT_LISTS = ("train", "val")
-
-
-def voc_palette() -> list[int]:
-    """PASCAL VOC's colour map (index i: the bits of i spread over R, G, B, high bits first)."""
-    palette = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette += [r, g, b]
-    return palette
 
 
 def sbd_root(path: str | Path) -> Path:

@@ -18,27 +18,12 @@ from PIL import Image
 
 from reproduce.errors import ReproduceError
 from reproduce.items import keeps_object
-from reproduce.voc import VOID
+from reproduce.voc import VOID, voc_palette
 
 N_CLASSES = 20
 VOID_BAND = 3       # pixels of void drawn around every object, as VOC annotators did
 GREY_EVERY = 17     # every 17th image is saved as a greyscale JPEG
 TINY_EVERY = 5      # every 5th image also gets a tiny object the filter drops
-
-
-def voc_palette() -> list[int]:
-    """The VOC colour map (bit-interleaved class index), 256 RGB entries."""
-    palette = []
-    for index in range(256):
-        r = g = b = 0
-        c = index
-        for bit in range(8):
-            r |= ((c >> 0) & 1) << (7 - bit)
-            g |= ((c >> 1) & 1) << (7 - bit)
-            b |= ((c >> 2) & 1) << (7 - bit)
-            c >>= 3
-        palette += [r, g, b]
-    return palette
 
 
 def _smooth_field(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:

@@ -21,6 +21,21 @@ LAYOUT = ("ImageSets/Segmentation/val.txt", "JPEGImages/<name>.jpg",
           "SegmentationClass/<name>.png (palette PNG: 0 background, 1..20 classes, 255 void)")
 
 
+def voc_palette() -> list[int]:
+    """The VOC colour map (bit-interleaved class index), 256 RGB entries."""
+    palette = []
+    for index in range(256):
+        r = g = b = 0
+        c = index
+        for bit in range(8):
+            r |= ((c >> 0) & 1) << (7 - bit)
+            g |= ((c >> 1) & 1) << (7 - bit)
+            b |= ((c >> 2) & 1) << (7 - bit)
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
 def fold_classes(fold: int) -> list[int]:
     """Fold i tests classes 5i+1 .. 5i+5."""
     if fold not in range(N_FOLDS):

@@ -6,7 +6,8 @@ from PIL import Image
 from reproduce.episodes import make_episodes
 from reproduce.errors import ReproduceError
 from reproduce.items import build_items
-from reproduce.synthetic_voc import make_synthetic_voc, voc_palette
+from reproduce.synthetic_voc import make_synthetic_voc
+from reproduce.voc import voc_palette
 from reproduce.voc import VOID, VOCDataset, fold_classes
 from conftest import tree_digest
 

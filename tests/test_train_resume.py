@@ -1,6 +1,5 @@
 """A training run resumes to identical files after SIGKILL or Ctrl-C, refuses a changed run or a
 second process in its folder, and its snapshots are Caffe weights the other commands read."""
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,6 @@ import numpy as np
 import pytest
 
 from weights_convert.cli import main
-from weights_convert.formats.caffemodel import read_caffemodel
 
 GOLDEN = Path(__file__).parent / "golden_train"
 CASE = GOLDEN / "train_steps_visible"

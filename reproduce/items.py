@@ -83,20 +83,30 @@ class FoldItems:
         return len(self.db_items)
 
 
-def fold_items_from_scan(scan: list[tuple[str, dict[int, bool]]], fold: int) -> FoldItems:
-    wanted = set(fold_classes(fold))
+def filter_items(scan: list[tuple[str, dict[int, bool]]], wanted: set[int], tag: str | None = None):
+    """(kept, dropped) (name, cls) items of the wanted classes, in scan order then ascending class;
+    with `tag`, each name becomes (tag, name), as the training sets name their items."""
     kept, dropped = [], []
     for name, classes in scan:
         for cls in sorted(classes):
             if cls in wanted:
-                (kept if classes[cls] else dropped).append((name, cls))
-    class_sets: dict[int, list[str]] = {}
+                (kept if classes[cls] else dropped).append(((tag, name) if tag else name, cls))
+    return kept, dropped
+
+
+def fold_items(fold: int, kept: list, dropped: list) -> FoldItems:
+    """The per-class sets and (cls, index in its set) items the original built from the kept items."""
+    class_sets: dict[int, list] = {}
     db_items = []
     for name, cls in kept:
         members = class_sets.setdefault(cls, [])
         db_items.append((cls, len(members)))
         members.append(name)
     return FoldItems(fold, kept, dropped, class_sets, db_items)
+
+
+def fold_items_from_scan(scan: list[tuple[str, dict[int, bool]]], fold: int) -> FoldItems:
+    return fold_items(fold, *filter_items(scan, set(fold_classes(fold))))
 
 
 def default_cache_dir() -> Path:

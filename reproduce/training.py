@@ -22,7 +22,7 @@ import numpy as np
 
 from reproduce.episodes import EpisodeSampler
 from reproduce.errors import ReproduceError
-from reproduce.items import FoldItems, scan_dataset
+from reproduce.items import FoldItems, filter_items, fold_items, scan_dataset
 from reproduce.preprocess import binary_mask, prep_support, prep_training_query
 from reproduce.voc import CLASS_NAMES, VOCDataset, fold_classes
 
@@ -59,20 +59,10 @@ def build_training_items(sets: Mapping[str, VOCDataset], fold: int, cache_dir=No
     wanted = set(training_classes(fold))
     kept, dropped = [], []
     for set_name in TRAINING_SETS:
-        for name, classes in scan_dataset(sets[set_name], cache_dir, use_cache):
-            for cls in sorted(classes):
-                if cls in wanted:
-                    (kept if classes[cls] else dropped).append(((set_name, name), cls))
-    class_sets: dict[int, list] = {}
-    db_items = []
-    for key, cls in kept:
-        members = class_sets.setdefault(cls, [])
-        db_items.append((cls, len(members)))
-        members.append(key)
-    leaked = sorted({cls for _, cls in kept} - wanted)
-    if leaked:  # cannot happen by construction; the split is what makes PASCAL-5i a few-shot test
-        raise ReproduceError(f"fold {fold}: test classes {leaked} among the training items")
-    return FoldItems(fold, kept, dropped, class_sets, db_items)
+        k, d = filter_items(scan_dataset(sets[set_name], cache_dir, use_cache), wanted, tag=set_name)
+        kept += k
+        dropped += d
+    return fold_items(fold, kept, dropped)
 
 
 class TrainingEpisodes:

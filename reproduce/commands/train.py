@@ -13,7 +13,7 @@ from reproduce.loss_curve import write_loss_curve
 from reproduce.recipe import SOLVER_PROTOTXT
 from reproduce.training import TrainingData, build_training_items, open_training_sets, system_seed
 from reproduce.voc import VOCDataset, refuse_inside_dataset
-from weights_convert.train.run import LOSSES, TrainingInterrupted, TrainRequest, train
+from weights_convert.train.run import LOSSES, TrainRequest, read_manifest, train
 from weights_convert.train.solver_file import read_solver
 
 NAME = "train"
@@ -53,8 +53,8 @@ def run(args) -> int:
     out = Path(args.out)
     seed = args.seed
     if seed is None:  # a resumed run keeps the seed it recorded
-        previous = out / "train.json"
-        seed = json.loads(previous.read_text())["seed"] if previous.exists() else system_seed()
+        previous = read_manifest(out) if out.is_dir() else None
+        seed = previous["seed"] if previous else system_seed()
     items = build_training_items(sets, args.fold, args.cache_dir, not args.no_cache)
     data = TrainingData(sets, items, args.shots, seed)
     digest = hashlib.sha256(json.dumps({"fold": args.fold, "shots": args.shots, "items": items.items},
@@ -65,9 +65,6 @@ def run(args) -> int:
     print(f"fold {args.fold}: {items.n_items} training items, episode seed {seed}", file=sys.stderr)
     try:
         last = train(request)
-    except TrainingInterrupted as exc:
-        print(exc, file=sys.stderr)
-        return 130
     finally:
         if (out / LOSSES).exists():
             write_loss_curve(out / LOSSES, out / "loss_curve.png", f"OSLSM fold {args.fold} training")

@@ -1,12 +1,11 @@
 """`train`: run a Caffe solver (SGD) on a net the way Caffe would, from a solver prototxt."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from weights_convert.convert import sha256_file
 from weights_convert.train.data import EpisodeInputs
-from weights_convert.train.run import TrainRequest, TrainingInterrupted, train
+from weights_convert.train.run import TrainRequest, train
 from weights_convert.train.solver_file import read_solver
 
 NAME = "train"
@@ -41,9 +40,6 @@ def run(args) -> int:
                            progress=not args.no_progress)
     try:
         last = train(request)
-    except TrainingInterrupted as exc:
-        print(exc, file=sys.stderr)
-        return 130
     finally:
         data.close()
     print(f"trained to iteration {args.iters if args.iters is not None else solver.param.max_iter}; "

@@ -397,7 +397,7 @@ def write_caffemodel(path: str | os.PathLike, params: Mapping[str, Sequence[np.n
             if name in types:
                 head += wire.encode_bytes_field(LAYER_TYPE, str(types[name]).encode("utf-8"))
             arrays = [_as_float32(path, name, i, b) for i, b in enumerate(blobs)]
-            pieces = [(BLOB_DATA, a, shape_field(a.shape)) for a in arrays]
+            pieces = [(a, shape_field(a.shape)) for a in arrays]
             _write_layer(fh, NET_LAYER, head, LAYER_BLOBS, pieces, legacy=False)
 
 
@@ -424,14 +424,14 @@ def write_caffemodel_v1(path: str | os.PathLike, params: Mapping[str, Sequence[n
                 legacy = (1,) * (4 - a.ndim) + a.shape
                 dims = b"".join(wire.encode_varint_field(number, d) for number, d in
                                 zip((BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH), legacy))
-                pieces.append((BLOB_DATA, a, dims))
+                pieces.append((a, dims))
             _write_layer(fh, NET_LAYERS_V1, head, V1_BLOBS, pieces, legacy=True)
 
 
 def _write_layer(fh, layer_number: int, head: bytes, blobs_number: int, pieces, legacy: bool) -> None:
     """One layer message: its length is known from the blobs' sizes, so the prefix is written
     first and each payload is streamed from its array without building the message."""
-    blob_parts = [blob_message(blobs_number, array, dims, legacy) for _, array, dims in pieces]
+    blob_parts = [blob_message(blobs_number, array, dims, legacy) for array, dims in pieces]
     layer_size = len(head) + sum(len(b) + a.nbytes + len(c) for b, a, c in blob_parts)
     fh.write(wire.encode_length_prefix(layer_number, layer_size))
     fh.write(head)

@@ -19,9 +19,7 @@ class Dropout(CaffeLayer):
 
     def forward(self, bottoms):
         x = bottoms[0]
-        if self.phase == "TEST":
-            return [x]
-        if self.shapes_only:
+        if self.phase == "TEST" or self.shapes_only:
             return [x]
         keep = torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype) >= self.ratio
         return [x * keep.to(x.dtype) * (1.0 / (1.0 - self.ratio))]

@@ -44,6 +44,7 @@ class SigmoidCrossEntropyLoss(CaffeLayer):
             terms = torch.where(valid, terms, torch.zeros_like(terms))
         loss = -terms.sum()
         if not self.shapes_only:
+            # the last running sum ([-1:] so that an empty blob sums to 0)
             sequential = -np.cumsum(terms.detach().reshape(-1).cpu().numpy(), dtype=np.float32)[-1:].sum()
             # the value is Caffe's; (loss - loss.detach()) is exactly 0 and carries the gradient
             loss = torch.tensor(sequential, dtype=x.dtype, device=x.device) + (loss - loss.detach())

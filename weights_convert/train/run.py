@@ -26,18 +26,18 @@ from tqdm import tqdm
 
 from weights_convert.atomic import atomic_write_text
 from weights_convert.convert import sha256_file
-from weights_convert.errors import CaffeFormatError
+from weights_convert.errors import CaffeFormatError, Interrupted
 from weights_convert.graph import CaffeNet, faithful_mode
 from weights_convert.train.data import DataSource
 from weights_convert.train.solver_file import SolverFile
-from weights_convert.train.trainer import IterationRecord, Trainer, load_weights_for_training
+from weights_convert.train.trainer import IterationRecord, Trainer, load_weights_for_training, snapshot_stem
 
 MANIFEST, LOSSES, LOCK = "train.json", "losses.csv", ".train.lock"
 LOSS_COLUMNS = ("iteration", "smoothed_loss", "loss", "lr")
 _SNAPSHOT = re.compile(r"^snapshot_iter_(\d+)\.(caffemodel|solverstate|trainstate\.json)$")
 
 
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(Interrupted):
     def __init__(self, iteration: int, target: int, snapshot: Path):
         super().__init__(f"interrupted after {iteration}/{target} iterations; saved {snapshot}; "
                          "run the same command again to resume")
@@ -66,7 +66,7 @@ def train(request: TrainRequest) -> Path | None:
     every = param.snapshot if request.snapshot_every is None else request.snapshot_every
     if target < 0 or every < 0:
         raise CaffeFormatError(f"iterations ({target}) and snapshot interval ({every}) must not be negative")
-    if request.resume is None and request.weights is None and not _has_snapshot(request.out):
+    if request.resume is None and request.weights is None and _latest_snapshot(request.out) is None:
         raise CaffeFormatError("give --weights (the start weights) or --resume (a .solverstate): the kit does "
                                "not reproduce Caffe's random fillers")
     for note in request.solver.notes():
@@ -126,7 +126,7 @@ def _loop(trainer: Trainer, request: TrainRequest, target: int, every: int, afte
 def _manifest(request: TrainRequest) -> dict:
     """What the run is; a re-run must match it field by field to continue the same run."""
     solver = request.solver
-    previous = _read_manifest(request.out)
+    previous = read_manifest(request.out)
     if request.resume is not None:
         start = {"resume": os.path.abspath(request.resume), "sha256": sha256_file(request.resume)}
     elif request.weights is not None:
@@ -155,7 +155,9 @@ def _manifest(request: TrainRequest) -> dict:
     return manifest
 
 
-def _read_manifest(out: Path) -> dict | None:
+def read_manifest(out: Path) -> dict | None:
+    """The run folder's train.json (None for a new or empty folder); a folder holding anything
+    else is refused."""
     path = out / MANIFEST
     if not path.exists():
         foreign = [p.name for p in out.iterdir() if p.name != LOCK]
@@ -172,25 +174,21 @@ def _read_manifest(out: Path) -> dict | None:
         raise CaffeFormatError(f"{path}: unreadable ({exc}); remove the folder or train into another") from None
 
 
-def _snapshots(out: Path) -> dict[int, set[str]]:
+def _latest_snapshot(out: Path) -> Path | None:
+    """The .solverstate of the newest complete snapshot (all three files) in `out`."""
     found: dict[int, set[str]] = {}
     for p in out.iterdir() if out.is_dir() else ():
         match = _SNAPSHOT.match(p.name)
         if match:
             found.setdefault(int(match.group(1)), set()).add(match.group(2))
-    return found
-
-
-def _has_snapshot(out: Path) -> bool:
-    return any(len(kinds) == 3 for kinds in _snapshots(out).values())
+    complete = [n for n, kinds in found.items() if len(kinds) == 3]
+    return out / f"{snapshot_stem(max(complete))}.solverstate" if complete else None
 
 
 def _resume_point(request: TrainRequest) -> str | None:
     """The newest complete snapshot in the folder (this run, continued), else --resume."""
-    complete = [n for n, kinds in _snapshots(request.out).items() if len(kinds) == 3]
-    if complete:
-        return str(request.out / f"snapshot_iter_{max(complete)}.solverstate")
-    return request.resume
+    latest = _latest_snapshot(request.out)
+    return str(latest) if latest is not None else request.resume
 
 
 @contextmanager

@@ -9,6 +9,8 @@ RUN_DIR layout (all files atomic except the per-episode journal, which is append
                       that resumed, cached and uncached runs give byte-identical files
     timings.json      wall times, forward counts and cache statistics of the last session
     iou_results.txt   test.py's layout
+    sources.json      where the data set, weights and prototxt were (for `figure` and `report`;
+                      not part of the manifest, so a moved data set still resumes)
     pred/soft, pred/hard  mask PNGs with --save-masks (test.py's %05d.png names)
 """
 from __future__ import annotations
@@ -36,6 +38,7 @@ from weights_convert.atomic import atomic_path, atomic_write_text
 
 RUN_FORMAT = "oslsm-repro-run/1"
 CSV_NAME = "all_results.csv"
+SOURCES_NAME = "sources.json"
 QUERY_HW = (500, 500)
 
 
@@ -192,6 +195,13 @@ def read_done_rows(csv_path: Path, episodes: Sequence) -> list[list]:
     return rows
 
 
+def score_map(model, features, w, b) -> np.ndarray:
+    """test.py's score: the sigmoid of the head's logits on the 500x500 query grid, float32."""
+    with torch.inference_mode():
+        logits = model.head(features, w, b, QUERY_HW)
+        return torch.sigmoid(logits)[0, 0].to("cpu").numpy()
+
+
 def _save_masks(run_dir: Path, index: int, score: np.ndarray) -> None:
     from PIL import Image
 
@@ -266,6 +276,9 @@ def _evaluate(voc, weights, fold, shots, n_episodes, device, out_dir, episodes_f
         if csv_path.exists():
             raise ReproduceError(f"{csv_path} exists without a manifest.json; it is not a run of this tool")
         atomic_write_text(manifest_path, _json(manifest))
+    sources = {"voc": str(Path(dataset.root).resolve()) if getattr(dataset, "root", None) else None,
+               "weights": str(weights.resolve()), "prototxt": str(Path(prototxt).resolve()) if prototxt else None}
+    atomic_write_text(run_dir / SOURCES_NAME, _json(sources))
     if not (run_dir / "episodes.json").exists():
         # The same file format as `python -m reproduce episodes`: usable as --episodes-file.
         episodes_to_json(run_dir / "episodes.json", episodes, fold, shots, n_items)
@@ -296,9 +309,7 @@ def _evaluate(voc, weights, fold, shots, n_episodes, device, out_dir, episodes_f
     with open(csv_path, "ab") as journal, contextlib.closing(units):
         for i, ep, feats, w, b, (label, void) in units:
             t = time.perf_counter()
-            with torch.inference_mode():
-                logits = model.head(feats, w, b, QUERY_HW)
-                score = torch.sigmoid(logits)[0, 0].to("cpu").numpy()
+            score = score_map(model, feats, w, b)
             t2 = time.perf_counter()
             head_s += t2 - t
             counts = episode_counts(score, label, void, protocol=protocol)

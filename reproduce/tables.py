@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Sequence
 
 from reproduce.errors import ReproduceError
+from reproduce.plots import OURS, PAPER, pyplot, save_png
 from reproduce.voc import N_FOLDS
-from weights_convert.atomic import atomic_path, atomic_write_text
+from weights_convert.atomic import atomic_write_text
 
 TABLES = {1: ("table1_1shot", 1), 2: ("table2_5shot", 5)}
 FOLDS = tuple(range(N_FOLDS))
@@ -138,20 +139,18 @@ def table_csv(t: dict) -> str:
 
 
 def table_png(t: dict, path: str | os.PathLike, note: str = "") -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     import textwrap
 
+    import numpy as np
+
+    plt = pyplot()
     labels = [r["fold"] + ("" if r["difference"] is None else f"\n{r['difference']:+.1f}") for r in t["rows"]]
     x = np.arange(len(labels))
     paper = [r["paper_miou"] for r in t["rows"]]
     ours = [np.nan if r["ours_miou"] is None else r["ours_miou"] for r in t["rows"]]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    bp = ax.bar(x - 0.2, paper, 0.4, label="paper", color="#8c8c8c")
-    bo = ax.bar(x + 0.2, ours, 0.4, label="ours", color="#1f77b4")
+    bp = ax.bar(x - 0.2, paper, 0.4, label="paper", color=PAPER)
+    bo = ax.bar(x + 0.2, ours, 0.4, label="ours", color=OURS)
     for bars, values in ((bp, paper), (bo, ours)):
         for bar, v in zip(bars, values):
             if v == v:  # not NaN
@@ -165,10 +164,7 @@ def table_png(t: dict, path: str | os.PathLike, note: str = "") -> None:
     ax.set_title("\n".join([title] + textwrap.wrap(note, 90)), fontsize=9)
     ax.set_xlabel("fold (ours - paper below)", fontsize=8)
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def write_table(table: int, run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,

@@ -34,6 +34,9 @@ def test_reduced_demo_end_to_end(tmp_path, capsys):
             ours.append(100 * s["miou"])
         assert float(rows[4]["ours_miou"]) == pytest.approx(sum(ours) / 4, abs=1e-4)
         assert "DEMO" in (out / f"{stem}.md").read_text()
+        index = (out / f"{stem}_report" / "index.html").read_text()
+        assert all(f"table{table}_fold{fold}.html" in index for fold in range(4)) and "DEMO" in index
+        assert (out / f"{stem}_report" / f"table{table}_fold3" / "worst.png").is_file()
     # 5-shot runs reuse the 1-shot runs' query features from the disk cache.
     t = json.loads((out / "runs" / "table2_fold0" / "timings.json").read_text())
     assert t["forwards"]["query"] == 0 and t["cache_stats"]["query_disk_hits"] > 0

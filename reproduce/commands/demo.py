@@ -28,6 +28,7 @@ def make_demo_inputs(work: Path, images: int, seed: int, episodes: int) -> tuple
     """Synthetic VOC2012 and the four fold caffemodels under `work`, rebuilt with everything derived
     from them (conversions, cache, the runs beside `work`) when the recipe changed."""
     from reproduce.synthetic_voc import make_synthetic_voc
+    from reproduce.tables import TABLES
     from reproduce.voc import N_FOLDS
     from weights_convert.atomic import atomic_write_text
     from weights_convert.formats.caffemodel import write_caffemodel
@@ -42,7 +43,8 @@ def make_demo_inputs(work: Path, images: int, seed: int, episodes: int) -> tuple
         return voc, models
     # Another recipe, or a build that stopped half-way: start these inputs (and what was derived
     # from them) afresh. Everything here is generated, never user data.
-    for derived in (voc, models, work / "models", work / "cache", work.parent / "runs", stamp):
+    reports = [work.parent / f"{stem}_report" for stem, _ in TABLES.values()]
+    for derived in (voc, models, work / "models", work / "cache", work.parent / "runs", stamp, *reports):
         if derived.is_dir():
             shutil.rmtree(derived)
         elif derived.exists():
@@ -58,8 +60,7 @@ def make_demo_inputs(work: Path, images: int, seed: int, episodes: int) -> tuple
 
 
 def run(args) -> int:
-    from reproduce.commands.table_run import ensure_converted, evaluate_folds
-    from reproduce.tables import write_table
+    from reproduce.commands.table_run import ensure_converted, evaluate_folds, write_table_and_report
     from weights_convert.netspec import write_net
     from weights_convert.oslsm.layout import OSLSMWidths
     from weights_convert.oslsm.spec import oslsm_deploy_net
@@ -75,7 +76,8 @@ def run(args) -> int:
         runs = evaluate_folds(table, voc, converted, out, episodes=args.episodes, device=args.device,
                               protocol="original", cache_dir=work / "cache", workers=args.workers,
                               progress=not args.no_progress)
-        paths = write_table(table, runs, out, note=NOTE)
+        paths = write_table_and_report(table, runs, out, voc, note=NOTE, device=args.device)
         print(paths["md"].read_text())
+        print(f"report: {paths['report']}")
     print(f"demo finished in {time.perf_counter() - start:.0f} s; tables in {out}")
     return 0

@@ -93,8 +93,20 @@ def evaluate_folds(table: int, voc, converted: dict[int, Path], out: Path, *, ep
     return runs
 
 
+def write_table_and_report(table: int, runs: list[Path], out: Path, voc, note: str = "", device: str = "cpu") -> dict:
+    """The table files beside the published numbers and an HTML report of its runs
+    ({stem}_report/index.html); returns the written paths."""
+    from reproduce.report import write_report
+    from reproduce.tables import table_stem, write_table
+
+    paths = write_table(table, runs, out, note=note)
+    stem = table_stem(table)
+    paths["report"] = write_report(runs, out / f"{stem}_report", title=f"Table {table}: {stem}", note=note,
+                                   voc=voc, device=device)
+    return paths
+
+
 def run(args) -> int:
-    from reproduce.tables import write_table
 
     out = Path(args.out)
     problems = []
@@ -112,7 +124,7 @@ def run(args) -> int:
     runs = evaluate_folds(args.table, voc, converted, out, episodes=args.episodes, device=args.device,
                           protocol=args.protocol, cache_dir=out / "cache", workers=args.workers,
                           progress=not args.no_progress)
-    paths = write_table(args.table, runs, out)
+    paths = write_table_and_report(args.table, runs, out, voc, device=args.device)
     print(paths["md"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -15,7 +15,7 @@ export OPENBLAS_CORETYPE ?= Haswell
 # Deploy net the caffemodels are checked against (empty: the project's prototxt/deploy_1shot.prototxt).
 PROTOTXT ?=
 
-.PHONY: install proto test demo convert prototxt reproduce-table1 reproduce-table2 train bench clean
+.PHONY: install proto test demo convert check-voc prototxt reproduce-table1 reproduce-table2 train bench clean
 
 # Re-installs when setup.py changes; torch is pinned there to the local CPU wheel.
 $(VENV)/.installed: setup.py
@@ -41,6 +41,10 @@ convert: install
 	  $(if $(FOLD0),--fold0 '$(FOLD0)') $(if $(FOLD1),--fold1 '$(FOLD1)') \
 	  $(if $(FOLD2),--fold2 '$(FOLD2)') $(if $(FOLD3),--fold3 '$(FOLD3)') \
 	  --out $(RESULTS)/models
+
+# Before a long run: does VOC give the original's episode lists? (exit 0 only when all 8 are identical)
+check-voc: install
+	$(PY) -m reproduce check-voc --voc '$(VOC)'
 
 prototxt: install
 	$(PY) -m weights_convert netspec --out prototxt

@@ -2,7 +2,9 @@
 
 RUN_DIR layout (all files atomic except the per-episode journal, which is appended and fsync'd):
     manifest.json     written first: what this run is (fold, shots, protocol, episodes and model
-                      sha256, device, code version); a restart must match it to resume
+                      sha256, device, code version); a restart must match it to resume. Also
+                      `reference`: whether the episodes are the ones the original printed on the
+                      real VOC 2012 (identical, differs at episode N, not applicable: why)
     episodes.json     the episode list used, with its sha256
     all_results.csv   one row per episode, test.py's [iter, 0, class_index0, tp, tn, fp, fn, iou_img]
     summary.json      per-class tp/tn/fp/fn/IoU, mIoU, FB-IoU, shas: only deterministic numbers, so
@@ -19,6 +21,7 @@ import contextlib
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -32,6 +35,7 @@ from reproduce.errors import ReproduceError
 from reproduce.resize2017 import resize_2017
 from reproduce.voc import VOID, VOCDataset, class_name, fold_classes, refuse_inside_dataset
 from reproduce.feature_cache import FeatureProvider, code_version, sha256_file
+from reproduce.reference_episodes import reference_status
 from reproduce.scoring import (check_protocol, csv_row, episode_counts, fold_score_from_rows, format_csv_row,
                                parse_csv_line, summary_block, write_iou_results_txt)
 from weights_convert.atomic import atomic_path, atomic_write_text
@@ -262,11 +266,16 @@ def _evaluate(voc, weights, fold, shots, n_episodes, device, out_dir, episodes_f
     episodes, n_items = resolve_episodes(dataset, fold, shots, n_episodes, episodes_file,
                                          None if cache_dir is None else Path(cache_dir) / "items")
     episodes_sha = episodes_sha256(episodes)
+    reference = reference_status(episodes, fold, shots, len(getattr(dataset, "names", ())))
+    if reference.startswith("differs"):
+        print(f"WARNING: fold {fold} {shots}-shot: these episodes are not the ones the original printed on "
+              f"VOC 2012 val ({reference}); `python -m reproduce check-voc --voc DIR` says which items differ",
+              file=sys.stderr)
     model_sha = sha256_file(weights)
     version = code_version(dev)
     manifest = {"format": RUN_FORMAT, "fold": fold, "shots": shots, "protocol": protocol,
-                "n_episodes": len(episodes), "episodes_sha256": episodes_sha, "model_sha256": model_sha,
-                "device_type": dev.type, "code_version": version}
+                "n_episodes": len(episodes), "episodes_sha256": episodes_sha, "reference": reference,
+                "model_sha256": model_sha, "device_type": dev.type, "code_version": version}
 
     manifest_path = run_dir / "manifest.json"
     csv_path = run_dir / CSV_NAME
@@ -333,7 +342,7 @@ def _evaluate(voc, weights, fold, shots, n_episodes, device, out_dir, episodes_f
     summary = {
         "format": RUN_FORMAT, "fold": fold, "shots": shots, "protocol": protocol,
         "test_classes": classes, "class_names": {str(c): class_name(c) for c in classes},
-        "n_episodes": len(episodes), "episodes_sha256": episodes_sha,
+        "n_episodes": len(episodes), "episodes_sha256": episodes_sha, "reference": reference,
         "model_sha256": model_sha, "weights": weights.name,
         **summary_block(fs), "miou_x100": 100.0 * fs.miou(), "fb_iou_x100": 100.0 * fs.fb_iou(),
     }

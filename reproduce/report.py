@@ -95,7 +95,7 @@ def _protocol_note(run: FinishedRun) -> str:
             "paper's numbers use the original test.py scoring, so the difference is not like for like.</p>")
 
 
-def run_page(run: FinishedRun, slug: str, out_dir: Path, gallery: dict[str, int], note: str) -> str:
+def run_page(run: FinishedRun, slug: str, gallery: dict[str, int], note: str) -> str:
     s = run.summary
     figures = "".join(
         f"<figure><img src='{slug}/{pick}.png' alt='{pick} episode'><figcaption>{pick}: episode {i}, "
@@ -108,7 +108,8 @@ def run_page(run: FinishedRun, slug: str, out_dir: Path, gallery: dict[str, int]
             + _protocol_note(run) + _scores_table(run)
             + f"<p>{s['n_episodes']} episodes, protocol <code>{html.escape(s['protocol'])}</code>, model sha256 "
               f"<code>{html.escape(str(s.get('model_sha256')))}</code>, episodes sha256 "
-              f"<code>{html.escape(str(s.get('episodes_sha256')))}</code>, run folder "
+              f"<code>{html.escape(str(s.get('episodes_sha256')))}</code> (the original's list on VOC 2012: "
+              f"{html.escape(str(s.get('reference', 'not recorded')))}), run folder "
               f"<code>{html.escape(str(run.path))}</code>.</p>"
             + f"<h2>Per class</h2><img src='{slug}/per_class.png' alt='IoU per class'>"
             + f"<h2>Per episode</h2><img src='{slug}/episode_iou.png' alt='per-episode IoU'>"
@@ -153,7 +154,7 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         panels = dict(zip(indices, episode_panels(run, indices, voc=voc, device=device)))
         for pick, i in gallery.items():
             draw_panels([panels[i]], folder / f"{pick}.png")
-        atomic_write_text(out / f"{slug}.html", run_page(run, slug, out, gallery, note))
+        atomic_write_text(out / f"{slug}.html", run_page(run, slug, gallery, note))
     index = out / "index.html"
     atomic_write_text(index, index_page(runs, slugs, title, note))
     return index

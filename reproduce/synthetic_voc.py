@@ -144,3 +144,59 @@ def _write_all(out: Path, n_images: int, seed: int) -> None:
             png.save(out / folder / f"{name}.png")
         names.append(name)
     (out / "ImageSets" / "Segmentation" / "val.txt").write_text("".join(n + "\n" for n in names))
+
+
+# ---------------------------------------------------------------------------- the reference's items
+STRIPE = 96         # width of one object's column in a reference-set image
+REFERENCE_HEIGHT = 128
+
+
+def make_reference_voc(root: str | Path, textured: bool = False, seed: int = 0) -> Path:
+    """A VOC2012-layout val set whose items are exactly those the original kept on the real VOC
+    2012 val set (reference_episodes): every (image, class) item one object large enough for the
+    filter, side by side in its image; val.txt the 1,449 names in sorted order (images without
+    items are plain background). Flat grey images, or random textures with `textured`."""
+    from reproduce.reference_episodes import VOC2012_VAL_IMAGES, reference_items
+    from reproduce.voc import N_FOLDS
+
+    classes: dict[str, list[int]] = {}
+    for fold in range(N_FOLDS):
+        for name, cls in reference_items(fold):
+            classes.setdefault(name, []).append(cls)
+    fillers = [f"2099_{i:06d}" for i in range(VOC2012_VAL_IMAGES - len(classes))]
+    names = sorted(classes) + fillers
+    root = Path(root)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise ReproduceError(f"{root} exists and is not an empty folder; refusing to overwrite it")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".tmp"))
+    try:
+        _write_reference_set(tmp, names, classes, textured, np.random.default_rng(seed))
+        if root.exists():
+            root.rmdir()
+        os.replace(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root
+
+
+def _write_reference_set(out: Path, names: list[str], classes: dict[str, list[int]], textured: bool, rng) -> None:
+    for sub in ("ImageSets/Segmentation", "JPEGImages", "SegmentationClass"):
+        (out / sub).mkdir(parents=True)
+    palette = voc_palette()
+    for name in names:
+        present = sorted(classes.get(name, []))
+        height, width = REFERENCE_HEIGHT, STRIPE * max(1, len(present))
+        mask = np.zeros((height, width), np.uint8)
+        for k, cls in enumerate(present):
+            mask[8:height - 8, k * STRIPE + 8:(k + 1) * STRIPE - 8] = cls
+        if textured:
+            rgb = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+        else:
+            rgb = np.full((height, width, 3), 128, np.uint8)
+        Image.fromarray(rgb).save(out / "JPEGImages" / f"{name}.jpg", quality=90)
+        png = Image.frombytes("P", (width, height), mask.tobytes())
+        png.putpalette(palette)
+        png.save(out / "SegmentationClass" / f"{name}.png")
+    (out / "ImageSets" / "Segmentation" / "val.txt").write_text("".join(n + "\n" for n in names))

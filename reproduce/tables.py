@@ -94,7 +94,8 @@ def build_table(table: int, run_dirs: Sequence[str | os.PathLike], paper_dir=PAP
     return {"table": table, "stem": stem, "shots": shots, "protocol": protocols[0], "rows": rows,
             "paper_source": paper["source"], "paper_fb_iou": paper["fb_iou"],
             "runs": {f: {"run_dir": runs[f]["run_dir"], "model_sha256": runs[f].get("model_sha256"),
-                         "episodes_sha256": runs[f].get("episodes_sha256")} for f in sorted(runs)}}
+                         "episodes_sha256": runs[f].get("episodes_sha256"),
+                         "reference": runs[f].get("reference", "not recorded")} for f in sorted(runs)}}
 
 
 def _fmt(v, signed: bool = False) -> str:
@@ -123,7 +124,8 @@ def table_markdown(t: dict, note: str = "") -> str:
         lines.append(f"- Missing runs: {', '.join(missing)} (no mean for ours).")
     for f, r in t["runs"].items():
         lines.append(f"- fold{f}: {r['run_dir']} (model sha256 {str(r['model_sha256'])[:12]}, "
-                     f"episodes sha256 {str(r['episodes_sha256'])[:12]})")
+                     f"episodes sha256 {str(r['episodes_sha256'])[:12]}; the original's episode list on "
+                     f"VOC 2012: {r['reference']})")
     return "\n".join(lines) + "\n"
 
 

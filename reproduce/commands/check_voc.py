@@ -1,0 +1,24 @@
+"""`check-voc`: before a long run, does this VOC 2012 give the original's episode lists?"""
+from __future__ import annotations
+
+NAME = "check-voc"
+HELP = ("check a VOC 2012 folder: layout, masks, and the 8 episode lists against the ones the original "
+        "printed on the real VOC 2012 (exit 0 only when all are identical)")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--voc", required=True, help="VOC2012 folder (JPEGImages, SegmentationClass, ImageSets)")
+    parser.add_argument("--cache-dir", help="item cache folder (default $OSLSM_CACHE or ~/.cache/oslsm-repro)")
+
+
+def run(args) -> int:
+    from reproduce.check_voc import check_voc
+
+    result = check_voc(args.voc, cache_dir=args.cache_dir)
+    for check in result.lists:
+        print(check.line())
+    for line in result.diagnosis:
+        print(line)
+    print("all 8 lists are the original's" if result.identical else
+          "this data set does not give the original's episodes (see above)")
+    return 0 if result.identical else 1

@@ -107,15 +107,19 @@ def make_synthetic_voc(root: str | Path, n_images: int = 160, seed: int = 0) -> 
 
     Built in a temporary sibling folder and renamed into place, so a reader never sees half of it.
     Deterministic from `seed`."""
-    root = Path(root)
     if n_images < 1:
         raise ReproduceError(f"n_images must be >= 1, got {n_images}")
+    return _build_in_place(Path(root), lambda tmp: _write_all(tmp, n_images, seed))
+
+
+def _build_in_place(root: Path, write) -> Path:
+    """write(tmp) into a temporary sibling folder, then rename it to `root` (new or empty)."""
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise ReproduceError(f"{root} exists and is not an empty folder; refusing to overwrite it")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".tmp"))
     try:
-        _write_all(tmp, n_images, seed)
+        write(tmp)
         if root.exists():
             root.rmdir()
         os.replace(tmp, root)
@@ -165,20 +169,8 @@ def make_reference_voc(root: str | Path, textured: bool = False, seed: int = 0) 
             classes.setdefault(name, []).append(cls)
     fillers = [f"2099_{i:06d}" for i in range(VOC2012_VAL_IMAGES - len(classes))]
     names = sorted(classes) + fillers
-    root = Path(root)
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise ReproduceError(f"{root} exists and is not an empty folder; refusing to overwrite it")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".tmp"))
-    try:
-        _write_reference_set(tmp, names, classes, textured, np.random.default_rng(seed))
-        if root.exists():
-            root.rmdir()
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return root
+    rng = np.random.default_rng(seed)
+    return _build_in_place(Path(root), lambda tmp: _write_reference_set(tmp, names, classes, textured, rng))
 
 
 def _write_reference_set(out: Path, names: list[str], classes: dict[str, list[int]], textured: bool, rng) -> None:

@@ -306,3 +306,17 @@ def test_saved_blobs_may_have_any_name(tmp_path):
     with np.load(tmp_path / "b.npz") as loaded:
         assert sorted(loaded.files) == sorted(arrays)
         assert all(np.array_equal(loaded[k], v) for k, v in arrays.items())
+
+
+def test_graph_conversion_through_the_cli_never_loads_torch(tmp_path):
+    """The graph form needs no torch: importing it costs more than converting a full model."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "g.safetensors"
+    code = ("import sys; from weights_convert.cli import main; "
+            f"rc = main({convert_args(CASE5, out, '--model', 'graph')!r}); "
+            "print(rc, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == "0 False"
+    assert safetensors_metadata(out)["model"] == "graph"

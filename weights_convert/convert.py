@@ -244,12 +244,10 @@ def _net_type(net: pb.NetParameter, name: str) -> str:
 
 
 def _detect_hashing(layers: Mapping[str, Sequence[BlobHandle]]) -> dict:
-    from weights_convert.oslsm.hashing import WeightHashing
-    blobs = []
-    for name in ("rw1s", "rb1s"):
-        weight, bias = (h.read() for h in layers[name])
-        blobs += [weight.reshape(weight.shape[-2:]), bias.reshape(-1)]
-    return WeightHashing.from_caffe(*blobs).describe()
+    from weights_convert.oslsm.hashing_map import describe_maps
+
+    weights = [layers[name][0].read() for name in ("rw1s", "rb1s")]
+    return describe_maps(*(w.reshape(w.shape[-2:]) for w in weights))
 
 
 def _oslsm_entries(net, source: WeightSource, prototxt: str, weights: str, TensorEntry):

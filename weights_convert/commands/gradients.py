@@ -1,14 +1,6 @@
 """`gradients`: the loss and every param's gradient of one forward/backward pass of a train net."""
 from __future__ import annotations
 
-import numpy as np
-
-from weights_convert.atomic import atomic_write
-from weights_convert.graph import CaffeNet, faithful_mode
-from weights_convert.train.data import EpisodeInputs
-from weights_convert.train.passes import forward_backward
-from weights_convert.train.trainer import load_weights_for_training
-
 NAME = "gradients"
 HELP = "one forward/backward of a train net on the first episode: the loss and every param's gradient"
 
@@ -24,6 +16,15 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    # Imported here: building the CLI's parser must not load torch (convert needs none).
+    import numpy as np
+
+    from weights_convert.atomic import atomic_write
+    from weights_convert.graph import CaffeNet, faithful_mode
+    from weights_convert.train.data import EpisodeInputs
+    from weights_convert.train.passes import forward_backward
+    from weights_convert.train.trainer import load_weights_for_training
+
     data = EpisodeInputs(args.inputs)
     try:
         batch = data.batch(0)

@@ -3,11 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from weights_convert.convert import sha256_file
-from weights_convert.train.data import EpisodeInputs
-from weights_convert.train.run import TrainRequest, train
-from weights_convert.train.solver_file import read_solver
-
 NAME = "train"
 HELP = "train a Caffe net from its solver prototxt exactly as Caffe's SGD solver does"
 
@@ -32,6 +27,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    # Imported here: building the CLI's parser must not load torch (convert needs none).
+    from weights_convert.convert import sha256_file
+    from weights_convert.train.data import EpisodeInputs
+    from weights_convert.train.run import TrainRequest, train
+    from weights_convert.train.solver_file import read_solver
+
     solver = read_solver(args.solver)
     data = EpisodeInputs(args.inputs)
     request = TrainRequest(solver=solver, data=data, data_digest=sha256_file(args.inputs), out=Path(args.out),

@@ -1,6 +1,14 @@
-"""OSLSM as a PyTorch module, its deploy net spec and its weight hashing."""
-from weights_convert.oslsm.hashing import WeightHashing, detect_hashing_map
-from weights_convert.oslsm.layout import OSLSMWidths
-from weights_convert.oslsm.model import OSLSM, load_oslsm
+"""OSLSM as a PyTorch module, its deploy net spec and its weight hashing.
 
-__all__ = ["OSLSM", "OSLSMWidths", "WeightHashing", "detect_hashing_map", "load_oslsm"]
+The names below load on first use, so that torch-free parts (layout, spec) import without torch."""
+from importlib import import_module
+
+_HOMES = {"OSLSM": "model", "load_oslsm": "model", "OSLSMWidths": "layout",
+          "WeightHashing": "hashing", "detect_hashing_map": "hashing"}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_HOMES[name]}"), name)

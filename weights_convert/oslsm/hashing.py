@@ -8,38 +8,13 @@ while storing 5 bytes per row instead of 4 * len(v).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import nn
 
+from weights_convert.oslsm.hashing_map import HashingMap, detect_hashing_map, map_description
 
-@dataclass(frozen=True)
-class HashingMap:
-    """A matrix whose every row has exactly one nonzero entry, equal to +1 or -1."""
-    index: np.ndarray  # (rows,) int32, column of the nonzero entry
-    sign: np.ndarray   # (rows,) int8, +1 or -1
-
-    def to_dense(self, columns: int) -> np.ndarray:
-        dense = np.zeros((len(self.index), columns), np.float32)
-        dense[np.arange(len(self.index)), self.index] = self.sign
-        return dense
-
-
-def detect_hashing_map(matrix: np.ndarray) -> HashingMap | None:
-    """The index/sign form of `matrix` when it is a hashing map, else None."""
-    matrix = np.asarray(matrix)
-    if matrix.ndim != 2 or matrix.shape[0] == 0:
-        return None
-    nonzero = matrix != 0
-    if not np.all(nonzero.sum(axis=1) == 1):
-        return None
-    index = nonzero.argmax(axis=1)
-    values = matrix[np.arange(matrix.shape[0]), index]
-    if not np.all((values == 1.0) | (values == -1.0)):
-        return None
-    return HashingMap(index.astype(np.int32), values.astype(np.int8))
+__all__ = ["GatherMap", "HashingMap", "WeightHashing", "detect_hashing_map", "make_map"]
 
 
 class GatherMap(nn.Module):
@@ -115,16 +90,9 @@ class WeightHashing(nn.Module):
         out = {}
         for caffe_name, module in (("rw1s", self.weight_map), ("rb1s", self.bias_map)):
             if isinstance(module, GatherMap):
-                rows, columns = len(module.index), module.columns
-                stored = rows * (module.index.element_size() + module.sign.element_size())
-                out[caffe_name] = {"form": "hashing", "rows": rows, "columns": columns,
-                                   "dense_bytes": rows * columns * 4, "stored_bytes": stored,
-                                   "size_ratio": rows * columns * 4 / stored}
+                out[caffe_name] = map_description(True, len(module.index), module.columns)
             else:
-                rows, columns = module.weight.shape
-                out[caffe_name] = {"form": "dense", "rows": rows, "columns": columns,
-                                   "dense_bytes": rows * columns * 4, "stored_bytes": rows * columns * 4,
-                                   "size_ratio": 1.0}
+                out[caffe_name] = map_description(False, *module.weight.shape)
         return out
 
     def dense_matrices(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

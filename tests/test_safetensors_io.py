@@ -214,3 +214,17 @@ def test_read_weights_dispatches_on_content_not_extension(tmp_path):
     assert sniff_format(tmp_path / "model.safetensors") == "caffemodel"
     a, b = read_weights(tmp_path / "model.caffemodel"), read_weights(tmp_path / "model.safetensors")
     assert list(a) == list(b) and all(np.array_equal(x, y) for n in a for x, y in zip(a[n], b[n], strict=True))
+
+
+def test_late_metadata_is_filled_before_the_rename(tmp_path):
+    from weights_convert.formats.safetensors_io import LateValue, entry_for_array, write_safetensors_streaming
+
+    entries = [entry_for_array("a", np.arange(6, dtype=np.float32).reshape(2, 3))]
+    out = tmp_path / "late.safetensors"
+    write_safetensors_streaming(out, entries, {"sha": LateValue(64, lambda: "ab" * 32), "plain": "x"})
+    tensors, meta = read_safetensors(out)
+    assert meta == {"sha": "ab" * 32, "plain": "x"} and tensors["a"].tolist() == [[0, 1, 2], [3, 4, 5]]
+    bad = tmp_path / "bad.safetensors"
+    with pytest.raises(ValueError, match="not 64 letters and digits"):
+        write_safetensors_streaming(bad, entries, {"sha": LateValue(64, lambda: "a" * 63)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late.safetensors"]

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -173,7 +174,7 @@ def convert(prototxt: str | os.PathLike, weights: str | os.PathLike, out: str | 
             source_sha256: str | None = None) -> dict:
     """Convert `weights` (checked against `prototxt`) to `out`; returns the report (also written
     to `report` when given). `source_sha256` may be passed when the caller already hashed it."""
-    from weights_convert.formats.safetensors_io import (TensorEntry, caffemodel_to_safetensors,
+    from weights_convert.formats.safetensors_io import (LateValue, TensorEntry, caffemodel_to_safetensors,
                                                         write_safetensors_streaming)
 
     if model not in MODEL_FORMS:
@@ -182,7 +183,17 @@ def convert(prototxt: str | os.PathLike, weights: str | os.PathLike, out: str | 
     timings: dict[str, float] = {}
     start = time.perf_counter()
     net = load_net(prototxt)
-    with WeightSource(weights) as source:
+
+    def timed_sha256() -> str:
+        t0 = time.perf_counter()
+        digest = source_sha256 or sha256_file(weights)
+        timings["sha256_s"] = time.perf_counter() - t0  # overlaps validate_s and write_s
+        return digest
+
+    # The source is hashed in a second thread while it is checked and copied (hashlib and file
+    # reads release the GIL); the digest is filled into the header before the rename.
+    with ThreadPoolExecutor(1) as pool, WeightSource(weights) as source:
+        hashed = pool.submit(timed_sha256)
         timings["scan_s"] = time.perf_counter() - start
         hashing_info = None
         if model == "oslsm":
@@ -196,11 +207,9 @@ def convert(prototxt: str | os.PathLike, weights: str | os.PathLike, out: str | 
                 hashing_info = _detect_hashing(source.layers)
         timings["validate_s"] = time.perf_counter() - start - timings["scan_s"]
 
-        t = time.perf_counter()
-        sha = source_sha256 or sha256_file(weights)
-        timings["sha256_s"] = time.perf_counter() - t
         metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "model": model,
-                    "source": Path(weights).name, "source_sha256": sha, "prototxt": Path(prototxt).name,
+                    "source": Path(weights).name, "source_sha256": LateValue(64, hashed.result),
+                    "prototxt": Path(prototxt).name,
                     "shots": "any", **extra_meta}
         if fold is not None:
             metadata["fold"] = str(fold)
@@ -214,6 +223,7 @@ def convert(prototxt: str | os.PathLike, weights: str | os.PathLike, out: str | 
         else:
             write_safetensors_streaming(out, entries, metadata)  # atomic (temporary file + rename)
         timings["write_s"] = time.perf_counter() - t
+        sha = hashed.result()
         layer_table = [{"name": name, "type": source.types.get(name, _net_type(net, name)),
                         "blobs": [None if b is None else list(b.shape) for b in blobs]}
                        for name, blobs in source.layers.items()]

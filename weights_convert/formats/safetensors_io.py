@@ -43,11 +43,25 @@ class TensorEntry:
         return math.prod(self.shape) * np.dtype(DTYPES[self.dtype]).itemsize
 
 
+@dataclass(frozen=True)
+class LateValue:
+    """A metadata value known only once the tensors are written (the source's sha256, hashed in
+    another thread meanwhile): `width` characters are reserved in the header and filled in
+    before the file is renamed into place."""
+    width: int
+    compute: Callable[[], str]
+
+    def placeholder(self, key: str) -> str:
+        return f"<late {key}>".ljust(self.width, "#")[:self.width]
+
+
 def write_safetensors_streaming(path: str | os.PathLike, entries: Sequence[TensorEntry],
-                                metadata: Mapping[str, str] | None) -> None:
+                                metadata: Mapping[str, str | LateValue] | None) -> None:
     """Header first, then each entry's bytes in order; written atomically."""
     path = os.fspath(path)
-    header = _build_header(path, entries, metadata or {})
+    metadata = dict(metadata or {})
+    late = {k: v for k, v in metadata.items() if isinstance(v, LateValue)}
+    header = _build_header(path, entries, {k: v.placeholder(k) if k in late else v for k, v in metadata.items()})
     with atomic_write(path) as fh:
         fh.write(len(header).to_bytes(8, "little"))
         fh.write(header)
@@ -61,6 +75,12 @@ def write_safetensors_streaming(path: str | os.PathLike, entries: Sequence[Tenso
             if written != entry.nbytes:
                 raise CaffeFormatError(
                     f"{path}: tensor {entry.key!r} produced {written} bytes; expected {entry.nbytes}")
+        for key, value in late.items():
+            text = value.compute()
+            if len(text) != value.width or not text.isalnum():
+                raise ValueError(f"late metadata {key!r}: {text!r} is not {value.width} letters and digits")
+            fh.seek(8 + header.index(value.placeholder(key).encode()))
+            fh.write(text.encode())
 
 
 def _build_header(path: str, entries: Sequence[TensorEntry], metadata: Mapping[str, str]) -> bytes:
@@ -212,7 +232,7 @@ def _no_duplicate_keys(pairs):
 
 
 def caffemodel_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike,
-                              metadata: Mapping[str, str] | None = None) -> None:
+                              metadata: Mapping[str, str | LateValue] | None = None) -> None:
     """Convert blob by blob: keys "<layer>/<index>" (float32, Caffe shapes), in file order.
     Packed float32 payloads are copied file-to-file through one reusable buffer, so neither
     the arrays nor the source's mapped pages accumulate in memory."""

@@ -118,9 +118,8 @@ def full_query_forward(device: torch.device, reps: int = 3) -> dict:
 def prepare(work: Path, widths: OSLSMWidths, images: int, fold: int, seed: int) -> tuple[Path, Path]:
     from reproduce.synthetic_voc import make_synthetic_voc
     from weights_convert.convert import convert
-    from weights_convert.formats.caffemodel import write_caffemodel
     from weights_convert.netspec import write_net
-    from weights_convert.oslsm.random_init import random_oslsm_params
+    from weights_convert.oslsm.random_init import random_oslsm_params, write_oslsm_caffemodel
     from weights_convert.oslsm.spec import oslsm_deploy_net
 
     recipe = {"images": images, "seed": seed, "widths": list(widths.as_tuple()), "fold": fold}
@@ -133,9 +132,8 @@ def prepare(work: Path, widths: OSLSMWidths, images: int, fold: int, seed: int) 
     prototxt = work / "deploy_1shot.prototxt"
     write_net(net, prototxt)
     params = random_oslsm_params(widths, seed=seed, hashing=True)
-    types = {layer.name: layer.type for layer in net.layer}
     caffemodel = work / f"fold{fold}.caffemodel"
-    write_caffemodel(caffemodel, params, {n: types[n] for n in params})
+    write_oslsm_caffemodel(caffemodel, params)
     convert(prototxt, caffemodel, weights, model="oslsm", fold=fold)
     atomic_write_text(stamp, json.dumps(recipe) + "\n")
     return voc, weights

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import torch
 
-from weights_convert.formats.caffemodel import write_caffemodel
 from weights_convert.netspec import write_net
 from weights_convert.oslsm import OSLSMWidths, load_oslsm
-from weights_convert.oslsm.random_init import random_oslsm_params
+from weights_convert.oslsm.random_init import random_oslsm_params, write_oslsm_caffemodel
 from weights_convert.oslsm.spec import oslsm_deploy_net
 
 
@@ -83,9 +82,8 @@ def main() -> int:
         write_net(net, prototxt)
         start = time.perf_counter()
         params = random_oslsm_params(OSLSMWidths.FULL, seed=0)
-        types = {layer.name: layer.type for layer in net.layer}
         caffemodel = work / "full.caffemodel"
-        write_caffemodel(caffemodel, params, types)
+        write_oslsm_caffemodel(caffemodel, params)
         del params
         print(f"wrote {caffemodel} ({caffemodel.stat().st_size / 1e9:.3f} GB) in {time.perf_counter() - start:.1f} s")
         for form in ("oslsm", "graph"):

@@ -124,17 +124,16 @@ def test_every_run_records_whether_its_episodes_are_the_originals(reference_voc,
     from reproduce.episodes import episodes_to_json
     from reproduce.evaluate import evaluate
     from reproduce.tables import build_table, table_markdown
-    from weights_convert.formats.caffemodel import write_caffemodel
     from weights_convert.netspec import write_net
     from weights_convert.oslsm import OSLSMWidths
-    from weights_convert.oslsm.random_init import random_oslsm_params
+    from weights_convert.oslsm.random_init import random_oslsm_params, write_oslsm_caffemodel
     from weights_convert.oslsm.spec import oslsm_deploy_net
 
     root = reference_voc[0]
     net = oslsm_deploy_net(1, OSLSMWidths.THIN)
     write_net(net, tmp_path / "deploy.prototxt")
     params = random_oslsm_params(OSLSMWidths.THIN, seed=1)
-    write_caffemodel(tmp_path / "m.caffemodel", params, {l.name: l.type for l in net.layer if l.name in params})
+    write_oslsm_caffemodel(tmp_path / "m.caffemodel", params)
     common = dict(voc=root, weights=tmp_path / "m.caffemodel", prototxt=tmp_path / "deploy.prototxt", shots=1,
                   n_episodes=3, progress=False, cache_dir=tmp_path / "cache")
     evaluate(fold=0, out_dir=tmp_path / "same", **common)

@@ -23,10 +23,9 @@ from reproduce.scoring import episode_counts
 from reproduce.voc import VOCDataset
 from conftest import GOLDEN, tree_digest
 from weights_convert.convert import convert
-from weights_convert.formats.caffemodel import write_caffemodel
 from weights_convert.netspec import write_net
 from weights_convert.oslsm import OSLSMWidths, load_oslsm
-from weights_convert.oslsm.random_init import random_oslsm_params
+from weights_convert.oslsm.random_init import random_oslsm_params, write_oslsm_caffemodel
 from weights_convert.oslsm.spec import oslsm_deploy_net
 
 EPISODES = GOLDEN / "episodes"
@@ -45,7 +44,6 @@ def env(tmp_path_factory):
     prototxt = tmp / "deploy_1shot.prototxt"
     write_net(net, prototxt)
     write_net(oslsm_deploy_net(5, widths), tmp / "deploy_5shot.prototxt")
-    types = {layer.name: layer.type for layer in net.layer}
     weights = {}
     for fold in (0, 1):
         params = random_oslsm_params(widths, seed=13, hashing=True)
@@ -53,7 +51,7 @@ def env(tmp_path_factory):
         # bias shift puts 0 inside the logit range of the first episodes, so masks are mixed.
         params["rb1s"][1] = params["rb1s"][1] - np.float32(60.0)
         caffemodel = tmp / f"thin_fold{fold}.caffemodel"
-        write_caffemodel(caffemodel, params, {n: types[n] for n in params})
+        write_oslsm_caffemodel(caffemodel, params)
         weights[fold] = tmp / f"fold{fold}.safetensors"
         convert(prototxt, caffemodel, weights[fold], model="oslsm", fold=fold)
     golden = json.loads((EPISODES / "episodes.json").read_text())["episodes"]

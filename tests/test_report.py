@@ -18,10 +18,9 @@ from reproduce.evaluate import evaluate
 from reproduce.figure import recompute_scores, saved_score
 from reproduce.finished_run import episode_indices, open_run
 from reproduce.voc import VOCDataset
-from weights_convert.formats.caffemodel import write_caffemodel
 from weights_convert.netspec import write_net
 from weights_convert.oslsm import OSLSMWidths
-from weights_convert.oslsm.random_init import random_oslsm_params
+from weights_convert.oslsm.random_init import random_oslsm_params, write_oslsm_caffemodel
 from weights_convert.oslsm.spec import oslsm_deploy_net
 
 EPISODES = GOLDEN / "episodes"
@@ -40,7 +39,7 @@ def runs(tmp_path_factory):
     params = random_oslsm_params(OSLSMWidths.THIN, seed=13)
     params["rb1s"][1] = params["rb1s"][1] - np.float32(60.0)  # mixed masks, not all foreground
     weights = tmp / "fold0.caffemodel"
-    write_caffemodel(weights, params, {layer.name: layer.type for layer in net.layer if layer.name in params})
+    write_oslsm_caffemodel(weights, params)
     golden = json.loads((EPISODES / "episodes.json").read_text())["episodes"]["fold0_1shot"]
     episodes = [Episode(e["query"], e["cls"], e["supports"]) for e in golden["list"][:8]]
     episodes_to_json(tmp / "episodes.json", episodes, 0, 1, golden["n_items"])

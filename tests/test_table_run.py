@@ -11,10 +11,9 @@ import pytest
 
 from reproduce.cli import main
 from conftest import GOLDEN, tree_digest
-from weights_convert.formats.caffemodel import write_caffemodel
 from weights_convert.netspec import write_net
 from weights_convert.oslsm import OSLSMWidths
-from weights_convert.oslsm.random_init import random_oslsm_params
+from weights_convert.oslsm.random_init import random_oslsm_params, write_oslsm_caffemodel
 from weights_convert.oslsm.spec import oslsm_deploy_net
 
 EPISODES = GOLDEN / "episodes"
@@ -29,13 +28,11 @@ def setup(tmp_path_factory):
     net = oslsm_deploy_net(1, OSLSMWidths.THIN)
     prototxt = tmp / "deploy_1shot_thin.prototxt"
     write_net(net, prototxt)
-    types = {layer.name: layer.type for layer in net.layer}
     models = tmp / "models"
     for fold in range(4):
         params = random_oslsm_params(OSLSMWidths.THIN, seed=100 + fold, hashing=True)
         params["rb1s"][1] = params["rb1s"][1] - np.float32(60.0)  # mixed masks, not all foreground
-        write_caffemodel(models / f"OSLSM_fold{fold}_iter_20000.caffemodel", params,
-                         {n: types[n] for n in params})
+        write_oslsm_caffemodel(models / f"OSLSM_fold{fold}_iter_20000.caffemodel", params)
     return {"tmp": tmp, "voc": voc, "models": models, "prototxt": prototxt, "digest": tree_digest(voc)}
 
 

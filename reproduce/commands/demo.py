@@ -31,10 +31,8 @@ def make_demo_inputs(work: Path, images: int, seed: int, episodes: int) -> tuple
     from reproduce.tables import TABLES
     from reproduce.voc import N_FOLDS
     from weights_convert.atomic import atomic_write_text
-    from weights_convert.formats.caffemodel import write_caffemodel
     from weights_convert.oslsm.layout import OSLSMWidths
-    from weights_convert.oslsm.random_init import random_oslsm_params
-    from weights_convert.oslsm.spec import oslsm_deploy_net
+    from weights_convert.oslsm.random_init import random_oslsm_params, write_oslsm_caffemodel
 
     voc, models = work / "VOC2012", work / "caffemodels"
     recipe = {"images": images, "seed": seed, "episodes": episodes, "widths": list(OSLSMWidths.THIN.as_tuple())}
@@ -50,11 +48,9 @@ def make_demo_inputs(work: Path, images: int, seed: int, episodes: int) -> tuple
         elif derived.exists():
             derived.unlink()
     make_synthetic_voc(voc, images, seed)
-    types = {layer.name: layer.type for layer in oslsm_deploy_net(1, OSLSMWidths.THIN).layer}
     for fold in range(N_FOLDS):
         params = random_oslsm_params(OSLSMWidths.THIN, seed=seed + fold, hashing=True)
-        write_caffemodel(models / f"oslsm_thin_fold{fold}.caffemodel", params,
-                         {name: types[name] for name in params}, net_name=f"oslsm_thin_fold{fold}")
+        write_oslsm_caffemodel(models / f"oslsm_thin_fold{fold}.caffemodel", params, net_name=f"oslsm_thin_fold{fold}")
     atomic_write_text(stamp, json.dumps(recipe) + "\n")
     return voc, models
 

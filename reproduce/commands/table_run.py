@@ -107,7 +107,6 @@ def write_table_and_report(table: int, runs: list[Path], out: Path, voc, note: s
 
 
 def run(args) -> int:
-
     out = Path(args.out)
     problems = []
     try:

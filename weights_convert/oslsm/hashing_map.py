@@ -45,7 +45,7 @@ def map_description(hashed: bool, rows: int, columns: int) -> dict:
             "dense_bytes": dense, "stored_bytes": stored, "size_ratio": dense / stored}
 
 
-def describe_maps(rw1s: np.ndarray, rb1s: np.ndarray, allow_hashing: bool = True) -> dict:
+def describe_maps(rw1s: np.ndarray, rb1s: np.ndarray) -> dict:
     """map_description of rw1s and rb1s as the converter stores them."""
-    return {name: map_description(allow_hashing and detect_hashing_map(m) is not None, *np.shape(m))
+    return {name: map_description(detect_hashing_map(m) is not None, *np.shape(m))
             for name, m in (("rw1s", rw1s), ("rb1s", rb1s))}

@@ -6,9 +6,14 @@ unless asked otherwise; uppred_offset is FCN's bilinear upsampling kernel.
 """
 from __future__ import annotations
 
+import os
+from typing import Mapping, Sequence
+
 import numpy as np
 
+from weights_convert.formats.caffemodel import write_caffemodel
 from weights_convert.oslsm.layout import UPSAMPLE_KERNEL, OSLSMWidths, expected_param_shapes
+from weights_convert.oslsm.spec import oslsm_deploy_net
 
 
 def bilinear_kernel(size: int = UPSAMPLE_KERNEL) -> np.ndarray:
@@ -50,3 +55,11 @@ def random_oslsm_params(widths: OSLSMWidths = OSLSMWidths.THIN, seed: int = 0,
         bias = rng.standard_normal(shapes[1]) * 0.01
         params[name] = [weight.astype(np.float32), bias.astype(np.float32)]
     return params
+
+
+def write_oslsm_caffemodel(path: str | os.PathLike, params: Mapping[str, Sequence[np.ndarray]],
+                           net_name: str = "") -> None:
+    """OSLSM blobs (layer -> arrays) as a caffemodel whose layers carry the deploy net's types
+    (the same for any widths and shot count)."""
+    types = {layer.name: layer.type for layer in oslsm_deploy_net(1, OSLSMWidths.THIN).layer}
+    write_caffemodel(path, params, {name: types[name] for name in params}, net_name=net_name)

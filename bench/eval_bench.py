@@ -40,7 +40,7 @@ def sync(device: torch.device) -> None:
 
 
 def machine() -> str:
-    from reproduce.feature_cache import cpu_name
+    from weights_convert.provenance import cpu_name
 
     cpu = cpu_name()
     mem = ""
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
     one = timed_eval(voc, weights, args.fold, 1, args.episodes, args.device, work / "run_1shot_disk", True, disk)
     five = timed_eval(voc, weights, args.fold, args.shots, args.episodes, args.device, work / "run_after_1shot", True, disk)
     identical = (off["csv"] == on["csv"] == five["csv"]) and (off["summary"] == on["summary"] == five["summary"])
-    from weights_convert.graph import faithful_mode
+    from weights_convert.numerics import faithful_mode
     with faithful_mode():  # the evaluation's numerics
         ref = conv_reference(device)
         full = full_query_forward(device)

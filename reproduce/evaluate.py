@@ -230,7 +230,7 @@ def evaluate(voc, weights, fold: int, shots: int, n_episodes: int = 1000, device
     """Evaluate one fold; returns the summary dict (also in RUN_DIR/summary.json). Resumes a run
     interrupted in `out_dir` when its manifest matches. Runs in faithful_mode (no TF32,
     deterministic algorithms)."""
-    from weights_convert.graph import faithful_mode
+    from weights_convert.numerics import faithful_mode
 
     with faithful_mode():
         return _evaluate(voc, weights, fold, shots, n_episodes, device, out_dir, episodes_file, protocol, cache,

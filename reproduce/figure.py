@@ -18,7 +18,7 @@ from reproduce.finished_run import FinishedRun
 from reproduce.panels import EpisodePanel, draw_panels
 from reproduce.scoring import episode_counts
 from reproduce.voc import VOID, VOCDataset, class_name
-from weights_convert.graph import faithful_mode
+from weights_convert.numerics import faithful_mode
 from weights_convert.oslsm import load_oslsm
 
 

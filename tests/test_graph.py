@@ -6,7 +6,8 @@ import torch
 from conftest import GOLDEN
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.prototxt import parse_net_text
-from weights_convert.graph import CaffeNet, faithful_mode, insert_splits, shapes_match
+from weights_convert.graph import CaffeNet, insert_splits, shapes_match
+from weights_convert.numerics import faithful_mode
 from weights_convert.layers import LAYER_TYPES, build_layer
 
 INPUT = 'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }\n'
@@ -371,7 +372,7 @@ def test_build_layer_uses_the_layer_phase():
 
 
 def _numerics():
-    from weights_convert.graph import _fp32_backends
+    from weights_convert.numerics import _fp32_backends
     return ([be.fp32_precision for be in _fp32_backends()], torch.backends.cudnn.benchmark,
             torch.are_deterministic_algorithms_enabled())
 
@@ -381,7 +382,7 @@ FAITHFUL = (["ieee"] * 6, False, True)
 
 def test_faithful_mode_sets_and_restores():
     # Start from fast settings a user may have chosen; they must come back afterwards.
-    from weights_convert.graph import _fp32_backends
+    from weights_convert.numerics import _fp32_backends
     saved = _numerics()
     for be in _fp32_backends():
         be.fp32_precision = "tf32"

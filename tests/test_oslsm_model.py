@@ -7,6 +7,7 @@ from conftest import GOLDEN, UPSTREAM
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.weights_io import read_weights
 from weights_convert.oslsm import OSLSM, OSLSMWidths, load_oslsm
+from weights_convert.oslsm.loading import caffe_params, oslsm_from_caffe, oslsm_from_params
 from weights_convert.oslsm.layout import expected_param_shapes
 from weights_convert.oslsm.random_init import random_oslsm_params
 
@@ -31,11 +32,11 @@ def thin_params():
 @pytest.fixture(scope="module", params=[(case, layout) for case in OSLSM_CASES for layout in ("plain", "channels_last")],
                 ids=lambda p: f"{p[0]}-{p[1]}")
 def case_run(request):
-    """The golden case through OSLSM.from_caffe (contiguous weights) and through load_oslsm, the
+    """The golden case through oslsm_from_caffe (contiguous weights) and through load_oslsm, the
     evaluation's loader (channels_last weights: other kernels, other rounding)."""
     case, layout = request.param
     if layout == "plain":
-        model = OSLSM.from_caffe(GOLDEN / case / "net.prototxt", GOLDEN / case / "weights.caffemodel")
+        model = oslsm_from_caffe(GOLDEN / case / "net.prototxt", GOLDEN / case / "weights.caffemodel")
     else:
         model = load_oslsm(GOLDEN / case / "weights.caffemodel", GOLDEN / case / "net.prototxt")
         assert model.segmentation.trunk.conv1_1.weight.is_contiguous(memory_format=torch.channels_last)
@@ -86,7 +87,7 @@ def test_public_api_composes_to_forward(case_run):
 
 
 def test_five_identical_shots_equal_one_shot(thin_params):
-    model = OSLSM.from_params(thin_params)
+    model = oslsm_from_params(thin_params)
     blobs = golden_blobs("oslsm_thin_1shot_120x200")
     img, label, query = inputs(blobs)
     with torch.no_grad():
@@ -97,7 +98,7 @@ def test_five_identical_shots_equal_one_shot(thin_params):
 
 
 def test_k_shot_is_max_over_shots(thin_params):
-    model = OSLSM.from_params(thin_params)
+    model = oslsm_from_params(thin_params)
     blobs = golden_blobs("oslsm_thin_5shot_500x500")
     img, label, query = inputs(blobs)
     with torch.no_grad():
@@ -118,20 +119,20 @@ def test_missing_layer_is_named(thin_params):
     params = dict(thin_params)
     del params["fc7s"]
     with pytest.raises(CaffeFormatError, match=r"missing: fc7s"):
-        OSLSM.from_params(params)
+        oslsm_from_params(params)
 
 
 def test_wrong_shape_names_layer_index_and_both_shapes(thin_params):
     params = dict(thin_params)
     params["fc6s"] = [params["fc6s"][0][:, :4], params["fc6s"][1]]
     with pytest.raises(CaffeFormatError, match=r"'fc6s' blob 0 has shape \(16, 4, 7, 7\); expected \(16, 8, 7, 7\)"):
-        OSLSM.from_params(params)
+        oslsm_from_params(params)
 
 
 def test_extra_layer_rejected(thin_params):
     params = dict(thin_params, fc9f=[np.zeros((2, 2), np.float32)])
     with pytest.raises(CaffeFormatError, match="fc9f"):
-        OSLSM.from_params(params)
+        oslsm_from_params(params)
 
 
 def test_vgg16_model_says_which_oslsm_layers_are_missing():
@@ -140,7 +141,7 @@ def test_vgg16_model_says_which_oslsm_layers_are_missing():
     vgg.update(fc6=[np.zeros((16, 392), np.float32)], fc7=[np.zeros((16, 16), np.float32)],
                fc8=[np.zeros((10, 16), np.float32)])
     with pytest.raises(CaffeFormatError) as info:
-        OSLSM.from_params(vgg, source="vgg16.caffemodel")
+        oslsm_from_params(vgg, source="vgg16.caffemodel")
     message = str(info.value)
     assert "vgg16.caffemodel: not an OSLSM model" in message
     for name in ("conv1_1f", "conv5_3s", "fc6f", "fc8f", "rw1s", "rb1s", "uppred_offset"):
@@ -151,9 +152,9 @@ def test_from_caffe_checks_the_prototxt():
     case = GOLDEN / "oslsm_thin_1shot_500x500"
     # The full-width upstream deploy net with thin weights: the mismatch names layer and shapes.
     with pytest.raises(CaffeFormatError, match=r"'conv1_1f' blob 0 has shape \(4, 3, 3, 3\); expected \(64, 3, 3, 3\)"):
-        OSLSM.from_caffe(UPSTREAM / "deploy_1shot.prototxt", case / "weights.caffemodel")
+        oslsm_from_caffe(UPSTREAM / "deploy_1shot.prototxt", case / "weights.caffemodel")
     with pytest.raises(CaffeFormatError, match="not an OSLSM deploy net"):
-        OSLSM.from_caffe(GOLDEN / "conv_basic" / "net.prototxt", case / "weights.caffemodel")
+        oslsm_from_caffe(GOLDEN / "conv_basic" / "net.prototxt", case / "weights.caffemodel")
 
 
 def test_load_oslsm_all_weight_forms_agree(tmp_path):
@@ -174,7 +175,7 @@ def test_load_oslsm_all_weight_forms_agree(tmp_path):
 
 
 def test_caffe_params_round_trip(thin_params):
-    back = OSLSM.from_params(thin_params).caffe_params()
+    back = caffe_params(oslsm_from_params(thin_params))
     assert set(back) == set(thin_params)
     for name, blobs in thin_params.items():
         for a, b in zip(back[name], blobs):
@@ -197,7 +198,7 @@ def test_full_size_model_builds_with_vgg16_shapes():
 
 def test_random_params_build_a_working_model():
     params = random_oslsm_params(OSLSMWidths.THIN, seed=3)
-    model = OSLSM.from_params(params)
+    model = oslsm_from_params(params)
     assert model.hashing.describe()["rw1s"]["form"] == "hashing"
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -208,7 +209,7 @@ def test_random_params_build_a_working_model():
     for name in ("pool5s", "fc7f", "fc8f", "fc7s"):
         assert 0.05 < float(taps[name].std()) < 20, name
     dense = random_oslsm_params(OSLSMWidths.THIN, seed=3, hashing=False)
-    assert OSLSM.from_params(dense).hashing.describe()["rw1s"]["form"] == "dense"
+    assert oslsm_from_params(dense).hashing.describe()["rw1s"]["form"] == "dense"
 
 
 def test_equals_the_caffe_graph_interpreter(case_run):
@@ -233,7 +234,7 @@ def test_equals_the_caffe_graph_interpreter(case_run):
 def test_query_features_are_contiguous_in_every_layout(thin_params):
     """Features cached on disk come back contiguous; the head must see the same strides from
     memory, or its matrix product may round differently (cache on/off would then differ)."""
-    model = OSLSM.from_params(thin_params).eval().to(memory_format=torch.channels_last)
+    model = oslsm_from_params(thin_params).eval().to(memory_format=torch.channels_last)
     assert model.segmentation.fc6.weight.is_contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         features = model.query_features(torch.randn(1, 3, 120, 150) * 50)

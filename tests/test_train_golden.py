@@ -11,7 +11,8 @@ import torch
 from weights_convert.cli import main
 from weights_convert.formats.caffemodel import read_caffemodel
 from weights_convert.formats.solverstate import read_solverstate
-from weights_convert.graph import CaffeNet, faithful_mode
+from weights_convert.graph import CaffeNet
+from weights_convert.numerics import faithful_mode
 from weights_convert.train.data import EpisodeInputs
 from weights_convert.train.sgd import CaffeSGD, learnable_params
 from weights_convert.train.solver_file import read_solver

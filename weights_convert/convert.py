@@ -11,12 +11,10 @@ time, so a 1.1 GB model never sits in memory twice.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -26,18 +24,13 @@ from weights_convert.atomic import atomic_write_text
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.prototxt import load_net
 from weights_convert.formats.schema import pb
+from weights_convert.formats.weights_io import BlobHandle, sniff_format
+from weights_convert.provenance import sha256_file
 
 FORMAT_NAME, FORMAT_VERSION = "oslsm-repro-weights", "1"
 MODEL_FORMS = ("graph", "oslsm")
 # Layer types that own learnable blobs (Scale/Bias only with one bottom).
 _LEARNABLE_TYPES = {"Convolution", "Deconvolution", "InnerProduct", "BatchNorm", "Scale", "Bias", "PReLU"}
-
-
-@dataclass(frozen=True)
-class BlobHandle:
-    """A blob whose shape is known and whose values are read on demand."""
-    shape: tuple[int, ...]
-    read: Callable[[], np.ndarray]
 
 
 class WeightSource:
@@ -46,7 +39,6 @@ class WeightSource:
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
         self._closer = None
-        from weights_convert.formats.weights_io import sniff_format
         self.kind = sniff_format(self.path)
         if self.kind == "caffemodel":
             from weights_convert.formats.caffemodel import CaffeModelFile
@@ -67,6 +59,7 @@ class WeightSource:
                 model.close()  # __exit__ never runs when the constructor fails
                 raise
         else:
+            from weights_convert.oslsm.loading import read_params  # the oslsm form expands to Caffe's blobs
             params = read_params(self.path)
             self.types = {}
             # None: a blob the file leaves out because its layer shares it (Caffe's HDF5)
@@ -82,38 +75,6 @@ class WeightSource:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def read_params(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
-    """Layer name -> float32 blobs from any weights file we know: .caffemodel, .caffemodel.h5,
-    or our .safetensors in either form (the oslsm form is expanded back to Caffe's layout)."""
-    from weights_convert.formats.weights_io import read_weights, sniff_format
-    path = os.fspath(path)
-    if sniff_format(path) == "safetensors" and safetensors_metadata(path).get("model") == "oslsm":
-        from weights_convert.oslsm.model import load_oslsm
-        return load_oslsm(path).caffe_params()
-    return read_weights(path)
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The `__metadata__` of a .safetensors file, read (and validated) without touching the tensors."""
-    from weights_convert.formats.safetensors_io import read_safetensors_header
-
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as fh:
-            _, metadata, _ = read_safetensors_header(path, fh, os.fstat(fh.fileno()).st_size)
-    except OSError as exc:
-        raise CaffeFormatError(f"{path}: cannot read: {exc.strerror}") from None
-    return metadata
 
 
 # ---------------------------------------------------------------- validation
@@ -261,35 +222,19 @@ def _detect_hashing(layers: Mapping[str, Sequence[BlobHandle]]) -> dict:
 
 
 def _oslsm_entries(net, source: WeightSource, prototxt: str, weights: str, TensorEntry):
-    """Validated OSLSM state entries (streamed), hashing description and metadata."""
-    import torch
-
-    from weights_convert.oslsm.hashing import GatherMap, WeightHashing
-    from weights_convert.oslsm.layout import check_params, expected_param_shapes
-    from weights_convert.oslsm.model import OSLSM, caffe_to_state_keys
+    """Validated OSLSM state entries (streamed from the one Caffe -> module mapping), hashing
+    description and metadata."""
+    from weights_convert.oslsm.hashing_map import map_description
+    from weights_convert.oslsm.layout import check_params
     from weights_convert.oslsm.spec import check_oslsm_net
+    from weights_convert.oslsm.state_map import HASHING_KEYS, state_from_caffe
 
     _, widths, _ = check_oslsm_net(net, prototxt)
     check_params(source.layers, widths, source=f"{weights} (for {prototxt})")
-    shapes = expected_param_shapes(widths)
-    hash_blobs = [h.read().reshape(s) for name in ("rw1s", "rb1s")
-                  for h, s in zip(source.layers[name], shapes[name])]
-    hashing = WeightHashing.from_caffe(*hash_blobs)
-    weight_hashed = isinstance(hashing.weight_map, GatherMap)
-    bias_hashed = isinstance(hashing.bias_map, GatherMap)
-    with torch.device("meta"):  # keys and shapes only; no 1.1 GB of random init
-        skeleton = OSLSM(widths, weight_hashed=weight_hashed, bias_hashed=bias_hashed).state_dict()
-    readers: dict[str, Callable[[], np.ndarray]] = {}
-    for caffe_name, key in caffe_to_state_keys(widths).items():
-        for suffix, blob in zip((".weight", ".bias"), source.layers[caffe_name]):
-            shape = tuple(skeleton[key + suffix].shape)
-            readers[key + suffix] = (lambda blob=blob, shape=shape:
-                                     np.ascontiguousarray(blob.read(), dtype=np.float32).reshape(shape))
-    for key, tensor in hashing.state_dict().items():
-        readers["hashing." + key] = (lambda t=tensor: t.numpy().copy())
-    dtypes = {torch.float32: "F32", torch.int32: "I32", torch.int8: "I8"}
-    if set(readers) != set(skeleton):
-        raise AssertionError(f"OSLSM state keys differ from the conversion map: {set(readers) ^ set(skeleton)}")
-    entries = [TensorEntry(key, tuple(t.shape), dtypes[t.dtype], readers[key]) for key, t in skeleton.items()]
+    state = state_from_caffe(source.layers, widths)
+    dtypes = {np.float32: "F32", np.int32: "I32", np.int8: "I8"}
+    entries = [TensorEntry(key, t.shape, dtypes[t.dtype], t.read) for key, t in state.items()]
+    hashing = {name: map_description(key + ".index" in state, *state[key + ".bias"].shape, widths.embed)
+               for name, key in HASHING_KEYS.items()}
     meta = {"widths": ",".join(str(w) for w in widths.as_tuple())}
-    return entries, hashing.describe(), meta
+    return entries, hashing, meta

@@ -5,7 +5,6 @@ name (in-place tops allowed), set up in file order so each layer's learnable blo
 from its bottoms' shapes, and `param { name }` blobs shared between layers."""
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -375,7 +374,7 @@ class CaffeNet(nn.Module):
     def load_weights(self, path: str | os.PathLike, strict: bool = True) -> "CaffeNet":
         """load_params from a weights file (.caffemodel, .caffemodel.h5, our .safetensors in either
         form); errors name the file."""
-        from weights_convert.convert import read_params
+        from weights_convert.oslsm.loading import read_params  # any weights file, either safetensors form
 
         path = os.fspath(path)
         try:
@@ -437,38 +436,3 @@ class CaffeNet(nn.Module):
         differ = [f"{n} {_shape(blobs[n])} (declared {self.blob_shapes[n]})" for n in self.input_names
                   if _shape(blobs[n]) != self.blob_shapes[n]]
         return "; inputs that differ from the prototxt's shapes: " + ", ".join(differ) if differ else ""
-
-
-# ---------------------------------------------------------------------------- faithful numerics
-def _fp32_backends() -> list:
-    """The backends whose float32 precision torch lets one choose (TF32 on GPUs, bf16 on CPUs)."""
-    b = torch.backends
-    return [b.cuda.matmul, b.cudnn.conv, b.cudnn.rnn, b.mkldnn.matmul, b.mkldnn.conv, b.mkldnn.rnn]
-
-
-class faithful_mode(contextlib.ContextDecorator):
-    """Numerics as close to Caffe's float32 as torch allows while inside: IEEE float32 in every
-    matmul and convolution backend (no TF32 in cuBLAS or cuDNN, which allows it for convolutions
-    by default), no cuDNN autotuning, deterministic algorithms. The previous settings come back on
-    exit; usable as `with faithful_mode():` or as a decorator. Uses only torch's fp32_precision
-    API: mixing it with the legacy allow_tf32 flags makes torch refuse to read either."""
-
-    def __enter__(self):
-        backends = _fp32_backends()
-        self._saved = ([be.fp32_precision for be in backends], torch.are_deterministic_algorithms_enabled(),
-                       torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
-        # cuBLAS is only deterministic with a fixed workspace; read when CUDA starts.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        for be in backends:
-            be.fp32_precision = "ieee"
-        torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True, warn_only=False)
-        return self
-
-    def __exit__(self, *exc):
-        precisions, det, warn_only, bench = self._saved
-        for be, precision in zip(_fp32_backends(), precisions):
-            be.fp32_precision = precision
-        torch.backends.cudnn.benchmark = bench
-        torch.use_deterministic_algorithms(det, warn_only=warn_only)
-        return False

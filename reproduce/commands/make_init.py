@@ -9,7 +9,8 @@ import numpy as np
 from reproduce.errors import ReproduceError
 from reproduce.recipe import TRAIN_PROTOTXT, train_net_blobs
 from weights_convert.atomic import atomic_write_text
-from weights_convert.convert import read_params, sha256_file
+from weights_convert.oslsm.loading import read_params
+from weights_convert.provenance import sha256_file
 from weights_convert.formats.caffemodel import write_caffemodel
 from weights_convert.oslsm.surgery import check_against, from_os_pretrained, from_vgg16
 

@@ -74,7 +74,7 @@ def find_fold_models(models_dir: str | os.PathLike | None, explicit: dict[int, s
 def _already_converted(out: Path, sha: str) -> bool:
     if not out.is_file():
         return False
-    from weights_convert.convert import safetensors_metadata
+    from weights_convert.formats.safetensors_io import safetensors_metadata
     try:
         metadata = safetensors_metadata(out)
     except (CaffeFormatError, OSError):
@@ -86,7 +86,8 @@ def convert_fold_models(models_dir, explicit: dict[int, str | None], prototxt: s
                         out_dir: str | os.PathLike, folds=FOLDS) -> dict[int, Path]:
     """Convert each fold's model to out_dir/fold{F}.safetensors (+ report), skipping outputs that
     already come from the same source (sha256); returns fold -> converted file."""
-    from weights_convert.convert import convert, sha256_file
+    from weights_convert.convert import convert
+    from weights_convert.provenance import sha256_file
 
     models = find_fold_models(models_dir, explicit, folds)
     if not Path(prototxt).is_file():

@@ -34,7 +34,8 @@ def run_graph(prototxt: str | os.PathLike, weights: str | os.PathLike | None,
     `weights` None: the net must have no learnable blobs (strict loading of nothing checks it)."""
     import torch
 
-    from weights_convert.graph import CaffeNet, faithful_mode
+    from weights_convert.graph import CaffeNet
+    from weights_convert.numerics import faithful_mode
 
     names = input_names(prototxt)
     missing = [n for n in names if n not in arrays]

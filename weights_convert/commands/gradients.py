@@ -20,7 +20,8 @@ def run(args) -> int:
     import numpy as np
 
     from weights_convert.atomic import atomic_write
-    from weights_convert.graph import CaffeNet, faithful_mode
+    from weights_convert.graph import CaffeNet
+    from weights_convert.numerics import faithful_mode
     from weights_convert.train.data import EpisodeInputs
     from weights_convert.train.passes import forward_backward
     from weights_convert.train.trainer import load_weights_for_training

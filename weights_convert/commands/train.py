@@ -28,7 +28,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     # Imported here: building the CLI's parser must not load torch (convert needs none).
-    from weights_convert.convert import sha256_file
+    from weights_convert.provenance import sha256_file
     from weights_convert.train.data import EpisodeInputs
     from weights_convert.train.run import TrainRequest, train
     from weights_convert.train.solver_file import read_solver

@@ -159,6 +159,17 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
         return tensors, metadata
 
 
+def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The `__metadata__` of a .safetensors file, read (and validated) without touching the tensors."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            _, metadata, _ = read_safetensors_header(path, fh, os.fstat(fh.fileno()).st_size)
+    except OSError as exc:
+        raise CaffeFormatError(f"{path}: cannot read: {exc.strerror}") from None
+    return metadata
+
+
 def read_safetensors_header(path: str, fh, size: int) -> tuple[list[_HeaderEntry], dict[str, str], int]:
     """Validated header entries sorted by offset, metadata and the data section's start."""
     if size < 8:

@@ -1,16 +1,19 @@
 """One entry point for Caffe weights in any of our formats, chosen by the file's content
 (never its extension): HDF5 signature -> Caffe HDF5 weights; a plausible safetensors
-header -> our safetensors ("<layer>/<index>" keys); anything else -> binary caffemodel."""
+header -> our safetensors ("<layer>/<index>" keys, or the OSLSM module's state when its
+metadata says model=oslsm); anything else -> binary caffemodel."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.caffemodel import read_caffemodel
 from weights_convert.formats.hdf5 import HDF5_SIGNATURE, read_caffemodel_h5
-from weights_convert.formats.safetensors_io import read_safetensors
+from weights_convert.formats.safetensors_io import read_safetensors, safetensors_metadata
 
 # HDF5 looks for its superblock at 0 and at every power of two from 512 on (after a user block).
 _HDF5_SUPERBLOCK_OFFSETS = (0, 512, 1024, 2048, 4096)
@@ -34,6 +37,27 @@ def sniff_format(path: str | os.PathLike) -> str:
     if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
         return "safetensors"
     return "caffemodel"
+
+
+def weights_kind(path: str | os.PathLike) -> str:
+    """"caffemodel", "hdf5", "graph" (our safetensors, Caffe blobs) or "oslsm" (our safetensors,
+    the OSLSM module's state), from the content."""
+    kind = sniff_format(path)
+    if kind != "safetensors":
+        return kind
+    return "oslsm" if safetensors_metadata(path).get("model") == "oslsm" else "graph"
+
+
+@dataclass(frozen=True)
+class BlobHandle:
+    """A blob whose shape is known and whose values are read on demand."""
+    shape: tuple[int, ...]
+    read: Callable[[], np.ndarray]
+
+
+def array_blob(array: np.ndarray) -> BlobHandle:
+    """A BlobHandle over an array already in memory."""
+    return BlobHandle(tuple(np.shape(array)), lambda: array)
 
 
 def read_weights(path: str | os.PathLike) -> dict[str, list[np.ndarray | None]]:

@@ -3,7 +3,7 @@
 The names below load on first use, so that torch-free parts (layout, spec) import without torch."""
 from importlib import import_module
 
-_HOMES = {"OSLSM": "model", "load_oslsm": "model", "OSLSMWidths": "layout",
+_HOMES = {"OSLSM": "model", "load_oslsm": "loading", "OSLSMWidths": "layout",
           "WeightHashing": "hashing", "detect_hashing_map": "hashing"}
 __all__ = sorted(_HOMES)
 

@@ -8,22 +8,19 @@ authors' Caffe deploy nets compute.
     pred[i] = w[i] . fc7s + b[i]                                 (MatMult + Bias)
     pre_score = crop(deconv64/32(pred), offset 40)               (per shot)
     pre_score2 = max over shots; score = sigmoid(pre_score2)
+
+The architecture only; building it from weights files is in loading.py.
 """
 from __future__ import annotations
 
-import os
-from typing import Mapping, Sequence
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from weights_convert.errors import CaffeFormatError
-from weights_convert.oslsm.hashing import GatherMap, WeightHashing
+from weights_convert.oslsm.hashing import WeightHashing
 from weights_convert.oslsm.layout import (CONDITIONING_INPUT_HW, CROP_OFFSET, FC6_KERNEL, QUERY_PAD,
                                           UPSAMPLE_KERNEL, UPSAMPLE_STRIDE, VGG_BLOCKS, OSLSMWidths,
-                                          check_params, conv_layer_shapes, expected_param_shapes)
+                                          conv_layer_shapes)
 
 Taps = dict  # Caffe blob name -> tensor, filled when asked for
 
@@ -165,123 +162,6 @@ class OSLSM(nn.Module):
         logits = self.head(self.query_features(second_img, taps), w, b, tuple(second_img.shape[2:]), taps)
         taps["score"] = torch.sigmoid(logits)
         return taps
-
-    # ---------------------------------------------------------------- loading
-    @classmethod
-    def from_params(cls, params: Mapping[str, Sequence[np.ndarray]], source: str = "weights",
-                    allow_hashing: bool = True) -> "OSLSM":
-        """Build from Caffe blobs (layer name -> list of arrays). Strict: a missing or extra layer
-        or a wrong blob shape raises CaffeFormatError naming layer, blob index and both shapes."""
-        widths = check_params(params, source=source)
-        shapes = expected_param_shapes(widths)
-        hash_blobs = [b.reshape(s) for name in ("rw1s", "rb1s") for b, s in zip(_blobs(params, name), shapes[name])]
-        hashing = WeightHashing.from_caffe(*hash_blobs, allow_hashing=allow_hashing)
-        model = cls._skeleton(widths, isinstance(hashing.weight_map, GatherMap), isinstance(hashing.bias_map, GatherMap))
-        state = {}
-        for caffe_name, key in caffe_to_state_keys(widths).items():
-            weight, *bias = _blobs(params, caffe_name)
-            state[key + ".weight"] = torch.from_numpy(weight.reshape(model.get_parameter(key + ".weight").shape))
-            if bias:
-                state[key + ".bias"] = torch.from_numpy(bias[0].reshape(-1))
-        state.update({f"hashing.{k}": v for k, v in hashing.state_dict().items()})
-        model.load_state_dict(state, strict=True, assign=True)
-        return model
-
-    @classmethod
-    def _skeleton(cls, widths: OSLSMWidths, weight_hashed: bool, bias_hashed: bool) -> "OSLSM":
-        """A module with shapes but no storage (no 1.1 GB random init); load with assign=True."""
-        with torch.device("meta"):
-            return cls(widths, weight_hashed=weight_hashed, bias_hashed=bias_hashed)
-
-    @classmethod
-    def from_state_dict(cls, state: Mapping[str, torch.Tensor], source: str = "state") -> "OSLSM":
-        """Build from our converted state (either hashing form), inferring widths and forms."""
-        try:
-            widths = OSLSMWidths(*(int(state[f"conditioning.trunk.conv{b}_1.weight"].shape[0]) for b in range(1, 6)),
-                                 int(state["conditioning.fc6.weight"].shape[0]),
-                                 int(state["conditioning.fc8.weight"].shape[0]))
-        except KeyError as exc:
-            raise CaffeFormatError(f"{source}: not an OSLSM state: missing tensor {exc.args[0]!r}") from None
-        model = cls._skeleton(widths, "hashing.weight_map.index" in state, "hashing.bias_map.index" in state)
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
-        extra = sorted(set(state) - set(expected))
-        if missing or extra:
-            raise CaffeFormatError(f"{source}: OSLSM state mismatch: missing {missing or 'none'}, "
-                                   f"unexpected {extra or 'none'}")
-        for key, tensor in expected.items():
-            if tuple(state[key].shape) != tuple(tensor.shape) or state[key].dtype != tensor.dtype:
-                raise CaffeFormatError(f"{source}: tensor {key!r} is {state[key].dtype} {tuple(state[key].shape)}; "
-                                       f"expected {tensor.dtype} {tuple(tensor.shape)}")
-        model.load_state_dict(dict(state), strict=True, assign=True)
-        return model
-
-    @classmethod
-    def from_caffe(cls, prototxt: str | os.PathLike, weights: str | os.PathLike) -> "OSLSM":
-        """Check that `prototxt` is an OSLSM deploy net and that `weights` match it, then build."""
-        from weights_convert.formats.prototxt import load_net
-        from weights_convert.formats.weights_io import read_weights
-        from weights_convert.oslsm.spec import check_oslsm_net
-
-        _, net_widths, _ = check_oslsm_net(load_net(prototxt), source=os.fspath(prototxt))
-        params = read_weights(weights)
-        # Strict against the prototxt's widths: names layer, blob index and both shapes.
-        check_params(params, net_widths, source=f"{os.fspath(weights)} (for {os.fspath(prototxt)})")
-        model = cls.from_params(params, source=os.fspath(weights))
-        return model
-
-    def caffe_params(self) -> dict[str, list[np.ndarray]]:
-        """The weights back in Caffe's layout (layer name -> blobs), hashing expanded to dense."""
-        state = {k: v.detach().cpu().numpy() for k, v in self.state_dict().items()}
-        out = {}
-        for caffe_name, key in caffe_to_state_keys(self.widths).items():
-            blobs = [state[key + ".weight"]]
-            if key + ".bias" in state:
-                blobs.append(state[key + ".bias"])
-            out[caffe_name] = blobs
-        for caffe_name, (weight, bias) in self.hashing.dense_matrices().items():
-            out[caffe_name] = [weight.cpu().numpy(), bias.cpu().numpy()]
-        shapes = expected_param_shapes(self.widths)
-        return {name: [b.reshape(s) for b, s in zip(out[name], shapes[name])] for name in shapes}
-
-
-def caffe_to_state_keys(widths: OSLSMWidths) -> dict[str, str]:
-    """Caffe layer name -> module path of every layer except the hashing maps."""
-    keys = {}
-    for name in conv_layer_shapes(widths):
-        keys[name + "f"] = f"conditioning.trunk.{name}"
-        keys[name + "s"] = f"segmentation.trunk.{name}"
-    keys.update({"fc6f": "conditioning.fc6", "fc7f": "conditioning.fc7", "fc8f": "conditioning.fc8",
-                 "fc6s": "segmentation.fc6", "fc7s": "segmentation.fc7", "uppred_offset": "upsample"})
-    return keys
-
-
-def load_oslsm(weights: str | os.PathLike, prototxt: str | os.PathLike | None = None,
-               device: str | torch.device = "cpu",
-               memory_format: torch.memory_format = torch.channels_last) -> OSLSM:
-    """OSLSM from our converted .safetensors (oslsm or graph form) or a .caffemodel / .caffemodel.h5
-    (checked against `prototxt` when given). Convolution weights are channels_last by default:
-    about 25% faster on CPU; values differ from the contiguous layout only by float rounding, and
-    both layouts are tested against the real Caffe's blobs."""
-    from weights_convert.convert import safetensors_metadata
-    from weights_convert.formats.weights_io import sniff_format
-
-    path = os.fspath(weights)
-    if sniff_format(path) == "safetensors" and safetensors_metadata(path).get("model") == "oslsm":
-        from weights_convert.formats.safetensors_io import read_safetensors
-        tensors, _ = read_safetensors(path)
-        model = OSLSM.from_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()}, source=path)
-    elif prototxt is not None:
-        model = OSLSM.from_caffe(prototxt, path)
-    else:
-        from weights_convert.formats.weights_io import read_weights
-
-        model = OSLSM.from_params(read_weights(path), source=path)
-    return model.to(device=device, memory_format=memory_format).eval()
-
-
-def _blobs(params: Mapping[str, Sequence[np.ndarray]], name: str) -> list[np.ndarray]:
-    return [np.ascontiguousarray(np.asarray(b, np.float32)) for b in params[name]]
 
 
 def _tap(taps: Taps | None, name: str, value: torch.Tensor) -> None:

@@ -25,9 +25,10 @@ import torch
 from tqdm import tqdm
 
 from weights_convert.atomic import atomic_write_text
-from weights_convert.convert import sha256_file
+from weights_convert.provenance import sha256_file
 from weights_convert.errors import CaffeFormatError, Interrupted
-from weights_convert.graph import CaffeNet, faithful_mode
+from weights_convert.graph import CaffeNet
+from weights_convert.numerics import faithful_mode
 from weights_convert.train.data import DataSource
 from weights_convert.train.solver_file import SolverFile
 from weights_convert.train.trainer import IterationRecord, Trainer, load_weights_for_training, snapshot_stem

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from weights_convert.atomic import atomic_write_text
-from weights_convert.convert import read_params
+from weights_convert.oslsm.loading import read_params
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.caffemodel import write_caffemodel
 from weights_convert.formats.solverstate import read_solverstate, write_solverstate

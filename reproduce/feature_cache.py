@@ -21,20 +21,17 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import time
 from collections import OrderedDict, defaultdict
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Callable, ClassVar, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from reproduce.errors import ReproduceError
+from reproduce.provenance import code_version
 from weights_convert.atomic import atomic_path
-
-# Bump when the meaning of a cached tensor changes in a way the source hashes below cannot see.
-CACHE_FORMAT = 1
 
 
 class EpisodeLike(Protocol):
@@ -52,56 +49,22 @@ class InputSource(Protocol):
     def mask_digest(self, name: str) -> str: ...
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
+@dataclasses.dataclass(frozen=True)
+class QueryUnit:
+    """The segmentation branch on one query image: fc7s features."""
+    image: str
+    kind: ClassVar[str] = "query"
 
 
-def code_version(device: torch.device | str) -> str:
-    """Digest of everything a cached tensor depends on besides its inputs: the sources of the
-    pre-processing and the model, torch's version and the hardware that runs the kernels (CPUs,
-    GPUs and thread counts may pick kernels that round differently)."""
-    import reproduce.evaluate as evaluate_mod
-    import reproduce.preprocess as preprocess_mod
-    import reproduce.resize2017 as resize_mod
-    import reproduce.scoring as scoring_mod
-    import reproduce.voc as voc_mod
-    import weights_convert.formats as formats_pkg
-    import weights_convert.graph as graph_mod
-    import weights_convert.oslsm as oslsm_pkg
-
-    h = hashlib.sha256(f"format={CACHE_FORMAT};torch={torch.__version__};hardware={_hardware(device)}".encode())
-    # The run manifest carries this digest too, so a resume also notices a scoring change.
-    modules = (preprocess_mod, resize_mod, voc_mod, scoring_mod, evaluate_mod, graph_mod)
-    files = [Path(m.__file__) for m in modules] + [Path(__file__)]
-    for pkg in (oslsm_pkg, formats_pkg):
-        files += sorted(Path(pkg.__file__).parent.glob("*.py"))
-    for f in files:
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+@dataclasses.dataclass(frozen=True)
+class SupportUnit:
+    """The conditioning branch on one (support image, class) pair: the classifier w, b."""
+    image: str
+    cls: int
+    kind: ClassVar[str] = "support"
 
 
-def _hardware(device: torch.device | str) -> str:
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}"
-    return f"{device.type}:{cpu_name()}:threads={torch.get_num_threads()}"
-
-
-def cpu_name() -> str:
-    """The CPU model as /proc/cpuinfo names it, else what platform knows."""
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+Unit = QueryUnit | SupportUnit
 
 
 @dataclasses.dataclass
@@ -154,15 +117,11 @@ class DiskStore:
                       metadata={"about": json.dumps(about, sort_keys=True)})
 
 
-def plan_uses(episodes: Sequence[EpisodeLike], start: int = 0) -> dict[tuple, list[int]]:
-    """Unit -> episode indices (>= start, ascending) that need it. Units are ('q', name) for
-    query features and ('s', name, cls) for conditioning vectors."""
-    uses: dict[tuple, list[int]] = defaultdict(list)
+def plan_uses(episodes: Sequence[EpisodeLike], start: int = 0) -> dict[Unit, list[int]]:
+    """Unit -> episode indices (>= start, ascending) that need it."""
+    uses: dict[Unit, list[int]] = defaultdict(list)
     for i in range(start, len(episodes)):
-        ep = episodes[i]
-        uses[("q", ep.query)].append(i)
-        for s in ep.supports:
-            unit = ("s", s, int(ep.cls))
+        for unit in episode_units(episodes[i]):
             if not uses[unit] or uses[unit][-1] != i:
                 uses[unit].append(i)
     return uses
@@ -190,39 +149,40 @@ class FeatureProvider:
         self.version = version or code_version(self.device)  # the caller's, when it has it
         self.model_sha256 = model_sha256
         self.stats = CacheStats()
-        self._memory: "OrderedDict[tuple, tuple]" = OrderedDict()
+        self._memory: "OrderedDict[Unit, tuple]" = OrderedDict()
         self._memory_size = 0
-        self._keys: dict[tuple, str] = {}
+        self._keys: dict[Unit, str] = {}
 
     # ------------------------------------------------------------------ keys
-    def unit_key(self, unit: tuple) -> str:
+    def unit_key(self, unit: Unit) -> str:
         key = self._keys.get(unit)
         if key is None:
-            if unit[0] == "q":
-                parts = ["query", self.source.image_digest(unit[1])]
+            if isinstance(unit, QueryUnit):
+                parts = ["query", self.source.image_digest(unit.image)]
             else:
-                parts = ["support", self.source.image_digest(unit[1]), self.source.mask_digest(unit[1]), str(unit[2])]
+                parts = ["support", self.source.image_digest(unit.image), self.source.mask_digest(unit.image),
+                         str(unit.cls)]
             parts += [self.model_sha256, self.version]
             key = hashlib.sha256("|".join(parts).encode()).hexdigest()
             self._keys[unit] = key
         return key
 
     # ------------------------------------------------------------------ per-image computations
-    def _prepare(self, unit: tuple):
+    def _prepare(self, unit: Unit):
         """Worker side: the pre-processed net input of a unit (numpy, no torch)."""
         t0 = time.perf_counter()
-        if unit[0] == "q":
-            out = (np.ascontiguousarray(self.source.query_image(unit[1]), dtype=np.float32),)
+        if isinstance(unit, QueryUnit):
+            out = (np.ascontiguousarray(self.source.query_image(unit.image), dtype=np.float32),)
         else:
-            img, label = self.source.support_pair(unit[1], unit[2])
+            img, label = self.source.support_pair(unit.image, unit.cls)
             out = (np.ascontiguousarray(img, dtype=np.float32), np.ascontiguousarray(label, dtype=np.float32))
         return out, time.perf_counter() - t0
 
-    def _compute(self, unit: tuple, prepared) -> tuple:
+    def _compute(self, unit: Unit, prepared) -> tuple:
         """Model side: one image per forward, so the result never depends on batch company."""
         t0 = time.perf_counter()
         with torch.inference_mode():
-            if unit[0] == "q":
+            if isinstance(unit, QueryUnit):
                 (img,) = prepared
                 x = torch.from_numpy(img).to(self.device)
                 if x.dim() == 3:
@@ -248,20 +208,20 @@ class FeatureProvider:
     def _nbytes(value: tuple) -> int:
         return sum(int(t.numel()) * t.element_size() for t in value)
 
-    def _disk_load(self, unit: tuple):
+    def _disk_load(self, unit: Unit):
         if self.disk is None:
             return None
         t0 = time.perf_counter()
-        kind = "query" if unit[0] == "q" else "support"
+        kind = unit.kind
         got = self.disk.load(kind, self.unit_key(unit))
         self.stats.seconds["disk_read"] += time.perf_counter() - t0
         if got is None:
             return None
-        needed = ("features",) if unit[0] == "q" else ("w", "b")
+        needed = ("features",) if isinstance(unit, QueryUnit) else ("w", "b")
         if any(k not in got for k in needed):
             raise ReproduceError(f"feature cache file {self.disk.path(kind, self.unit_key(unit))} lacks "
                                  f"{', '.join(k for k in needed if k not in got)}; delete it to recompute")
-        if unit[0] == "q":
+        if isinstance(unit, QueryUnit):
             value = (got["features"].to(self.device),)
             self.stats.query_disk_hits += 1
         else:
@@ -269,24 +229,22 @@ class FeatureProvider:
             self.stats.support_disk_hits += 1
         return value
 
-    def _disk_save(self, unit: tuple, value: tuple) -> None:
+    def _disk_save(self, unit: Unit, value: tuple) -> None:
         if self.disk is None:
             return
         t0 = time.perf_counter()
-        if unit[0] == "q":
-            kind, tensors = "query", {"features": value[0]}
-            about = {"image": unit[1]}
+        if isinstance(unit, QueryUnit):
+            tensors, about = {"features": value[0]}, {"image": unit.image}
         else:
-            kind, tensors = "support", {"w": value[0], "b": value[1].reshape(())}
-            about = {"image": unit[1], "class": unit[2]}
+            tensors, about = {"w": value[0], "b": value[1].reshape(())}, {"image": unit.image, "class": unit.cls}
         about.update({"model_sha256": self.model_sha256, "code_version": self.version})
-        self.disk.save(kind, self.unit_key(unit), tensors, about)
+        self.disk.save(unit.kind, self.unit_key(unit), tensors, about)
         self.stats.seconds["disk_write"] += time.perf_counter() - t0
 
-    def _on_disk(self, unit: tuple) -> bool:
-        return self.disk is not None and self.disk.has("query" if unit[0] == "q" else "support", self.unit_key(unit))
+    def _on_disk(self, unit: Unit) -> bool:
+        return self.disk is not None and self.disk.has(unit.kind, self.unit_key(unit))
 
-    def _remember(self, unit: tuple, value: tuple, next_use: dict[tuple, int]) -> None:
+    def _remember(self, unit: Unit, value: tuple, next_use: dict[Unit, int]) -> None:
         self._memory[unit] = value
         self._memory_size += self._nbytes(value)
         while self._memory_size > self.memory_bytes and len(self._memory) > 1:
@@ -295,7 +253,7 @@ class FeatureProvider:
             self._forget(victim)
             self.stats.evictions += 1
 
-    def _forget(self, unit: tuple) -> None:
+    def _forget(self, unit: Unit) -> None:
         value = self._memory.pop(unit, None)
         if value is not None:
             self._memory_size -= self._nbytes(value)
@@ -309,67 +267,64 @@ class FeatureProvider:
         uses = plan_uses(episodes, start)
         cursor = {u: 0 for u in uses}  # position in uses[u] of the next use
 
-        def next_use(u: tuple) -> int:
+        def next_use(u: Unit) -> int:
             pos, lst = cursor.get(u, 0), uses.get(u, ())
             return lst[pos] if pos < len(lst) else 1 << 62
 
-        pending: dict[int, tuple[dict, cf.Future | None]] = {}
+        pending: dict[int, tuple[dict, cf.Future | None]] = {}  # episode -> its prefetch jobs
         pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix="oslsm-prep")
         try:
-            def submit(i: int) -> None:
-                ep = episodes[i]
-                jobs: dict[tuple, cf.Future] = {}
-                for unit in _episode_units(ep):
-                    if unit in jobs:
-                        continue
-                    if self.enabled:
-                        already = any(unit in p[0] for p in pending.values())
-                        if already or unit in self._memory or self._on_disk(unit):
-                            continue
-                    jobs[unit] = pool.submit(self._prepare, unit)
-                fut_extra = pool.submit(extra, i, ep) if extra is not None else None
-                pending[i] = (jobs, fut_extra)
-
             upcoming = iter(range(start, len(episodes)))
             for i in upcoming:
-                submit(i)
+                self._submit(pool, pending, episodes, i, extra)
                 if len(pending) >= self.lookahead:
                     break
             for i in range(start, len(episodes)):
                 nxt = next(upcoming, None)
                 if nxt is not None:
-                    submit(nxt)
+                    self._submit(pool, pending, episodes, nxt, extra)
                 jobs, fut_extra = pending.pop(i)
                 ep = episodes[i]
                 values = {}
-                for unit in _episode_units(ep):
-                    if unit in values:
-                        continue
-                    values[unit] = self._get(unit, jobs, pending, next_use)
+                for unit in episode_units(ep):
+                    if unit not in values:
+                        values[unit] = self._get(unit, jobs, pending, next_use)
                 t0 = time.perf_counter()
                 extra_value = fut_extra.result() if fut_extra is not None else None
                 self.stats.seconds["wait_extra"] += time.perf_counter() - t0
-                q = values[("q", ep.query)][0]
-                ws = [values[("s", s, int(ep.cls))] for s in ep.supports]
-                w = torch.stack([v[0] for v in ws])
-                b = torch.stack([v[1].reshape(()) for v in ws])
                 # Advance the use cursors, then free what no later episode needs.
                 for unit in values:
                     cursor[unit] += 1
                     if self.enabled and next_use(unit) == 1 << 62:
                         self._forget(unit)
-                yield i, ep, q, w, b, extra_value
+                yield (i, ep, *_stack(ep, values), extra_value)
         finally:
             # An interrupted run must not wait for prefetches it will never use.
             pool.shutdown(wait=True, cancel_futures=True)
             self._memory.clear()
             self._memory_size = 0
 
-    def _get(self, unit: tuple, jobs: dict, pending: dict, next_use) -> tuple:
+    def _submit(self, pool: cf.ThreadPoolExecutor, pending: dict, episodes: Sequence[EpisodeLike], i: int,
+                extra: Callable | None) -> None:
+        """Start pre-processing what episode i needs and nothing already held, on disk or queued."""
+        ep = episodes[i]
+        jobs: dict[Unit, cf.Future] = {}
+        for unit in episode_units(ep):
+            if unit in jobs:
+                continue
+            if self.enabled:
+                already = any(unit in p[0] for p in pending.values())
+                if already or unit in self._memory or self._on_disk(unit):
+                    continue
+            jobs[unit] = pool.submit(self._prepare, unit)
+        fut_extra = pool.submit(extra, i, ep) if extra is not None else None
+        pending[i] = (jobs, fut_extra)
+
+    def _get(self, unit: Unit, jobs: dict, pending: dict, next_use) -> tuple:
         if self.enabled:
             value = self._memory.get(unit)
             if value is not None:
-                if unit[0] == "q":
+                if isinstance(unit, QueryUnit):
                     self.stats.query_memory_hits += 1
                 else:
                     self.stats.support_memory_hits += 1
@@ -399,7 +354,15 @@ class FeatureProvider:
         return value
 
 
-def _episode_units(ep: EpisodeLike) -> Iterable[tuple]:
-    yield ("q", ep.query)
+def _stack(ep: EpisodeLike, values: dict[Unit, tuple]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Query features (1,C,h,w), w (k,C) and b (k,) of an episode, supports in its order."""
+    ws = [values[SupportUnit(s, int(ep.cls))] for s in ep.supports]
+    return (values[QueryUnit(ep.query)][0], torch.stack([v[0] for v in ws]),
+            torch.stack([v[1].reshape(()) for v in ws]))
+
+
+def episode_units(ep: EpisodeLike) -> Iterable[Unit]:
+    """The units an episode needs: its query, then each support."""
+    yield QueryUnit(ep.query)
     for s in ep.supports:
-        yield ("s", s, int(ep.cls))
+        yield SupportUnit(s, int(ep.cls))

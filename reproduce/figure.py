@@ -12,8 +12,11 @@ import torch
 from PIL import Image
 
 from reproduce.errors import ReproduceError
-from reproduce.evaluate import DatasetInputs, score_map
-from reproduce.feature_cache import FeatureProvider, code_version, sha256_file
+from reproduce.dataset_inputs import DatasetInputs
+from reproduce.evaluate import score_map
+from reproduce.feature_cache import FeatureProvider
+from reproduce.provenance import code_version
+from weights_convert.provenance import sha256_file
 from reproduce.finished_run import FinishedRun
 from reproduce.panels import EpisodePanel, draw_panels
 from reproduce.scoring import episode_counts

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from reproduce.episodes import Episode, load_episodes
 from reproduce.errors import ReproduceError
-from reproduce.evaluate import CSV_NAME, SOURCES_NAME, read_done_rows
+from reproduce.run_folder import CSV_NAME, SOURCES_NAME, read_done_rows
 from reproduce.tables import load_run
 
 PICKS = ("best", "median", "worst")

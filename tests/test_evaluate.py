@@ -17,7 +17,9 @@ import torch
 import reproduce.evaluate as ev
 from reproduce.episodes import Episode, episodes_to_json
 from reproduce.errors import ReproduceError
-from reproduce.evaluate import evaluate, query_label_grid
+from weights_convert.errors import Interrupted
+from reproduce.dataset_inputs import query_label_grid
+from reproduce.evaluate import evaluate
 from reproduce.preprocess import binary_mask, prep_query
 from reproduce.scoring import episode_counts
 from reproduce.voc import VOCDataset
@@ -160,7 +162,7 @@ def test_resume_after_interruption_is_byte_identical(env, reference_runs, monkey
         return real(*a, **k)
 
     monkeypatch.setattr(ev, "episode_counts", dying)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match="interrupted after 5/12 episodes; run the same command again to resume"):
         _run(env, "resumed", cache=True)
     out = env["tmp"] / "resumed"
     assert len(_rows(out)) == 5 and not (out / "summary.json").exists()
@@ -202,7 +204,7 @@ def test_resume_after_sigkill_of_the_cli(env, reference_runs):
 
 
 def test_a_different_run_in_the_same_folder_is_refused(env, reference_runs):
-    with pytest.raises(ReproduceError, match=r"holds a different run \(protocol: 'original' there, 'modern' now"):
+    with pytest.raises(ReproduceError, match=r"holds a different run: protocol was 'original', now 'modern'. Resume with"):
         _run(env, "off", cache=False, protocol="modern")
     other = env["tmp"] / "foreign"
     other.mkdir()
@@ -257,26 +259,22 @@ def test_generated_episodes_are_the_originals(env, monkeypatch):
     assert tree_digest(env["voc"]) == env["digest"]
 
 
-def test_evaluation_runs_in_faithful_mode(env, monkeypatch):
-    import weights_convert.oslsm as oslsm_pkg
-
+def test_evaluation_runs_in_faithful_mode(env):
     seen = []
-    real = oslsm_pkg.load_oslsm
 
     def spy(*args, **kwargs):
         seen.append((torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
                      torch.are_deterministic_algorithms_enabled()))
-        return real(*args, **kwargs)
+        return load_oslsm(*args, **kwargs)
 
-    monkeypatch.setattr(oslsm_pkg, "load_oslsm", spy)
-    _run(env, "faithful", n_episodes=1, cache=False)
+    _run(env, "faithful", n_episodes=1, cache=False, load_model=spy)
     assert seen == [("ieee", "ieee", True)]
     assert not torch.are_deterministic_algorithms_enabled()
 
 
 def test_cache_keys_follow_code_and_hardware(monkeypatch):
     """Cached tensors are only reused where the same kernels would recompute them bit for bit."""
-    from reproduce.feature_cache import code_version
+    from reproduce.provenance import code_version
 
     base = code_version("cpu")
     assert code_version("cpu") == base

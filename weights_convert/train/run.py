@@ -8,7 +8,6 @@ at the next pass and snapshot the last finished iteration."""
 from __future__ import annotations
 
 import csv
-import fcntl
 import hashlib
 import json
 import os
@@ -25,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from weights_convert.atomic import atomic_write_text
+from weights_convert.folder_lock import folder_lock
 from weights_convert.provenance import sha256_file
 from weights_convert.errors import CaffeFormatError, Interrupted
 from weights_convert.graph import CaffeNet
@@ -73,7 +73,7 @@ def train(request: TrainRequest) -> Path | None:
     for note in request.solver.notes():
         print(f"note: {request.solver.path}: {note}", file=sys.stderr)
     request.out.mkdir(parents=True, exist_ok=True)
-    with _locked(request.out):
+    with folder_lock(request.out, LOCK, "training", CaffeFormatError):
         manifest = _manifest(request)
         resume = _resume_point(request)
         first = request.data.batch(0)
@@ -190,27 +190,6 @@ def _resume_point(request: TrainRequest) -> str | None:
     """The newest complete snapshot in the folder (this run, continued), else --resume."""
     latest = _latest_snapshot(request.out)
     return str(latest) if latest is not None else request.resume
-
-
-@contextmanager
-def _locked(out: Path) -> Iterator[None]:
-    with open(out / LOCK, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            other = fh.read().strip() or "unknown"
-            raise CaffeFormatError(f"{out}: another training process (pid {other}) is writing to this folder; "
-                                   "wait for it or train into another --out") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        try:
-            yield
-        finally:
-            fh.seek(0)
-            fh.truncate()
 
 
 @contextmanager

@@ -1,0 +1,128 @@
+"""What an evaluation is asked to do, and every reason to refuse it, found before anything is
+written (all of them reported together, not only the first)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from reproduce.errors import ReproduceError
+from reproduce.scoring import PROTOCOLS
+from reproduce.voc import N_FOLDS, VOCDataset, refuse_inside_dataset
+from weights_convert.errors import CaffeFormatError
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    voc: object                     # a VOC2012 folder, or a data set object with read_image/read_mask
+    weights: Path
+    fold: int
+    shots: int
+    n_episodes: int = 1000
+    device: str = "cpu"
+    out_dir: Path = Path("results/run")
+    episodes_file: Path | None = None
+    protocol: str = "original"
+    cache: bool = True
+    cache_dir: Path | None = None   # None: features are kept in memory for this run only
+    save_masks: bool = False
+    progress: bool = True
+    prototxt: Path | None = None
+    workers: int = 2
+    memory_bytes: int = 4 << 30
+    allow_nonfinite: bool = False   # evaluate weights holding NaN or infinity anyway
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+
+def open_checked(config: EvalConfig):
+    """The data set, once every argument, path and file the run depends on has been checked;
+    raises one ReproduceError listing every problem found."""
+    problems: list[str] = []
+
+    def check(fn, *args) -> object:
+        try:
+            return fn(*args)
+        except (ReproduceError, CaffeFormatError, RuntimeError, OSError) as exc:
+            problems.append(str(exc))
+            return None
+
+    if config.fold not in range(N_FOLDS):
+        problems.append(f"fold must be 0..{N_FOLDS - 1}, got {config.fold}")
+    if config.n_episodes < 1:
+        problems.append(f"the number of episodes must be >= 1, got {config.n_episodes}")
+    if config.shots < 1:
+        problems.append(f"shots must be >= 1, got {config.shots}")
+    if config.workers < 1:
+        problems.append(f"workers must be >= 1, got {config.workers}")
+    if config.protocol not in PROTOCOLS:
+        problems.append(f"protocol must be one of {', '.join(PROTOCOLS)}, got {config.protocol!r}")
+    check(_checked_device, config.device)
+    if not Path(config.weights).is_file():
+        problems.append(f"weights {config.weights}: no such file")
+    else:
+        check(check_weights_metadata, config.weights, config.fold, config.shots)
+    if config.prototxt is not None:
+        check(check_prototxt_shots, config.prototxt, config.shots)
+    dataset = config.voc if hasattr(config.voc, "read_image") else check(VOCDataset, config.voc)
+    root = getattr(dataset, "root", None)
+    if root is not None:
+        check(refuse_inside_dataset, config.out_dir, root, "run folder")
+        if config.cache_dir is not None:
+            check(refuse_inside_dataset, config.cache_dir, root, "cache folder")
+    for path, what in ((config.out_dir, "--out"), (config.cache_dir, "--cache-dir")):
+        if path is not None and Path(path).exists() and not Path(path).is_dir():
+            problems.append(f"{what} {path} is a file; expected a folder")
+    if problems:
+        raise ReproduceError("; ".join(problems) if len(problems) == 1 else
+                             f"{len(problems)} problems:\n  - " + "\n  - ".join(problems))
+    return dataset
+
+
+def _checked_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ReproduceError(f"--device {name!r} is not a device name; expected cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ReproduceError(f"--device {name!r}: only cpu and cuda[:N] are supported")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ReproduceError("--device cuda was asked for, but this torch has no usable CUDA device")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ReproduceError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices")
+    return device
+
+
+def check_weights_metadata(weights: str | os.PathLike, fold: int, shots: int) -> dict:
+    """Fold and shots recorded by the converter must match the run."""
+    from weights_convert.formats.safetensors_io import safetensors_metadata
+    from weights_convert.formats.weights_io import sniff_format
+
+    path = os.fspath(weights)
+    if sniff_format(path) != "safetensors":  # by content: Caffe's files record no fold
+        return {}
+    meta = safetensors_metadata(path)
+    if "fold" in meta and str(meta["fold"]) != str(fold):
+        raise ReproduceError(f"{path} was converted from fold {meta['fold']}'s model, but --fold is {fold}; "
+                             f"evaluate each fold with its own model")
+    declared = meta.get("shots", "any")
+    if declared not in ("any", "") and str(declared) != str(shots):
+        raise ReproduceError(f"{path} declares a {declared}-shot net, but --shots is {shots}")
+    return meta
+
+
+def check_prototxt_shots(prototxt: str | os.PathLike | None, shots: int) -> None:
+    if prototxt is None:
+        return
+    from weights_convert.formats.prototxt import load_net
+    from weights_convert.oslsm.spec import net_shots_and_query
+
+    net_shots, _ = net_shots_and_query(load_net(prototxt), os.fspath(prototxt))
+    if net_shots != shots:
+        raise ReproduceError(f"{prototxt} is a {net_shots}-shot deploy net (first_img has {net_shots} images), "
+                             f"but --shots is {shots}; use deploy_{shots}shot.prototxt")

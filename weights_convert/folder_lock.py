@@ -1,0 +1,35 @@
+"""One process at a time in an output folder: an advisory lock (flock) on a file inside it that
+holds the owner's pid, so that a second run is refused in words instead of interleaving its
+writes with the first's. The kernel drops the lock when its process dies, even by SIGKILL."""
+from __future__ import annotations
+
+import fcntl
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, lock_name: str, what: str,
+                error: type[Exception]) -> Iterator[None]:
+    """Hold `folder/lock_name` while inside; `error` (naming the other pid) when another process
+    holds it. `what` says what the other process is doing, e.g. "training"."""
+    folder = Path(folder)
+    with open(folder / lock_name, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            other = fh.read().strip() or "unknown"
+            raise error(f"{folder}: another {what} process (pid {other}) is writing to this folder; "
+                        "wait for it to finish, or choose another output folder") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()

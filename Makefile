@@ -15,6 +15,9 @@ export OPENBLAS_CORETYPE ?= Haswell
 # Deploy net the caffemodels are checked against (empty: the project's prototxt/deploy_1shot.prototxt).
 PROTOTXT ?=
 
+# Shell-quotes a value so that any path works (spaces, quotes, unicode): '...' with each ' as '"'"'.
+quote = '$(subst ','"'"',$(1))'
+
 .PHONY: install proto test demo convert check-voc prototxt reproduce-table1 reproduce-table2 train bench clean
 
 # Re-installs when setup.py changes; torch is pinned there to the local CPU wheel.
@@ -33,29 +36,31 @@ test: install
 	$(PY) -m pytest -q
 
 demo: install
-	$(PY) -m reproduce demo --out $(RESULTS)/demo
+	$(PY) -m reproduce demo --out $(call quote,$(RESULTS)/demo)
 
 # Convert the four fold models: MODELS=dir (names containing fold0..fold3) or FOLD0=.. FOLD3=..
 convert: install
-	$(PY) -m weights_convert convert-folds --models '$(MODELS)' \
-	  $(if $(FOLD0),--fold0 '$(FOLD0)') $(if $(FOLD1),--fold1 '$(FOLD1)') \
-	  $(if $(FOLD2),--fold2 '$(FOLD2)') $(if $(FOLD3),--fold3 '$(FOLD3)') \
-	  --out $(RESULTS)/models
+	$(PY) -m weights_convert convert-folds --models $(call quote,$(MODELS)) \
+	  $(if $(FOLD0),--fold0 $(call quote,$(FOLD0))) $(if $(FOLD1),--fold1 $(call quote,$(FOLD1))) \
+	  $(if $(FOLD2),--fold2 $(call quote,$(FOLD2))) $(if $(FOLD3),--fold3 $(call quote,$(FOLD3))) \
+	  $(if $(PROTOTXT),--prototxt $(call quote,$(PROTOTXT))) --out $(call quote,$(RESULTS)/models)
 
 # Before a long run: does VOC give the original's episode lists? (exit 0 only when all 8 are identical)
 check-voc: install
-	$(PY) -m reproduce check-voc --voc '$(VOC)'
+	$(PY) -m reproduce check-voc --voc $(call quote,$(VOC))
 
 prototxt: install
 	$(PY) -m weights_convert netspec --out prototxt
 
 reproduce-table1: install
-	$(PY) -m reproduce table-run --table 1 --voc '$(VOC)' --models '$(MODELS)' \
-	  $(if $(PROTOTXT),--prototxt '$(PROTOTXT)') --episodes $(EPISODES) --device $(DEVICE) --out $(RESULTS)
+	$(PY) -m reproduce table-run --table 1 --voc $(call quote,$(VOC)) --models $(call quote,$(MODELS)) \
+	  $(if $(PROTOTXT),--prototxt $(call quote,$(PROTOTXT))) --episodes $(call quote,$(EPISODES)) \
+	  --device $(call quote,$(DEVICE)) --out $(call quote,$(RESULTS))
 
 reproduce-table2: install
-	$(PY) -m reproduce table-run --table 2 --voc '$(VOC)' --models '$(MODELS)' \
-	  $(if $(PROTOTXT),--prototxt '$(PROTOTXT)') --episodes $(EPISODES) --device $(DEVICE) --out $(RESULTS)
+	$(PY) -m reproduce table-run --table 2 --voc $(call quote,$(VOC)) --models $(call quote,$(MODELS)) \
+	  $(if $(PROTOTXT),--prototxt $(call quote,$(PROTOTXT))) --episodes $(call quote,$(EPISODES)) \
+	  --device $(call quote,$(DEVICE)) --out $(call quote,$(RESULTS))
 
 # Re-train one fold's model as the authors did: SBD in the VOC layout (python -m reproduce sbd-to-voc),
 # a start model (python -m reproduce make-init), the upstream train net and solver.
@@ -64,8 +69,9 @@ SBD ?= data/SBD_VOC
 INIT ?= data/models/oslsm_init.caffemodel
 ITERS ?=
 train: install
-	$(PY) -m reproduce train --fold $(FOLD) --voc '$(VOC)' --sbd '$(SBD)' --init '$(INIT)' \
-	  $(if $(ITERS),--iters $(ITERS)) --device $(DEVICE) --out '$(RESULTS)/train/fold$(FOLD)'
+	$(PY) -m reproduce train --fold $(call quote,$(FOLD)) --voc $(call quote,$(VOC)) --sbd $(call quote,$(SBD)) \
+	  --init $(call quote,$(INIT)) $(if $(ITERS),--iters $(call quote,$(ITERS))) --device $(call quote,$(DEVICE)) \
+	  --out $(call quote,$(RESULTS)/train/fold$(FOLD))
 
 bench: install
 	$(PY) bench/convert_bench.py

@@ -12,7 +12,8 @@ from reproduce.episodes import make_episodes
 from reproduce.errors import ReproduceError
 from reproduce.items import FoldItems, build_items
 from reproduce.reference_episodes import SHOTS, VOC2012_VAL_IMAGES, first_difference, reference_items
-from reproduce.voc import N_FOLDS, VOCDataset, class_name
+from reproduce.voc import VOCDataset, class_name
+from weights_convert.pascal5i import FOLDS
 
 SHOWN = 10  # problems or items listed by name before "and N more"
 WHY = ("Filter decisions that differ usually mean another VOC release (the 2012 val masks are "
@@ -106,7 +107,7 @@ def check_voc(voc: str | Path, cache_dir=None) -> VOCCheck:
         raise ReproduceError(f"{dataset.root} is not a complete VOC 2012 val set ({len(problems)} "
                              f"problem(s)):\n  - {shown}{more}")
     result = VOCCheck()
-    for fold in range(N_FOLDS):
+    for fold in FOLDS:
         items = build_items(dataset, fold, cache_dir=cache_dir)
         for shots in SHOTS:
             episodes = make_episodes(items, fold, shots)

@@ -15,4 +15,4 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser(), argv, (ReproduceError, CaffeFormatError, FileNotFoundError))
+    return run_command(build_parser(), argv, (ReproduceError, CaffeFormatError))

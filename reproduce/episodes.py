@@ -128,7 +128,7 @@ def load_episodes(path: str | Path) -> EpisodeFile:
             raise bad(f"field {key!r}", "present")
     fold, shots, n_items = doc["fold"], doc["shots"], doc["n_items"]
     if not isinstance(fold, int) or fold not in range(N_FOLDS):
-        raise bad("field 'fold'", "an integer 0..3")
+        raise bad("field 'fold'", f"an integer 0..{N_FOLDS - 1}")
     if not isinstance(shots, int) or shots < 1:
         raise bad("field 'shots'", "a positive integer")
     if not isinstance(n_items, int) or n_items < 1:

@@ -3,3 +3,12 @@
 
 class ReproduceError(ValueError):
     """Bad input to the evaluation pipeline; the message names the file or item and what was expected."""
+
+
+def raise_problems(problems: list[str], heading: str = "") -> None:
+    """One ReproduceError listing every problem found, so a user fixes them all in one go; none: return."""
+    if not problems:
+        return
+    if len(problems) == 1 and not heading:
+        raise ReproduceError(problems[0])
+    raise ReproduceError(f"{heading or f'{len(problems)} problems'}:\n  - " + "\n  - ".join(problems))

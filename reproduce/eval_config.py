@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from reproduce.errors import ReproduceError
+from reproduce.errors import ReproduceError, raise_problems
 from reproduce.scoring import PROTOCOLS
 from reproduce.voc import N_FOLDS, VOCDataset, refuse_inside_dataset
 from weights_convert.errors import CaffeFormatError
@@ -77,9 +77,7 @@ def open_checked(config: EvalConfig):
     for path, what in ((config.out_dir, "--out"), (config.cache_dir, "--cache-dir")):
         if path is not None and Path(path).exists() and not Path(path).is_dir():
             problems.append(f"{what} {path} is a file; expected a folder")
-    if problems:
-        raise ReproduceError("; ".join(problems) if len(problems) == 1 else
-                             f"{len(problems)} problems:\n  - " + "\n  - ".join(problems))
+    raise_problems(problems)
     return dataset
 
 

@@ -15,9 +15,9 @@ import numpy as np
 
 from reproduce.errors import ReproduceError
 from weights_convert.atomic import atomic_write_text
+from weights_convert.pascal5i import N_CLASSES
 
 PROTOCOLS = ("original", "modern")
-NUM_CLASSES = 20
 THRESHOLD = 0.5
 
 
@@ -87,12 +87,12 @@ class FoldScore:
     def __init__(self, test_classes: Sequence[int]):
         self.test_classes = [int(c) for c in test_classes]
         for c in self.test_classes:
-            if not 1 <= c <= NUM_CLASSES:
-                raise ReproduceError(f"class id {c} outside 1..{NUM_CLASSES}")
-        self.tp = [0] * NUM_CLASSES
-        self.tn = [0] * NUM_CLASSES
-        self.fp = [0] * NUM_CLASSES
-        self.fn = [0] * NUM_CLASSES
+            if not 1 <= c <= N_CLASSES:
+                raise ReproduceError(f"class id {c} outside 1..{N_CLASSES}")
+        self.tp = [0] * N_CLASSES
+        self.tn = [0] * N_CLASSES
+        self.fp = [0] * N_CLASSES
+        self.fn = [0] * N_CLASSES
         self.episodes = 0
 
     def add(self, cls: int, counts: Counts) -> None:
@@ -111,7 +111,7 @@ class FoldScore:
 
     def iou_all(self) -> list[float]:
         """IoU of all 20 classes; non-test classes are the 0.0 placeholders of test.py."""
-        return [iou(self.tp[i], self.fp[i], self.fn[i]) for i in range(NUM_CLASSES)]
+        return [iou(self.tp[i], self.fp[i], self.fn[i]) for i in range(N_CLASSES)]
 
     def miou(self) -> float:
         """Mean IoU over the fold's test classes (a fraction; the tables show x100)."""

@@ -19,6 +19,7 @@ from PIL import Image
 from reproduce.errors import ReproduceError
 from reproduce.items import keeps_object
 from reproduce.voc import VOID, voc_palette
+from weights_convert.pascal5i import FOLDS
 
 N_CLASSES = 20
 VOID_BAND = 3       # pixels of void drawn around every object, as VOC annotators did
@@ -161,10 +162,9 @@ def make_reference_voc(root: str | Path, textured: bool = False, seed: int = 0) 
     filter, side by side in its image; val.txt the 1,449 names in sorted order (images without
     items are plain background). Flat grey images, or random textures with `textured`."""
     from reproduce.reference_episodes import VOC2012_VAL_IMAGES, reference_items
-    from reproduce.voc import N_FOLDS
 
     classes: dict[str, list[int]] = {}
-    for fold in range(N_FOLDS):
+    for fold in FOLDS:
         for name, cls in reference_items(fold):
             classes.setdefault(name, []).append(cls)
     fillers = [f"2099_{i:06d}" for i in range(VOC2012_VAL_IMAGES - len(classes))]

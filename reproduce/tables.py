@@ -14,11 +14,10 @@ from typing import Sequence
 
 from reproduce.errors import ReproduceError
 from reproduce.plots import OURS, PAPER, pyplot, save_png
-from reproduce.voc import N_FOLDS
 from weights_convert.atomic import atomic_write_text
+from weights_convert.pascal5i import FOLDS, N_FOLDS
 
 TABLES = {1: ("table1_1shot", 1), 2: ("table2_5shot", 5)}
-FOLDS = tuple(range(N_FOLDS))
 PAPER_DIR = Path(__file__).resolve().parents[1] / "results" / "paper"
 
 
@@ -86,8 +85,8 @@ def build_table(table: int, run_dirs: Sequence[str | os.PathLike], paper_dir=PAP
                      "ours_fb_iou": None if s is None else 100.0 * float(s["fb_iou"]),
                      "episodes": None if s is None else int(s["n_episodes"])})
     complete = len(runs) == len(FOLDS)
-    mean_ours = sum(r["ours_miou"] for r in rows) / 4 if complete else None
-    mean_fb = sum(r["ours_fb_iou"] for r in rows) / 4 if complete else None
+    mean_ours = sum(r["ours_miou"] for r in rows) / N_FOLDS if complete else None
+    mean_fb = sum(r["ours_fb_iou"] for r in rows) / N_FOLDS if complete else None
     rows.append({"fold": "mean", "paper_miou": paper["mean"], "ours_miou": mean_ours,
                  "difference": None if mean_ours is None else mean_ours - paper["mean"],
                  "ours_fb_iou": mean_fb, "episodes": None})
@@ -119,7 +118,7 @@ def table_markdown(t: dict, note: str = "") -> str:
               f"- Ours: scoring protocol `{t['protocol']}`, {', '.join(map(str, eps))} episodes per fold "
               f"(the paper: 1000); mIoU is the mean IoU of a fold's 5 test classes, x100.",
               f"- FB-IoU is not in the paper; later work quotes {t['paper_fb_iou']} for OSLSM {t['shots']}-shot."]
-    missing = [r["fold"] for r in t["rows"][:4] if r["ours_miou"] is None]
+    missing = [r["fold"] for r in t["rows"][:N_FOLDS] if r["ours_miou"] is None]
     if missing:
         lines.append(f"- Missing runs: {', '.join(missing)} (no mean for ours).")
     for f, r in t["runs"].items():

@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from reproduce.errors import ReproduceError
+from weights_convert.pascal5i import CLASSES_PER_FOLD, N_FOLDS
 
 CLASS_NAMES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -14,8 +15,6 @@ CLASS_NAMES = (
     "train", "tvmonitor",
 )
 VOID = 255
-N_FOLDS = 4
-CLASSES_PER_FOLD = 5
 
 LAYOUT = ("ImageSets/Segmentation/val.txt", "JPEGImages/<name>.jpg",
           "SegmentationClass/<name>.png (palette PNG: 0 background, 1..20 classes, 255 void)")

@@ -4,7 +4,7 @@ import struct
 import numpy as np
 import pytest
 
-from conftest import GOLDEN, MANIFEST
+from helpers import GOLDEN, MANIFEST
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats import wire
 from weights_convert.formats.caffemodel import (CaffeModelFile, read_caffemodel, scan_caffemodel,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import tree_digest
+from helpers import tree_digest
 from reproduce.cli import main
 from reproduce.episodes import Episode, load_episodes
 from reproduce.reference_episodes import (VOC2012_VAL_IMAGES, first_difference, reference_episodes,

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import GOLDEN, UPSTREAM
+from helpers import GOLDEN, UPSTREAM
 from weights_convert.cli import main
 from weights_convert.convert import WeightSource
 from weights_convert.formats.safetensors_io import safetensors_metadata
@@ -222,7 +222,6 @@ def test_full_size_oslsm_entries_stream_without_reading_big_blobs():
     is planned with the module's shape and dtype, and only the two hashing maps are decoded."""
     from weights_convert.convert import BlobHandle, _oslsm_entries
     from weights_convert.formats.prototxt import load_net
-    from weights_convert.formats.safetensors_io import TensorEntry
     from weights_convert.oslsm.layout import OSLSMWidths, expected_param_shapes
     from weights_convert.oslsm.random_init import random_hashing_matrix
 
@@ -245,7 +244,7 @@ def test_full_size_oslsm_entries_stream_without_reading_big_blobs():
                   for name, shapes in expected_param_shapes(full).items()}
 
     entries, hashing, meta = _oslsm_entries(load_net(UPSTREAM / "deploy_1shot.prototxt"), ShapeOnlySource(),
-                                            "deploy_1shot.prototxt", "full.caffemodel", TensorEntry)
+                                            "deploy_1shot.prototxt", "full.caffemodel")
     assert sorted(reads) == ["rb1s", "rw1s"]  # only the hashing matrices, to tell their form
     planned = {e.key: (e.shape, e.dtype) for e in entries}
     assert planned["conditioning.fc6.weight"] == ((4096, 25088), "F32")
@@ -300,7 +299,7 @@ def test_convert_graph_form_of_a_caffe_hdf5_with_shared_blobs(tmp_path, capsys):
 
 
 def test_saved_blobs_may_have_any_name(tmp_path):
-    from weights_convert.commands.forward import save_npz
+    from weights_convert.forward_pass import save_npz
 
     arrays = {"file": np.arange(3, dtype=np.float32), "allow_pickle": np.ones((2, 2), np.float32), "a/b": np.zeros(1)}
     save_npz(tmp_path / "b.npz", arrays)

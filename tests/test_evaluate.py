@@ -23,7 +23,7 @@ from reproduce.evaluate import evaluate
 from reproduce.preprocess import binary_mask, prep_query
 from reproduce.scoring import episode_counts
 from reproduce.voc import VOCDataset
-from conftest import GOLDEN, tree_digest
+from helpers import GOLDEN, tree_digest
 from weights_convert.convert import convert
 from weights_convert.netspec import write_net
 from weights_convert.oslsm import OSLSMWidths, load_oslsm
@@ -76,8 +76,8 @@ def env(tmp_path_factory):
 def _run(env, name, **kw):
     args = dict(voc=env["voc"], weights=env["weights"][0], fold=0, shots=1, n_episodes=len(env["eps0"]),
                 episodes_file=env["ep0"], progress=False)
+    out = kw.pop("out_dir", env["tmp"] / name)
     args.update(kw)
-    out = env["tmp"] / name
     return evaluate(out_dir=out, **args), out
 
 
@@ -300,3 +300,130 @@ def test_zero_episodes_and_a_mask_of_the_wrong_size_are_refused(env, tmp_path):
     with pytest.raises(ReproduceError, match=rf"{query}.png is \d+x\d+ but .*{query}.jpg is \d+x\d+"):
         evaluate(voc, env["weights"][0], 0, 1, n_episodes=1, episodes_file=env["ep0"], cache=False,
                  out_dir=tmp_path / "bad", progress=False)
+
+
+def test_a_finished_run_extends_to_more_episodes(env, reference_runs):
+    """A run of the first 6 episodes, asked again for all 12, scores only the 6 new ones and ends
+    byte-identical to the run that did all 12 at once."""
+    off, _, _ = reference_runs
+    _, out = _run(env, "extended", n_episodes=6, cache=False)
+    assert len(_rows(out)) == 6
+    _run(env, "extended", cache=False)
+    assert _timings(out)["resumed_from"] == 6 and _timings(out)["episodes_this_session"] == 6
+    for name in RESULT_FILES:
+        assert (out / name).read_bytes() == (off / name).read_bytes(), name
+    with pytest.raises(ReproduceError, match=r"the episodes differ \(not the first 12 of this run's 3\)"):
+        _run(env, "extended", n_episodes=3, cache=False)
+
+
+def test_resume_refusal_says_what_changed_in_words(env, reference_runs, tmp_path):
+    off, _, _ = reference_runs
+    out = tmp_path / "changed"
+    shutil.copytree(off, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["code"]["torch"] = "1.0.0"
+    manifest["code"]["hardware"] = manifest["code"]["hardware"].replace("threads=", "threads=9")
+    manifest["code"]["sources"]["reproduce/scoring.py"] = "0" * 16
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ReproduceError) as err:
+        evaluate(env["voc"], env["weights"][0], 0, 1, n_episodes=len(env["eps0"]), episodes_file=env["ep0"],
+                 progress=False, cache=False, out_dir=out)
+    message = str(err.value)
+    assert "torch was '1.0.0', now" in message
+    assert "hardware was " in message and "threads=9" in message
+    assert "source files changed: reproduce/scoring.py" in message
+    assert "code_version" not in message
+
+
+def test_every_problem_is_reported_before_anything_is_written(env, tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(ReproduceError) as err:
+        evaluate(env["voc"], tmp_path / "missing.safetensors", 0, 0, n_episodes=-5, device="tpu",
+                 out_dir=out, progress=False, cache_dir=env["voc"] / "cache")
+    message = str(err.value)
+    assert message.startswith("5 problems:")
+    for expected in ("number of episodes must be >= 1, got -5", "shots must be >= 1, got 0",
+                     "--device 'tpu'", "missing.safetensors: no such file", "cache folder"):
+        assert expected in message
+    assert not out.exists()
+    assert tree_digest(env["voc"]) == env["digest"]
+
+
+def test_a_bad_model_leaves_nothing_that_blocks_the_retry(env, tmp_path):
+    bad = tmp_path / "fold0.safetensors"
+    bad.write_bytes(b"\x0a\x03abc" * 10)
+    out = tmp_path / "run"
+    with pytest.raises(Exception):
+        _run(env, "unused", weights=bad, out_dir=out, n_episodes=1)
+    assert not out.exists()
+    _run(env, "unused", out_dir=out, n_episodes=1, cache=False)
+    assert len(_rows(out)) == 1
+
+
+def test_a_second_process_is_refused_by_the_lock(env, tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from weights_convert.folder_lock import folder_lock\n"
+        f"with folder_lock({str(out)!r}, '.run.lock', 'evaluation', RuntimeError):\n"
+        "    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        with pytest.raises(ReproduceError, match=rf"another evaluation process \(pid {holder.pid}\) is writing"):
+            _run(env, "unused", out_dir=out, n_episodes=1, cache=False)
+        assert not (out / "manifest.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    _run(env, "unused", out_dir=out, n_episodes=1, cache=False)  # the lock died with its process
+    assert len(_rows(out)) == 1
+
+
+def test_concurrent_runs_into_one_folder_never_interleave(env, tmp_path):
+    """Two real processes started together: one runs, the other is refused; the journal stays whole."""
+    out = tmp_path / "race"
+    cmd = [sys.executable, "-m", "reproduce", "evaluate", "--voc", str(env["voc"]), "--weights",
+           str(env["weights"][0]), "--fold", "0", "--shots", "1", "--episodes", str(len(env["eps0"])),
+           "--episodes-file", str(env["ep0"]), "--out", str(out), "--no-cache", "--no-progress"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    results = [(p.wait(), p.stderr.read().decode()) for p in procs]
+    codes = sorted(rc for rc, _ in results)
+    assert codes in ([0, 0], [0, 2]), results
+    if codes == [0, 2]:
+        assert "another evaluation process" in next(err for rc, err in results if rc == 2)
+    assert [int(r[0]) for r in _rows(out)] == list(range(len(env["eps0"])))
+
+
+def test_resuming_with_save_masks_writes_the_missing_masks(env, reference_runs, tmp_path):
+    off, on, _ = reference_runs
+    out = tmp_path / "masks_later"
+    shutil.copytree(off, out)
+    assert not (out / "pred").exists()
+    evaluate(env["voc"], env["weights"][0], 0, 1, n_episodes=len(env["eps0"]), episodes_file=env["ep0"],
+             progress=False, cache=False, out_dir=out, save_masks=True)
+    for kind in ("soft", "hard"):
+        names = sorted(p.name for p in (on / "pred" / kind).iterdir())
+        assert names == sorted(p.name for p in (out / "pred" / kind).iterdir()) and len(names) == len(env["eps0"])
+        for name in names:
+            assert (out / "pred" / kind / name).read_bytes() == (on / "pred" / kind / name).read_bytes()
+
+
+def test_nonfinite_weights_are_reported_at_conversion_and_refused(env, tmp_path):
+    params = random_oslsm_params(OSLSMWidths.THIN, seed=13, hashing=True)
+    params["fc7s"][0][0, 0, 0, 0] = np.nan
+    params["fc7s"][1][2] = np.inf
+    caffemodel = tmp_path / "nan.caffemodel"
+    write_oslsm_caffemodel(caffemodel, params)
+    for form in ("oslsm", "graph"):
+        report = convert(env["prototxt"], caffemodel, tmp_path / f"nan_{form}.safetensors", model=form)
+        expected = ({"segmentation.fc7.weight": 1, "segmentation.fc7.bias": 1} if form == "oslsm"
+                    else {"fc7s/0": 1, "fc7s/1": 1})
+        assert report["nonfinite"] == expected
+    weights = tmp_path / "nan_oslsm.safetensors"
+    with pytest.raises(ReproduceError, match=r"NaN or infinite values in segmentation.fc7.weight \(1\), "
+                                             r"segmentation.fc7.bias \(1\).*--allow-nonfinite"):
+        _run(env, "unused", weights=weights, out_dir=tmp_path / "nan_run", n_episodes=1)
+    assert not (tmp_path / "nan_run").exists()
+    _run(env, "unused", weights=weights, out_dir=tmp_path / "nan_run", n_episodes=1, cache=False,
+         allow_nonfinite=True)
+    assert len(_rows(tmp_path / "nan_run")) == 1

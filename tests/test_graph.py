@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import GOLDEN
+from helpers import GOLDEN
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.prototxt import parse_net_text
 from weights_convert.graph import CaffeNet, insert_splits, shapes_match
@@ -327,7 +327,7 @@ def test_python_layer_is_refused_clearly():
 
 
 def test_upstream_train_net_python_layer_is_refused():
-    from conftest import UPSTREAM
+    from helpers import UPSTREAM
     trains = [p for p in UPSTREAM.rglob("*.prototxt") if "Python" in p.read_text()]
     assert trains
     with pytest.raises(CaffeFormatError, match="Python layer"):
@@ -531,7 +531,7 @@ def test_elementwise_activations():
 @pytest.mark.parametrize("name,k", [("deploy_1shot.prototxt", 1), ("deploy_5shot.prototxt", 5)])
 def test_upstream_deploy_nets_shapes(name, k):
     """Built on the meta device (no 1.1 GB of weights): the shapes of protocol section 4."""
-    from conftest import UPSTREAM
+    from helpers import UPSTREAM
     net = CaffeNet.from_prototxt(UPSTREAM / name, device="meta")
     shapes = net.blob_shapes
     assert shapes["second_img"] == (1, 3, 500, 500) and shapes["first_img"][0] == k

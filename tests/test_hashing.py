@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import GOLDEN
+from helpers import GOLDEN
 from weights_convert.oslsm.hashing import GatherMap, WeightHashing, detect_hashing_map
 from weights_convert.oslsm.layout import OSLSMWidths
 from weights_convert.oslsm.random_init import random_hashing_matrix

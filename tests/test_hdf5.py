@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import GOLDEN, MANIFEST
+from helpers import GOLDEN, MANIFEST
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.caffemodel import read_caffemodel
 from weights_convert.formats.hdf5 import read_caffemodel_h5, write_caffemodel_h5

@@ -16,7 +16,7 @@ from reproduce.errors import ReproduceError
 from reproduce.items import FoldItems, build_items, change_coordinates, fold_items_from_scan, scan_dataset
 from reproduce.voc import VOCDataset, fold_classes
 
-from conftest import GOLDEN
+from helpers import GOLDEN
 
 EPISODES = GOLDEN / "episodes"
 VOC = EPISODES / "VOC2012"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CASES, GOLDEN, MANIFEST
+from helpers import CASES, GOLDEN, MANIFEST
 from weights_convert.formats.schema import pb
 from weights_convert.graph import CaffeNet
 from weights_convert.layers.pooling import pooled_sizes

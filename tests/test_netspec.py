@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GOLDEN, UPSTREAM
+from helpers import GOLDEN, UPSTREAM
 from weights_convert import netspec as ns
 from weights_convert.cli import main
 from weights_convert.errors import CaffeFormatError

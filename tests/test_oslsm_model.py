@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import GOLDEN, UPSTREAM
+from helpers import GOLDEN, UPSTREAM
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.weights_io import read_weights
 from weights_convert.oslsm import OSLSM, OSLSMWidths, load_oslsm

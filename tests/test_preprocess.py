@@ -10,7 +10,7 @@ from reproduce.preprocess import (MEAN_BGR, binary_mask, episode_inputs, prep_qu
                                   prep_support)
 from reproduce.voc import VOCDataset
 
-from conftest import GOLDEN
+from helpers import GOLDEN
 
 EPISODES = GOLDEN / "episodes"
 GOLDEN_LISTS = json.loads((EPISODES / "episodes.json").read_text())["episodes"]

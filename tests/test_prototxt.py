@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CASES, GOLDEN, UPSTREAM
+from helpers import CASES, GOLDEN, UPSTREAM
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.prototxt import load_net, load_solver, parse_net_text
 

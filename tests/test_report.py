@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import GOLDEN, tree_digest
+from helpers import GOLDEN, tree_digest
 from reproduce.cli import main
 from reproduce.episodes import Episode, episodes_to_json
 from reproduce.errors import ReproduceError

@@ -13,7 +13,7 @@ from PIL import Image
 from reproduce.cli import main
 from reproduce.synthetic_voc import make_synthetic_voc
 
-from conftest import GOLDEN
+from helpers import GOLDEN
 
 EPISODES = GOLDEN / "episodes"
 VOC = EPISODES / "VOC2012"

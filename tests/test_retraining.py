@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from conftest import tree_digest
+from helpers import tree_digest
 from reproduce.cli import main
 from reproduce.recipe import train_net_blobs
 from weights_convert.formats.caffemodel import read_caffemodel, write_caffemodel, write_caffemodel_v1

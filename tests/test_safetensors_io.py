@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from conftest import GOLDEN
+from helpers import GOLDEN
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.caffemodel import read_caffemodel, write_caffemodel
 from weights_convert.formats.safetensors_io import (TensorEntry, caffemodel_to_safetensors, entry_for_array,

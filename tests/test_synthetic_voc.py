@@ -9,7 +9,7 @@ from reproduce.items import build_items
 from reproduce.synthetic_voc import make_synthetic_voc
 from reproduce.voc import voc_palette
 from reproduce.voc import VOID, VOCDataset, fold_classes
-from conftest import tree_digest
+from helpers import tree_digest
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from reproduce.cli import main
-from conftest import GOLDEN, tree_digest
+from helpers import GOLDEN, tree_digest
 from weights_convert.netspec import write_net
 from weights_convert.oslsm import OSLSMWidths
 from weights_convert.oslsm.random_init import random_oslsm_params, write_oslsm_caffemodel

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import GOLDEN
+from helpers import GOLDEN
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats import wire
 from weights_convert.formats.caffemodel import CaffeModelFile

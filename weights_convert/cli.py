@@ -13,4 +13,4 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser(), argv, (CaffeFormatError, FileNotFoundError))
+    return run_command(build_parser(), argv, (CaffeFormatError,))

@@ -23,14 +23,29 @@ def build_parser(prog: str, description: str | None, package: str, modules: Sequ
 
 def run_command(parser: argparse.ArgumentParser, argv: list[str] | None,
                 expected: tuple[type[BaseException], ...]) -> int:
-    """Run the chosen subcommand; an expected error (bad input) becomes `error: ...` and exit 2,
-    a requested stop (Interrupted) its message and exit 130."""
+    """Run the chosen subcommand; an expected error (bad input) or an operating-system error
+    (permission, disk full, a file where a folder should be) becomes one `error: ...` line and
+    exit 2; a requested stop (Interrupted, Ctrl-C) its message and exit 130. No traceback."""
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except expected as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
     except Interrupted as exc:
         print(exc, file=sys.stderr)
         return 130
+    except KeyboardInterrupt:
+        print("interrupted; what was finished is saved, and running the same command again resumes it",
+              file=sys.stderr)
+        return 130
+
+
+def describe_os_error(exc: OSError) -> str:
+    """'<path>: <reason>' (both paths for a rename), whatever raised it."""
+    reason = exc.strerror or str(exc)
+    paths = [p for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' -> '.join(map(str, paths))}: {reason}" if paths else reason

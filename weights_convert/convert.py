@@ -23,6 +23,8 @@ import numpy as np
 from weights_convert.atomic import atomic_write_text
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.prototxt import load_net
+from weights_convert.formats.safetensors_io import (LateValue, TensorEntry, caffemodel_to_safetensors, inspected,
+                                                    write_safetensors_streaming)
 from weights_convert.formats.schema import pb
 from weights_convert.formats.weights_io import BlobHandle, sniff_format
 from weights_convert.provenance import sha256_file
@@ -134,10 +136,8 @@ def convert(prototxt: str | os.PathLike, weights: str | os.PathLike, out: str | 
             model: str = "graph", fold: int | None = None, report: str | os.PathLike | None = None,
             source_sha256: str | None = None) -> dict:
     """Convert `weights` (checked against `prototxt`) to `out`; returns the report (also written
-    to `report` when given). `source_sha256` may be passed when the caller already hashed it."""
-    from weights_convert.formats.safetensors_io import (LateValue, TensorEntry, caffemodel_to_safetensors,
-                                                        write_safetensors_streaming)
-
+    to `report` when given). `source_sha256` may be passed when the caller already hashed it.
+    Non-finite values (NaN, infinity) are counted per tensor on the way and listed in the report."""
     if model not in MODEL_FORMS:
         raise ValueError(f"model must be one of {MODEL_FORMS}, got {model!r}")
     prototxt, weights, out = os.fspath(prototxt), os.fspath(weights), os.fspath(out)
@@ -156,54 +156,69 @@ def convert(prototxt: str | os.PathLike, weights: str | os.PathLike, out: str | 
     with ThreadPoolExecutor(1) as pool, WeightSource(weights) as source:
         hashed = pool.submit(timed_sha256)
         timings["scan_s"] = time.perf_counter() - start
-        hashing_info = None
-        if model == "oslsm":
-            entries, hashing_info, extra_meta = _oslsm_entries(net, source, prototxt, weights, TensorEntry)
-        else:
-            check_graph_weights(net, source.layers, prototxt, weights)
-            entries = [TensorEntry(f"{name}/{i}", blob.shape, "F32", _as_f32(blob))
-                       for name, blobs in source.layers.items() for i, blob in enumerate(blobs) if blob is not None]
-            extra_meta = {}
-            if "rw1s" in source.layers and "rb1s" in source.layers:
-                hashing_info = _detect_hashing(source.layers)
+        entries, hashing_info, extra_meta = _planned_entries(net, source, model, prototxt, weights)
         timings["validate_s"] = time.perf_counter() - start - timings["scan_s"]
-
         metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "model": model,
                     "source": Path(weights).name, "source_sha256": LateValue(64, hashed.result),
-                    "prototxt": Path(prototxt).name,
-                    "shots": "any", **extra_meta}
+                    "prototxt": Path(prototxt).name, "shots": "any", **extra_meta}
         if fold is not None:
             metadata["fold"] = str(fold)
         if hashing_info is not None:
             metadata["hashing"] = ",".join(f"{k}:{v['form']}" for k, v in hashing_info.items())
-
         t = time.perf_counter()
+        nonfinite = NonFiniteCount()
         if model == "graph" and source.kind == "caffemodel":
             # Same tensors as `entries`, but packed payloads are copied file to file undecoded.
-            caffemodel_to_safetensors(weights, out, metadata)
-        else:
-            write_safetensors_streaming(out, entries, metadata)  # atomic (temporary file + rename)
+            caffemodel_to_safetensors(weights, out, metadata, inspect=nonfinite)
+        else:  # atomic (temporary file + rename)
+            write_safetensors_streaming(out, [inspected(e, nonfinite) for e in entries], metadata)
         timings["write_s"] = time.perf_counter() - t
-        sha = hashed.result()
-        layer_table = [{"name": name, "type": source.types.get(name, _net_type(net, name)),
-                        "blobs": [None if b is None else list(b.shape) for b in blobs]}
-                       for name, blobs in source.layers.items()]
-    timings["total_s"] = time.perf_counter() - start
-    result = {
-        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "model": model,
-        "source": weights, "source_sha256": sha, "source_bytes": os.path.getsize(weights),
-        "prototxt": prototxt, "fold": fold, "output": out, "output_bytes": os.path.getsize(out),
-        "layers": layer_table,
-        "param_count": int(sum(int(np.prod(b.shape)) for blobs in source.layers.values() for b in blobs
-                               if b is not None)),
-        "tensors_written": len(entries),
-        "hashing": {"found": bool(hashing_info) and any(v["form"] == "hashing" for v in hashing_info.values()),
-                    "layers": hashing_info or {}},
-        "timings": timings,
-    }
+        result = _report(net, source, model, prototxt, fold, out, hashed.result(), entries, hashing_info)
+    result["nonfinite"] = nonfinite.by_key
+    result["timings"] = {**timings, "total_s": time.perf_counter() - start}
     if report is not None:
         atomic_write_text(report, json.dumps(result, indent=2) + "\n")
     return result
+
+
+class NonFiniteCount:
+    """NaN and infinite values per float tensor, counted as the tensors stream by."""
+
+    def __init__(self):
+        self.by_key: dict[str, int] = {}
+
+    def __call__(self, key: str, values: np.ndarray) -> None:
+        if values.dtype.kind == "f":
+            bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+            if bad:
+                self.by_key[key] = self.by_key.get(key, 0) + bad
+
+
+def _planned_entries(net: pb.NetParameter, source: WeightSource, model: str, prototxt: str, weights: str):
+    """The checked tensors to write (read on demand), the hashing maps' description, extra metadata."""
+    if model == "oslsm":
+        return _oslsm_entries(net, source, prototxt, weights)
+    check_graph_weights(net, source.layers, prototxt, weights)
+    entries = [TensorEntry(f"{name}/{i}", blob.shape, "F32", _as_f32(blob))
+               for name, blobs in source.layers.items() for i, blob in enumerate(blobs) if blob is not None]
+    hashing_info = _detect_hashing(source.layers) if {"rw1s", "rb1s"} <= set(source.layers) else None
+    return entries, hashing_info, {}
+
+
+def _report(net, source: WeightSource, model: str, prototxt: str, fold: int | None, out: str, sha: str,
+            entries: Sequence[TensorEntry], hashing_info: dict | None) -> dict:
+    layers = source.layers
+    return {
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "model": model,
+        "source": source.path, "source_sha256": sha, "source_bytes": os.path.getsize(source.path),
+        "prototxt": prototxt, "fold": fold, "output": out, "output_bytes": os.path.getsize(out),
+        "layers": [{"name": name, "type": source.types.get(name, _net_type(net, name)),
+                    "blobs": [None if b is None else list(b.shape) for b in blobs]} for name, blobs in layers.items()],
+        "param_count": int(sum(int(np.prod(b.shape)) for blobs in layers.values() for b in blobs if b is not None)),
+        "tensors_written": len(entries),
+        "hashing": {"found": bool(hashing_info) and any(v["form"] == "hashing" for v in hashing_info.values()),
+                    "layers": hashing_info or {}},
+    }
 
 
 def _as_f32(blob: BlobHandle) -> Callable[[], np.ndarray]:
@@ -221,7 +236,7 @@ def _detect_hashing(layers: Mapping[str, Sequence[BlobHandle]]) -> dict:
     return describe_maps(*(w.reshape(w.shape[-2:]) for w in weights))
 
 
-def _oslsm_entries(net, source: WeightSource, prototxt: str, weights: str, TensorEntry):
+def _oslsm_entries(net, source: WeightSource, prototxt: str, weights: str):
     """Validated OSLSM state entries (streamed from the one Caffe -> module mapping), hashing
     description and metadata."""
     from weights_convert.oslsm.hashing_map import map_description

@@ -8,16 +8,23 @@ import shutil
 import time
 from pathlib import Path
 
+from reproduce.errors import raise_problems
+from weights_convert.pascal5i import FOLDS, N_CLASSES
+
 NAME = "demo"
 HELP = "synthetic data + random thin OSLSM models through convert, evaluate and both tables (minutes on a CPU)"
 NOTE = ("DEMO: synthetic images and random-weight thin models; the 'ours' numbers only show that the "
         "pipeline runs and are not comparable with the paper's.")
+STAMP = ".oslsm-demo"  # marks a folder the demo made: it may delete and rewrite what is in it
+# Image i holds class i % 20 + 1, so every class needs a query and 5 other supports (5-shot).
+MIN_IMAGES = N_CLASSES * (5 + 1)
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
     parser.add_argument("--episodes", type=int, default=150, help="episodes per fold and shot count (default 150)")
-    parser.add_argument("--images", type=int, default=300, help="synthetic images (default 300)")
+    parser.add_argument("--images", type=int, default=300,
+                        help=f"synthetic images (default 300, at least {MIN_IMAGES}: a query and 5 supports per class)")
     parser.add_argument("--seed", type=int, default=2017)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=2)
@@ -29,7 +36,6 @@ def make_demo_inputs(work: Path, images: int, seed: int, episodes: int) -> tuple
     from them (conversions, cache, the runs beside `work`) when the recipe changed."""
     from reproduce.synthetic_voc import make_synthetic_voc
     from reproduce.tables import TABLES
-    from reproduce.voc import N_FOLDS
     from weights_convert.atomic import atomic_write_text
     from weights_convert.oslsm.layout import OSLSMWidths
     from weights_convert.oslsm.random_init import random_oslsm_params, write_oslsm_caffemodel
@@ -48,7 +54,7 @@ def make_demo_inputs(work: Path, images: int, seed: int, episodes: int) -> tuple
         elif derived.exists():
             derived.unlink()
     make_synthetic_voc(voc, images, seed)
-    for fold in range(N_FOLDS):
+    for fold in FOLDS:
         params = random_oslsm_params(OSLSMWidths.THIN, seed=seed + fold, hashing=True)
         write_oslsm_caffemodel(models / f"oslsm_thin_fold{fold}.caffemodel", params, net_name=f"oslsm_thin_fold{fold}")
     atomic_write_text(stamp, json.dumps(recipe) + "\n")
@@ -56,13 +62,16 @@ def make_demo_inputs(work: Path, images: int, seed: int, episodes: int) -> tuple
 
 
 def run(args) -> int:
-    from reproduce.commands.table_run import ensure_converted, evaluate_folds, write_table_and_report
+    from reproduce.table_pipeline import ensure_converted, evaluate_folds, write_table_and_report
     from weights_convert.netspec import write_net
     from weights_convert.oslsm.layout import OSLSMWidths
     from weights_convert.oslsm.spec import oslsm_deploy_net
 
     start = time.perf_counter()
     out = Path(args.out)
+    refuse_bad_arguments(args, out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / STAMP).write_text("made by `python -m reproduce demo`; it rewrites this folder\n")
     work = out / "work"
     voc, caffemodels = make_demo_inputs(work, args.images, args.seed, args.episodes)
     prototxt = work / "deploy_1shot_thin.prototxt"
@@ -77,3 +86,23 @@ def run(args) -> int:
         print(f"report: {paths['report']}")
     print(f"demo finished in {time.perf_counter() - start:.0f} s; tables in {out}")
     return 0
+
+
+def refuse_bad_arguments(args, out: Path) -> None:
+    """Every problem with the arguments and the output folder, together, before anything is written."""
+    problems = []
+    if args.episodes < 1:
+        problems.append(f"--episodes must be >= 1, got {args.episodes}")
+    if args.images < MIN_IMAGES:
+        problems.append(f"--images must be >= {MIN_IMAGES} (a query and 5 supports for each of the "
+                        f"{N_CLASSES} classes), got {args.images}")
+    if args.workers < 1:
+        problems.append(f"--workers must be >= 1, got {args.workers}")
+    if out.exists() and not out.is_dir():
+        problems.append(f"--out {out} is a file; expected a folder")
+    elif out.is_dir() and not (out / STAMP).is_file() and any(out.iterdir()):
+        found = ", ".join(sorted(p.name for p in out.iterdir())[:5])
+        problems.append(f"--out {out} holds files the demo did not make ({found}); the demo deletes and "
+                        "rewrites what is in its folder, so it only writes into a new or empty folder or an "
+                        "earlier demo's")
+    raise_problems(problems)

@@ -1,6 +1,8 @@
 """`evaluate`: one fold's test episodes through a converted OSLSM model, scored as test.py."""
 from __future__ import annotations
 
+from weights_convert.pascal5i import FOLDS
+
 NAME = "evaluate"
 HELP = "evaluate a converted OSLSM model on one PASCAL-5i fold (resumable; writes RUN_DIR)"
 
@@ -9,7 +11,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--voc", required=True, help="VOC2012 folder (JPEGImages, SegmentationClass, ImageSets)")
     parser.add_argument("--weights", required=True, help="converted model (fold{F}.safetensors) or a .caffemodel")
     parser.add_argument("--prototxt", help="deploy prototxt (checked against --shots; needed for a .caffemodel)")
-    parser.add_argument("--fold", type=int, required=True, choices=(0, 1, 2, 3))
+    parser.add_argument("--fold", type=int, required=True, choices=FOLDS)
     parser.add_argument("--shots", type=int, required=True, help="k (1 or 5 in the paper)")
     parser.add_argument("--episodes", type=int, default=1000, help="test episodes (default 1000, as the paper)")
     parser.add_argument("--episodes-file", help="episode list JSON to use instead of generating it")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reproduce.commands.episodes import add_data_arguments, open_data
+from reproduce.cli_arguments import add_data_arguments, open_data
 from reproduce.episodes import resolve_episodes
 from reproduce.preprocess import episode_inputs
 from weights_convert.atomic import atomic_write

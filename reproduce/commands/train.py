@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from reproduce.commands.train_episodes import add_training_data_arguments
+from reproduce.cli_arguments import add_training_data_arguments
 from reproduce.errors import ReproduceError
 from reproduce.loss_curve import write_loss_curve
 from reproduce.recipe import SOLVER_PROTOTXT

@@ -3,25 +3,15 @@ from __future__ import annotations
 
 import json
 
+from reproduce.cli_arguments import add_training_data_arguments
 from reproduce.episodes import episodes_sha256
 from reproduce.errors import ReproduceError
 from reproduce.training import TrainingEpisodes, build_training_items, open_training_sets, system_seed
-from reproduce.voc import N_FOLDS, refuse_inside_dataset
+from reproduce.voc import refuse_inside_dataset
 from weights_convert.atomic import atomic_write_text
 
 NAME = "train-episodes"
 HELP = "write the training episodes (query, class, supports, sets) the original data layer draws"
-
-
-def add_training_data_arguments(parser) -> None:
-    parser.add_argument("--voc", required=True, help="VOC2012 folder; its ImageSets/Segmentation/train.txt is read")
-    parser.add_argument("--sbd", required=True, help="SBD in the VOC layout (from `sbd-to-voc`); train.txt is read")
-    parser.add_argument("--fold", type=int, required=True, choices=range(N_FOLDS), help="PASCAL-5i fold 0..3")
-    parser.add_argument("--shots", type=int, default=1, help="support images per episode (the upstream net: 1)")
-    parser.add_argument("--seed", type=int, help="seed of the episode stream (default: from the system, as the "
-                        "original; always recorded)")
-    parser.add_argument("--cache-dir", default=None, help="where to cache the mask scans")
-    parser.add_argument("--no-cache", action="store_true", help="rescan the masks, write no cache")
 
 
 def add_arguments(parser) -> None:

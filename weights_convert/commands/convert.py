@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from weights_convert.convert import MODEL_FORMS, convert
+from weights_convert.pascal5i import FOLDS
 
 NAME = "convert"
 HELP = "convert Caffe weights (.caffemodel / .caffemodel.h5) checked against a prototxt into .safetensors"
@@ -13,7 +14,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="output .safetensors")
     parser.add_argument("--model", choices=MODEL_FORMS, default="graph",
                         help="graph: every blob as <layer>/<index>; oslsm: the OSLSM PyTorch module's state")
-    parser.add_argument("--fold", type=int, choices=range(4), help="PASCAL-5i fold, recorded in the metadata")
+    parser.add_argument("--fold", type=int, choices=FOLDS, help="PASCAL-5i fold, recorded in the metadata")
     parser.add_argument("--report", help="write the conversion report (JSON) here")
 
 

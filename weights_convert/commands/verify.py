@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from weights_convert.commands.forward import input_names, load_npz, run_graph
+from weights_convert.forward_pass import input_names, load_npz, run_graph
 
 NAME = "verify"
 HELP = "compare every blob of a forward pass with golden blobs (.npz); non-zero exit beyond tolerance"

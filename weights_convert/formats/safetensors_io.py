@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Callable, Mapping, Sequence
 
 import numpy as np
@@ -243,10 +243,12 @@ def _no_duplicate_keys(pairs):
 
 
 def caffemodel_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike,
-                              metadata: Mapping[str, str | LateValue] | None = None) -> None:
+                              metadata: Mapping[str, str | LateValue] | None = None,
+                              inspect: Callable[[str, np.ndarray], None] | None = None) -> None:
     """Convert blob by blob: keys "<layer>/<index>" (float32, Caffe shapes), in file order.
     Packed float32 payloads are copied file-to-file through one reusable buffer, so neither
-    the arrays nor the source's mapped pages accumulate in memory."""
+    the arrays nor the source's mapped pages accumulate in memory. `inspect(key, values)`, when
+    given, sees every tensor's values on the way (in pieces for copied payloads)."""
     from weights_convert.formats.caffemodel import CaffeModelFile
 
     src = os.fspath(src)
@@ -257,8 +259,7 @@ def caffemodel_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike,
             dup = sorted({n for n in names if names.count(n) > 1})
             raise CaffeFormatError(f"{src}: layers {dup} carry blobs more than once; expected unique names")
         buffer = bytearray(_COPY_CHUNK)
-        entries = [TensorEntry(key=f"{layer.name}/{i}", shape=blob.shape, dtype="F32", read=blob.read,
-                               copy_to=_raw_copier(blob, buffer) if blob.encoding == "float32" and blob.is_contiguous else None)
+        entries = [_blob_entry(f"{layer.name}/{i}", blob, buffer, inspect)
                    for layer in layers for i, blob in enumerate(layer.blobs)]
         info = {"format": "caffe-blobs", "source": os.path.basename(src),
                 "layer_types": json.dumps({layer.name: layer.type for layer in layers})}
@@ -266,13 +267,31 @@ def caffemodel_to_safetensors(src: str | os.PathLike, dst: str | os.PathLike,
         write_safetensors_streaming(dst, entries, info)
 
 
-def _raw_copier(blob, buffer: bytearray) -> Callable[[IO[bytes]], None]:
+def _blob_entry(key: str, blob, buffer: bytearray, inspect: Callable[[str, np.ndarray], None] | None) -> TensorEntry:
+    copy_to = _raw_copier(key, blob, buffer, inspect) if blob.encoding == "float32" and blob.is_contiguous else None
+    entry = TensorEntry(key=key, shape=blob.shape, dtype="F32", read=blob.read, copy_to=copy_to)
+    return entry if inspect is None or copy_to is not None else inspected(entry, inspect)
+
+
+def inspected(entry: TensorEntry, inspect: Callable[[str, np.ndarray], None]) -> TensorEntry:
+    """`entry`, its values shown to `inspect(key, values)` when read."""
+    def read() -> np.ndarray:
+        values = entry.read()
+        inspect(entry.key, np.asarray(values))
+        return values
+    return replace(entry, read=read)
+
+
+def _raw_copier(key: str, blob, buffer: bytearray,
+                inspect: Callable[[str, np.ndarray], None] | None) -> Callable[[IO[bytes]], None]:
     def copy_to(fh: IO[bytes]) -> None:
         remaining, offset = blob.count * 4, blob.offset
         view = memoryview(buffer)
         while remaining:
             chunk = view[:min(remaining, len(buffer))]
             blob.source.read_into(chunk, offset, blob.where)
+            if inspect is not None:  # chunks start at multiples of 4 bytes from the payload's start
+                inspect(key, np.frombuffer(chunk, "<f4"))
             fh.write(chunk)
             offset += len(chunk)
             remaining -= len(chunk)

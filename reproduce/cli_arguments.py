@@ -1,0 +1,37 @@
+"""Command-line arguments that several commands share (data set, fold, shots, caches), and the
+checks they make before any work."""
+from __future__ import annotations
+
+from reproduce.errors import ReproduceError
+from reproduce.voc import VOCDataset, refuse_inside_dataset
+from weights_convert.pascal5i import FOLDS
+
+
+def add_data_arguments(parser) -> None:
+    parser.add_argument("--voc", required=True, help="VOC2012 folder (ImageSets, JPEGImages, SegmentationClass)")
+    parser.add_argument("--fold", type=int, required=True, choices=FOLDS, help="PASCAL-5i fold")
+    parser.add_argument("--shots", type=int, required=True, help="support images per episode (1 or 5)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="where to cache the mask scan (default $OSLSM_CACHE or ~/.cache/oslsm-repro)")
+    parser.add_argument("--no-cache", action="store_true", help="rescan the masks, write no cache")
+
+
+def add_training_data_arguments(parser) -> None:
+    parser.add_argument("--voc", required=True, help="VOC2012 folder; its ImageSets/Segmentation/train.txt is read")
+    parser.add_argument("--sbd", required=True, help="SBD in the VOC layout (from `sbd-to-voc`); train.txt is read")
+    parser.add_argument("--fold", type=int, required=True, choices=FOLDS, help="PASCAL-5i fold")
+    parser.add_argument("--shots", type=int, default=1, help="support images per episode (the upstream net: 1)")
+    parser.add_argument("--seed", type=int, help="seed of the episode stream (default: from the system, as the "
+                        "original; always recorded)")
+    parser.add_argument("--cache-dir", default=None, help="where to cache the mask scans")
+    parser.add_argument("--no-cache", action="store_true", help="rescan the masks, write no cache")
+
+
+def open_data(args) -> VOCDataset:
+    """The checks `episodes` and `inputs` share before any work: the data set, the episode
+    count, an output outside the data set."""
+    dataset = VOCDataset(args.voc)
+    if args.episodes < 1:
+        raise ReproduceError(f"--episodes must be >= 1, got {args.episodes}")
+    refuse_inside_dataset(args.out, dataset.root)
+    return dataset

@@ -1,0 +1,89 @@
+"""A paper table end to end, as `table-run` and `demo` both run it: the fold models converted
+when needed, the folds evaluated into RESULTS/runs, the table and its report written."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from reproduce.errors import ReproduceError
+from reproduce.tables import TABLES
+from weights_convert.pascal5i import FOLDS
+
+VOC_HELP = ("PASCAL VOC 2012 trainval (VOCtrainval_11-May-2012.tar from host.robots.ox.ac.uk/pascal/VOC/voc2012/); "
+            "unpack it so that data/VOC2012 holds JPEGImages/, SegmentationClass/ and ImageSets/Segmentation/val.txt, "
+            "or pass VOC=/path/to/VOC2012 (--voc)")
+MODELS_HELP = ("the authors' four trained models (one .caffemodel per fold, file names containing fold0..fold3), "
+               "linked from the upstream OSLSM README (github.com/lzzcd001/OSLSM, 'Download trained models'); "
+               "put them in data/models or pass MODELS=/path/to/dir (--models)")
+
+
+def require_voc(voc: str | Path) -> Path:
+    """The VOC folder, or an error saying where to get it."""
+    root = Path(voc)
+    needed = [root / "JPEGImages", root / "SegmentationClass", root / "ImageSets" / "Segmentation" / "val.txt"]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        raise ReproduceError(f"no PASCAL VOC 2012 at {root} (missing {', '.join(missing)}). Download {VOC_HELP}.")
+    return root
+
+
+def ensure_converted(models: str | Path, out_models: Path, folds=FOLDS, prototxt: Path | None = None) -> dict[int, Path]:
+    """fold -> converted .safetensors under out_models, converting the caffemodels in `models` when
+    needed (convert-folds skips outputs that already match their source's sha256)."""
+    from weights_convert.fold_models import WEIGHT_SUFFIXES, convert_fold_models
+
+    models = Path(models)
+    has_sources = models.is_dir() and any(p.name.lower().endswith(WEIGHT_SUFFIXES)
+                                          for p in models.iterdir() if p.is_file())
+    if has_sources:
+        convert_fold_models(models, {}, prototxt or _deploy_prototxt(out_models), out_models, folds)
+    converted = {f: out_models / f"fold{f}.safetensors" for f in folds}
+    missing = [f for f, p in converted.items() if not p.is_file()]
+    if missing:
+        raise ReproduceError(f"no models for fold(s) {', '.join(map(str, missing))}: {models} holds no "
+                             f".caffemodel files and {out_models} no converted fold{{F}}.safetensors. "
+                             f"Download {MODELS_HELP}.")
+    return converted
+
+
+def _deploy_prototxt(out_models: Path) -> Path:
+    """The project's deploy_1shot.prototxt (`make prototxt`), or the same net written by our
+    net-spec code next to the converted models."""
+    from weights_convert.fold_models import PROJECT_PROTOTXT
+
+    if PROJECT_PROTOTXT.is_file():
+        return PROJECT_PROTOTXT
+    from weights_convert.netspec import write_net
+    from weights_convert.oslsm.spec import oslsm_deploy_net
+
+    path = out_models / "deploy_1shot.prototxt"
+    if not path.is_file():
+        write_net(oslsm_deploy_net(1), path)
+    return path
+
+
+def evaluate_folds(table: int, voc, converted: dict[int, Path], out: Path, *, episodes: int, device: str,
+                   protocol: str, cache_dir: Path, workers: int = 2, progress: bool = True) -> list[Path]:
+    from reproduce.evaluate import evaluate
+
+    shots = TABLES[table][1]
+    runs = []
+    for fold, weights in sorted(converted.items()):
+        run_dir = out / "runs" / f"table{table}_fold{fold}"
+        s = evaluate(voc, weights, fold, shots, n_episodes=episodes, device=device, out_dir=run_dir,
+                     protocol=protocol, cache=True, cache_dir=cache_dir, progress=progress, workers=workers)
+        print(f"fold {fold} {shots}-shot: mIoU {s['miou_x100']:.2f}  FB-IoU {s['fb_iou_x100']:.2f} -> {run_dir}")
+        runs.append(run_dir)
+    return runs
+
+
+def write_table_and_report(table: int, runs: list[Path], out: Path, voc, note: str = "", device: str = "cpu") -> dict:
+    """The table files beside the published numbers and an HTML report of its runs
+    ({stem}_report/index.html); returns the written paths."""
+    from reproduce.report import write_report
+    from reproduce.tables import table_stem, write_table
+
+    paths = write_table(table, runs, out, note=note)
+    stem = table_stem(table)
+    paths["report"] = write_report(runs, out / f"{stem}_report", title=f"Table {table}: {stem}", note=note,
+                                   voc=voc, device=device)
+    return paths

@@ -1,0 +1,155 @@
+"""The structure the code promises its readers: no import cycle (imports inside functions
+included), dependencies pointing one way, commands at the top, short library functions."""
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("weights_convert", "reproduce")
+MAX_FUNCTION_LINES = 60
+
+
+def _modules() -> dict[str, Path]:
+    mods = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return mods
+
+
+def _imported(module: str, node, mods: dict[str, Path]) -> list[str]:
+    """The project modules an import statement names (the longest existing prefix of each)."""
+    if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+    else:
+        base = module.split(".")
+        if node.level:
+            package = base if mods[module].name == "__init__.py" else base[:-1]
+            base = package[:len(package) - node.level + 1]
+            target = ".".join(base + ([node.module] if node.module else []))
+        else:
+            target = node.module
+        names = [target] + [f"{target}.{a.name}" for a in node.names]
+    found = []
+    for name in names:
+        while name and name not in mods:
+            name = name.rpartition(".")[0]
+        if name:
+            found.append(name)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> project modules it imports anywhere in its body (a package's own parents left out:
+    importing a submodule always runs them)."""
+    mods = _modules()
+    graph = defaultdict(set)
+    for module, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                graph[module] |= {t for t in _imported(module, node, mods)
+                                  if t != module and not module.startswith(t + ".")}
+        graph.setdefault(module, set())
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in list(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles():
+    assert cycles(import_graph()) == []
+
+
+def test_the_cycle_finder_sees_function_local_imports(tmp_path):
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+    tree = ast.parse("def f():\n    from weights_convert.graph import CaffeNet\n")
+    node = next(n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom))
+    assert _imported("weights_convert.formats.wire", node, _modules()) == ["weights_convert.graph",
+                                                                           "weights_convert.graph"]
+
+
+def _imports_of(prefixes: tuple[str, ...], graph) -> dict[str, set[str]]:
+    return {m: deps for m, deps in graph.items() if m.startswith(prefixes)}
+
+
+def _violations(lower: tuple[str, ...], higher: tuple[str, ...], graph) -> list[str]:
+    return sorted(f"{m} -> {d}" for m, deps in _imports_of(lower, graph).items() for d in deps
+                  if d.startswith(higher))
+
+
+def test_dependencies_point_one_way():
+    graph = import_graph()
+    # formats below layers below the graph; the model below loading; nothing below reaches up.
+    assert _violations(("weights_convert.formats",), ("weights_convert.layers", "weights_convert.graph",
+                                                      "weights_convert.oslsm", "weights_convert.convert",
+                                                      "weights_convert.train"), graph) == []
+    assert _violations(("weights_convert.layers",), ("weights_convert.graph", "weights_convert.oslsm",
+                                                     "weights_convert.convert", "weights_convert.train"), graph) == []
+    assert _violations(("weights_convert.oslsm",), ("weights_convert.graph", "weights_convert.convert",
+                                                    "weights_convert.train"), graph) == []
+    assert _violations(("weights_convert",), ("reproduce",), graph) == []
+    # data below episodes below evaluation
+    data = ("reproduce.voc", "reproduce.items", "reproduce.episodes", "reproduce.preprocess", "reproduce.resize2017",
+            "reproduce.scoring", "reproduce.dataset_inputs", "reproduce.feature_cache", "reproduce.provenance")
+    assert _violations(data, ("reproduce.evaluate", "reproduce.run_folder", "reproduce.table_pipeline",
+                              "reproduce.report", "reproduce.figure"), graph) == []
+
+
+def test_commands_end_the_import_chains():
+    graph = import_graph()
+    commands = ("weights_convert.commands.", "reproduce.commands.")
+    assert sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps if d.startswith(commands)) == []
+
+
+def test_the_model_file_holds_the_architecture_only():
+    graph = import_graph()
+    assert {d for d in graph["weights_convert.oslsm.model"] if not d.startswith("weights_convert.oslsm")} == set()
+    assert graph["weights_convert.oslsm.model"] <= {"weights_convert.oslsm.hashing", "weights_convert.oslsm.layout"}
+
+
+def test_feature_provenance_reads_sources_without_importing_them():
+    graph = import_graph()
+    assert graph["reproduce.provenance"] <= {"weights_convert.provenance"}
+
+
+def test_library_functions_are_short():
+    long = []
+    for module, path in _modules().items():
+        if ".proto" in module:
+            continue  # the protobuf schema is generated
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{module}.{node.name}: {lines} lines")
+    assert long == []

@@ -1,0 +1,69 @@
+"""One forward pass of a Caffe net on arrays, and the .npz files that carry blobs in and out
+(shared by `forward` and `verify`)."""
+from __future__ import annotations
+
+import os
+import zipfile
+from typing import Mapping
+
+import numpy as np
+
+from weights_convert.atomic import atomic_path
+from weights_convert.errors import CaffeFormatError
+from weights_convert.formats.prototxt import load_net
+
+
+def input_names(prototxt: str | os.PathLike) -> list[str]:
+    """The tops of the net's Input layers (legacy `input:` nets are upgraded to one)."""
+    return [top for layer in load_net(prototxt).layer if layer.type == "Input" for top in layer.top]
+
+
+def run_graph(prototxt: str | os.PathLike, weights: str | os.PathLike | None,
+              arrays: Mapping[str, np.ndarray], source: str = "inputs") -> dict[str, np.ndarray]:
+    """Every blob of one forward pass; `arrays` must hold each Input top (extra names are ignored).
+    `weights` None: the net must have no learnable blobs (strict loading of nothing checks it)."""
+    import torch
+
+    from weights_convert.graph import CaffeNet
+    from weights_convert.numerics import faithful_mode
+
+    names = input_names(prototxt)
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise CaffeFormatError(f"{source}: no array for input(s) {', '.join(missing)} of {os.fspath(prototxt)} "
+                               f"(has {', '.join(sorted(arrays)) or 'nothing'})")
+    net = CaffeNet.from_prototxt(prototxt)
+    if weights is None:
+        learnable = [layer.name for layer in net.param_layers()]
+        if learnable:
+            raise CaffeFormatError(f"{os.fspath(prototxt)}: layer(s) {', '.join(learnable)} have learnable "
+                                   "blobs; pass their weights with --weights")
+    else:
+        net.load_weights(weights)
+    inputs = {n: torch.from_numpy(np.ascontiguousarray(arrays[n], dtype=np.float32)) for n in names}
+    with torch.no_grad(), faithful_mode():
+        blobs = net.forward(**inputs)
+    return {name: _to_numpy(value) for name, value in blobs.items()}
+
+
+def _to_numpy(value) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise CaffeFormatError(f"{os.fspath(path)}: cannot read .npz: {exc}") from None
+
+
+def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
+    """np.savez's format, written atomically, for any blob names (np.savez(**blobs) would take a
+    blob named 'file' for its own argument)."""
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, array in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asanyarray(array), allow_pickle=False)

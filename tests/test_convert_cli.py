@@ -220,7 +220,8 @@ def test_convert_folds_without_models_dir(tmp_path, capsys):
 def test_full_size_oslsm_entries_stream_without_reading_big_blobs():
     """The oslsm-form conversion of a full VGG-16-width model, on shapes only: every state tensor
     is planned with the module's shape and dtype, and only the two hashing maps are decoded."""
-    from weights_convert.convert import BlobHandle, _oslsm_entries
+    from weights_convert.convert import _oslsm_entries
+    from weights_convert.formats.weights_io import BlobHandle
     from weights_convert.formats.prototxt import load_net
     from weights_convert.oslsm.layout import OSLSMWidths, expected_param_shapes
     from weights_convert.oslsm.random_init import random_hashing_matrix

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 import threading
@@ -14,7 +15,10 @@ _UMASK_LOCK = threading.Lock()
 def _new_temporary(path: Path, suffix: str) -> tuple[int, str]:
     """A temporary file beside `path` with the permissions a plain open() would give it
     (mkstemp makes it owner-only, and the rename would keep that)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:  # a file stands where a folder of the path should be
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory (a file is in the way)", exc.filename) from None
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.fchmod(fd, 0o666 & ~_current_umask())
     return fd, tmp

@@ -45,7 +45,8 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None,
 
 
 def describe_os_error(exc: OSError) -> str:
-    """'<path>: <reason>' (both paths for a rename), whatever raised it."""
+    """'<path>: <reason>', whatever raised it; for a failed rename the destination (the user's
+    path, not our temporary file)."""
     reason = exc.strerror or str(exc)
-    paths = [p for p in (exc.filename, exc.filename2) if p is not None]
-    return f"{' -> '.join(map(str, paths))}: {reason}" if paths else reason
+    path = exc.filename2 if exc.filename2 is not None else exc.filename
+    return f"{path}: {reason}" if path is not None else reason

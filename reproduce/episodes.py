@@ -9,8 +9,9 @@ from pathlib import Path
 
 from reproduce.errors import ReproduceError
 from reproduce.items import FoldItems
-from reproduce.voc import N_FOLDS, class_name, fold_classes
+from reproduce.voc import class_name, fold_classes
 from weights_convert.atomic import atomic_write_text
+from weights_convert.pascal5i import N_CLASSES, N_FOLDS
 
 SEED = 1385       # the original's fixed seed for deterministic mode
 DB_CYCLE = 1000   # episodes after which the original re-seeded and restarted
@@ -123,16 +124,18 @@ def load_episodes(path: str | Path) -> EpisodeFile:
         raise ReproduceError(f"{path}: not a JSON episode file ({exc})") from exc
     if not isinstance(doc, dict):
         raise bad("top level", "an object")
-    for key in ("fold", "shots", "n_items", "episodes", "sha256"):
+    # A hand-made file needs fold, shots and episodes; n_items (0: not recorded) and sha256 (checked
+    # when present) are what `episodes` adds.
+    for key in ("fold", "shots", "episodes"):
         if key not in doc:
             raise bad(f"field {key!r}", "present")
-    fold, shots, n_items = doc["fold"], doc["shots"], doc["n_items"]
+    fold, shots, n_items = doc["fold"], doc["shots"], doc.get("n_items", 0)
     if not isinstance(fold, int) or fold not in range(N_FOLDS):
         raise bad("field 'fold'", f"an integer 0..{N_FOLDS - 1}")
     if not isinstance(shots, int) or shots < 1:
         raise bad("field 'shots'", "a positive integer")
-    if not isinstance(n_items, int) or n_items < 1:
-        raise bad("field 'n_items'", "a positive integer")
+    if not isinstance(n_items, int) or n_items < 0:
+        raise bad("field 'n_items'", "a non-negative integer")
     if not isinstance(doc["episodes"], list):
         raise bad("field 'episodes'", "a list")
     allowed = set(fold_classes(fold))
@@ -146,8 +149,8 @@ def load_episodes(path: str | Path) -> EpisodeFile:
                 raise bad(f"{where}.{key}", "present")
         if not isinstance(e["query"], str) or not e["query"]:
             raise bad(f"{where}.query", "an image name")
-        if not isinstance(e["cls"], int) or not 1 <= e["cls"] <= 20:
-            raise bad(f"{where}.cls", "a class id 1..20")
+        if not isinstance(e["cls"], int) or not 1 <= e["cls"] <= N_CLASSES:
+            raise bad(f"{where}.cls", f"a class id 1..{N_CLASSES}")
         if e["cls"] not in allowed:
             raise bad(f"{where}.cls", f"a class of fold {fold} ({sorted(allowed)}), got {e['cls']}")
         sup = e["supports"]
@@ -157,7 +160,7 @@ def load_episodes(path: str | Path) -> EpisodeFile:
             raise bad(f"{where}.supports", f"{shots} names (shots), got {len(sup)}")
         episodes.append(Episode(e["query"], e["cls"], list(sup)))
     digest = episodes_sha256(episodes)
-    if digest != doc["sha256"]:
+    if doc.get("sha256", digest) != digest:
         raise bad("field 'sha256'", f"{digest} (the sha256 of the episode list), got {doc['sha256']}")
     return EpisodeFile(fold, shots, n_items, episodes, digest)
 

@@ -124,3 +124,14 @@ def check_prototxt_shots(prototxt: str | os.PathLike | None, shots: int) -> None
     if net_shots != shots:
         raise ReproduceError(f"{prototxt} is a {net_shots}-shot deploy net (first_img has {net_shots} images), "
                              f"but --shots is {shots}; use deploy_{shots}shot.prototxt")
+
+
+def source_sha256(weights: str | os.PathLike) -> str | None:
+    """The sha256 of the caffemodel a converted file came from (it names the weights, whatever the
+    converted file is called); None for a file that is not our conversion."""
+    from weights_convert.formats.safetensors_io import safetensors_metadata
+    from weights_convert.formats.weights_io import sniff_format
+
+    if sniff_format(weights) != "safetensors":
+        return None
+    return safetensors_metadata(weights).get("source_sha256") or None

@@ -16,7 +16,7 @@ import torch
 from reproduce.dataset_inputs import DatasetInputs
 from reproduce.episodes import episodes_sha256, resolve_episodes
 from reproduce.errors import ReproduceError
-from reproduce.eval_config import EvalConfig, open_checked
+from reproduce.eval_config import EvalConfig, open_checked, source_sha256
 from reproduce.feature_cache import FeatureProvider
 from reproduce.progress import Progress
 from reproduce.provenance import FEATURE_SOURCES, code_record, record_digest
@@ -55,15 +55,19 @@ def run_evaluation(config: EvalConfig, load_model: ModelLoader | None = None) ->
     started = time.perf_counter()
     with faithful_mode():
         dataset = open_checked(config)
+        # Without a cache folder nothing is cached on disk, the mask scan included.
         episodes, n_items = resolve_episodes(dataset, config.fold, config.shots, config.n_episodes,
                                              config.episodes_file,
-                                             None if config.cache_dir is None else config.cache_dir / "items")
+                                             None if config.cache_dir is None else config.cache_dir / "items",
+                                             use_cache=config.cache_dir is not None)
         reference = _reference(episodes, dataset, config)
+        _warn_classes_without_episodes(episodes, config)
         t0 = time.perf_counter()
         model = load_model(config.weights, prototxt=config.prototxt, device=config.torch_device)
         load_s = time.perf_counter() - t0
         _refuse_nonfinite(model, config)
         model_sha = sha256_file(config.weights)
+        weights_sha = source_sha256(config.weights) or model_sha
         manifest = {"format": RUN_FORMAT, "fold": config.fold, "shots": config.shots, "protocol": config.protocol,
                     "n_episodes": len(episodes), "episodes_sha256": episodes_sha256(episodes),
                     "reference": reference, "model_sha256": model_sha, "device_type": config.torch_device.type,
@@ -82,7 +86,7 @@ def run_evaluation(config: EvalConfig, load_model: ModelLoader | None = None) ->
             if config.save_masks:
                 _write_missing_masks(run, model, provider, episodes[:done])
             loop = _score_episodes(run, model, provider, inputs, episodes, done, config)
-            summary = _finish(run, episodes, manifest, config)
+            summary = _finish(run, episodes, manifest, config, weights_sha)
             run.write_json("timings.json", _timings(config, provider, done, loop,
                                                     time.perf_counter() - started, load_s))
     return summary
@@ -95,6 +99,26 @@ def _reference(episodes, dataset, config: EvalConfig) -> str:
               f"printed on VOC 2012 val ({reference}); `python -m reproduce check-voc --voc DIR` says which items "
               "differ", file=sys.stderr)
     return reference
+
+
+def _warn_classes_without_episodes(episodes: Sequence, config: EvalConfig) -> None:
+    """With few episodes a test class may get none: its IoU is then 0 by test.py's formula and
+    pulls the fold's mIoU down without measuring anything."""
+    empty = [c for c in fold_classes(config.fold) if not any(int(ep.cls) == c for ep in episodes)]
+    if empty:
+        print(f"WARNING: fold {config.fold}: no episode tests class(es) {', '.join(map(class_name, empty))} among "
+              f"the {len(episodes)} episodes; their IoU counts as 0 in the mIoU (use more --episodes)",
+              file=sys.stderr)
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """The end-of-run printout: the fold's scores and each test class's IoU."""
+    lines = [f"fold {summary['fold']} {summary['shots']}-shot: mIoU {summary['miou_x100']:.2f}  "
+             f"FB-IoU {summary['fb_iou_x100']:.2f}  ({summary['n_episodes']} episodes, protocol "
+             f"{summary['protocol']})"]
+    for cls, numbers in summary["per_class"].items():
+        lines.append(f"  class {int(cls):2d} {summary['class_names'][cls]:<12} IoU {100.0 * numbers['iou']:6.2f}")
+    return lines
 
 
 def _refuse_nonfinite(model: torch.nn.Module, config: EvalConfig) -> None:
@@ -156,7 +180,9 @@ def _score_episodes(run: RunFolder, model, provider: FeatureProvider, inputs: Da
     return {"seconds": seconds, "episodes": done - start, "loop_s": time.perf_counter() - loop_start}
 
 
-def _finish(run: RunFolder, episodes: Sequence, manifest: dict, config: EvalConfig) -> dict:
+def _finish(run: RunFolder, episodes: Sequence, manifest: dict, config: EvalConfig, weights_sha: str) -> dict:
+    """summary.json (weights_sha256: the source caffemodel's content, whatever the file is called)
+    and iou_results.txt, from the journal."""
     rows = run.done_rows(episodes)
     if len(rows) != len(episodes):
         raise ReproduceError(f"{run.csv_path}: {len(rows)} rows after the run; expected {len(episodes)}")
@@ -167,7 +193,7 @@ def _finish(run: RunFolder, episodes: Sequence, manifest: dict, config: EvalConf
         "test_classes": classes, "class_names": {str(c): class_name(c) for c in classes},
         "n_episodes": len(episodes), "episodes_sha256": manifest["episodes_sha256"],
         "reference": manifest["reference"], "model_sha256": manifest["model_sha256"],
-        "weights": config.weights.name,
+        "weights_sha256": weights_sha, "weights": config.weights.name,
         **summary_block(fs), "miou_x100": 100.0 * fs.miou(), "fb_iou_x100": 100.0 * fs.fb_iou(),
     }
     run.write_json("summary.json", summary)

@@ -106,8 +106,8 @@ def run_page(run: FinishedRun, slug: str, gallery: dict[str, int], note: str) ->
             f"<h1>Fold {s['fold']}, {s['shots']}-shot ({html.escape(run.name)})</h1>"
             + (f"<p class='note'>{html.escape(note)}</p>" if note else "")
             + _protocol_note(run) + _scores_table(run)
-            + f"<p>{s['n_episodes']} episodes, protocol <code>{html.escape(s['protocol'])}</code>, model sha256 "
-              f"<code>{html.escape(str(s.get('model_sha256')))}</code>, episodes sha256 "
+            + f"<p>{s['n_episodes']} episodes, protocol <code>{html.escape(s['protocol'])}</code>, weights sha256 "
+              f"<code>{html.escape(str(s.get('weights_sha256', s.get('model_sha256'))))}</code>, episodes sha256 "
               f"<code>{html.escape(str(s.get('episodes_sha256')))}</code> (the original's list on VOC 2012: "
               f"{html.escape(str(s.get('reference', 'not recorded')))}), run folder "
               f"<code>{html.escape(str(run.path))}</code>.</p>"

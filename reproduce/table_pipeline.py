@@ -63,7 +63,7 @@ def _deploy_prototxt(out_models: Path) -> Path:
 
 def evaluate_folds(table: int, voc, converted: dict[int, Path], out: Path, *, episodes: int, device: str,
                    protocol: str, cache_dir: Path, workers: int = 2, progress: bool = True) -> list[Path]:
-    from reproduce.evaluate import evaluate
+    from reproduce.evaluate import evaluate, summary_lines
 
     shots = TABLES[table][1]
     runs = []
@@ -71,7 +71,7 @@ def evaluate_folds(table: int, voc, converted: dict[int, Path], out: Path, *, ep
         run_dir = out / "runs" / f"table{table}_fold{fold}"
         s = evaluate(voc, weights, fold, shots, n_episodes=episodes, device=device, out_dir=run_dir,
                      protocol=protocol, cache=True, cache_dir=cache_dir, progress=progress, workers=workers)
-        print(f"fold {fold} {shots}-shot: mIoU {s['miou_x100']:.2f}  FB-IoU {s['fb_iou_x100']:.2f} -> {run_dir}")
+        print("\n".join(summary_lines(s)) + f"\n-> {run_dir}")
         runs.append(run_dir)
     return runs
 

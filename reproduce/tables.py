@@ -93,6 +93,7 @@ def build_table(table: int, run_dirs: Sequence[str | os.PathLike], paper_dir=PAP
     return {"table": table, "stem": stem, "shots": shots, "protocol": protocols[0], "rows": rows,
             "paper_source": paper["source"], "paper_fb_iou": paper["fb_iou"],
             "runs": {f: {"run_dir": runs[f]["run_dir"], "model_sha256": runs[f].get("model_sha256"),
+                         "weights_sha256": runs[f].get("weights_sha256", runs[f].get("model_sha256")),
                          "episodes_sha256": runs[f].get("episodes_sha256"),
                          "reference": runs[f].get("reference", "not recorded")} for f in sorted(runs)}}
 
@@ -108,10 +109,15 @@ def table_markdown(t: dict, note: str = "") -> str:
     lines = [f"# Table {t['table']}: OSLSM {t['shots']}-shot mIoU (%) on PASCAL-5i, paper vs this reproduction", ""]
     if note:
         lines += [note, ""]
+    if t["protocol"] != "original":
+        lines += [f"**Not the paper's scoring:** ours use protocol `{t['protocol']}` (void pixels ignored); the "
+                  "paper's numbers count void as background (protocol `original`), so the difference row "
+                  "compares two different measures.", ""]
     lines += ["| | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
     lines.append("| paper | " + " | ".join(_fmt(r["paper_miou"]) for r in t["rows"]) + " |")
     lines.append("| ours | " + " | ".join(_fmt(r["ours_miou"]) for r in t["rows"]) + " |")
-    lines.append("| ours - paper | " + " | ".join(_fmt(r["difference"], True) for r in t["rows"]) + " |")
+    difference = "ours - paper" if t["protocol"] == "original" else f"ours ({t['protocol']}) - paper (original)"
+    lines.append(f"| {difference} | " + " | ".join(_fmt(r["difference"], True) for r in t["rows"]) + " |")
     lines.append("| ours FB-IoU | " + " | ".join(_fmt(r["ours_fb_iou"]) for r in t["rows"]) + " |")
     eps = sorted({r["episodes"] for r in t["rows"] if r["episodes"] is not None})
     lines += ["", f"- Paper: {t['paper_source']}.",
@@ -122,7 +128,7 @@ def table_markdown(t: dict, note: str = "") -> str:
     if missing:
         lines.append(f"- Missing runs: {', '.join(missing)} (no mean for ours).")
     for f, r in t["runs"].items():
-        lines.append(f"- fold{f}: {r['run_dir']} (model sha256 {str(r['model_sha256'])[:12]}, "
+        lines.append(f"- fold{f}: {r['run_dir']} (weights sha256 {str(r['weights_sha256'])[:12]}, "
                      f"episodes sha256 {str(r['episodes_sha256'])[:12]}; the original's episode list on "
                      f"VOC 2012: {r['reference']})")
     return "\n".join(lines) + "\n"

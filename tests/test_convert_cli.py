@@ -147,10 +147,30 @@ def test_verify_fails_on_tampered_weight_and_names_the_blob(tmp_path, capsys):
     assert "pool5f" not in failed_line  # the conditioning branch does not see the query weights
 
 
+def test_verify_fails_loudly_on_a_golden_file_that_lacks_blobs(tmp_path, capsys):
+    from weights_convert.forward_pass import load_npz, save_npz
+
+    golden = load_npz(CASE / "blobs.npz")
+    partial = {k: v for k, v in golden.items() if k not in ("pool5s", "fc6f")}
+    save_npz(tmp_path / "partial.npz", partial)
+    args = ["verify", "--prototxt", str(CASE / "net.prototxt"), "--weights", str(CASE / "weights.caffemodel"),
+            "--golden", str(tmp_path / "partial.npz")]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "NOT COMPARED: the golden file has no values for 2 blob(s) the net computes: fc6f, pool5s" in out
+    assert "pass --allow-partial" in out
+    assert main([*args, "--allow-partial"]) == 0
+    assert "(2 not compared, --allow-partial)" in capsys.readouterr().out
+    inputs_only = {k: golden[k] for k in ("first_img", "first_label", "second_img", "second_label")}
+    save_npz(tmp_path / "inputs.npz", inputs_only)
+    assert main([*args[:-1], str(tmp_path / "inputs.npz"), "--allow-partial"]) == 1
+    assert "nothing was compared" in capsys.readouterr().out
+
+
 def test_verify_without_weights_only_for_nets_without_learnable_layers(capsys):
     no_params = GOLDEN / "pool_max_clip"
     assert main(["verify", "--prototxt", str(no_params / "net.prototxt"), "--golden", str(no_params / "blobs.npz")]) == 0
-    assert "all 1 blobs within tolerance" in capsys.readouterr().out
+    assert "all 1 compared blobs within tolerance" in capsys.readouterr().out
     conv = GOLDEN / "conv_basic"
     assert main(["verify", "--prototxt", str(conv / "net.prototxt"), "--golden", str(conv / "blobs.npz")]) == 2
     assert "layer(s) c have learnable blobs; pass their weights with --weights" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from reproduce import items as items_mod
-from reproduce.episodes import (Episode, EpisodeSampler, episodes_to_json, load_episodes,
+from reproduce.episodes import (Episode, EpisodeSampler, episodes_sha256, episodes_to_json, load_episodes,
                                 make_episodes, py2_shuffle)
 from reproduce.errors import ReproduceError
 from reproduce.items import FoldItems, build_items, change_coordinates, fold_items_from_scan, scan_dataset
@@ -199,12 +199,18 @@ def test_episode_file_round_trip_and_checks(golden_items, tmp_path):
             load_episodes(p)
         assert str(p) in str(err.value)
 
-    broken(lambda d: d.pop("n_items"), "'n_items'")
+    broken(lambda d: d.pop("shots"), "'shots'")
+    broken(lambda d: d.update(n_items=-1), "'n_items': expected a non-negative integer")
     broken(lambda d: d["episodes"][3].pop("query"), r"episodes\[3\]\.query")
     broken(lambda d: d["episodes"][0].update(cls=21), r"episodes\[0\]\.cls: expected a class id 1..20")
     broken(lambda d: d["episodes"][0].update(cls=2), r"episodes\[0\]\.cls: expected a class of fold 1")
     broken(lambda d: d["episodes"][5]["supports"].pop(), r"episodes\[5\]\.supports: expected 5 names")
     broken(lambda d: d["episodes"][7].update(query="2007_000100"), "'sha256'")
+    # A hand-made file: fold, shots and episodes are enough (no n_items, no sha256).
+    hand = tmp_path / "hand.json"
+    hand.write_text(json.dumps({"fold": 1, "shots": 5, "episodes": doc["episodes"][:2]}))
+    made = load_episodes(hand)
+    assert made.episodes == episodes[:2] and made.n_items == 0 and made.sha256 == episodes_sha256(episodes[:2])
     (tmp_path / "junk.json").write_text("{not json")
     with pytest.raises(ReproduceError, match="junk.json"):
         load_episodes(tmp_path / "junk.json")

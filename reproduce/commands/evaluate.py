@@ -13,27 +13,37 @@ def add_arguments(parser) -> None:
     parser.add_argument("--prototxt", help="deploy prototxt (checked against --shots; needed for a .caffemodel)")
     parser.add_argument("--fold", type=int, required=True, choices=FOLDS)
     parser.add_argument("--shots", type=int, required=True, help="k (1 or 5 in the paper)")
-    parser.add_argument("--episodes", type=int, default=1000, help="test episodes (default 1000, as the paper)")
-    parser.add_argument("--episodes-file", help="episode list JSON to use instead of generating it")
+    parser.add_argument("--episodes", type=int, default=None,
+                        help="test episodes (default: 1000, as the paper; with --episodes-file, all of the file's)")
+    parser.add_argument("--episodes-file", help="episode list JSON to use instead of generating it (the format "
+                        "`episodes` writes; hand-made lists: see README, 'Episode files')")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--out", required=True, help="RUN_DIR (resumed when it holds the same run)")
     parser.add_argument("--protocol", choices=("original", "modern"), default="original",
                         help="original: test.py's scoring (void = background, the paper's numbers); "
                              "modern: void pixels ignored")
-    parser.add_argument("--cache-dir", help="on-disk feature cache (default: none, memory only)")
+    parser.add_argument("--cache-dir", help="on-disk cache of features and the mask scan (default: none; "
+                        "nothing is cached outside the run folder)")
     parser.add_argument("--no-cache", action="store_true", help="recompute every image for every episode")
     parser.add_argument("--save-masks", action="store_true", help="write pred/soft and pred/hard PNGs")
     parser.add_argument("--workers", type=int, default=2, help="pre-processing threads (default 2)")
+    parser.add_argument("--allow-nonfinite", action="store_true",
+                        help="evaluate weights that hold NaN or infinity (refused by default)")
     parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args) -> int:
-    from reproduce.evaluate import evaluate
+    from reproduce.episodes import load_episodes
+    from reproduce.evaluate import evaluate, summary_lines
 
-    s = evaluate(args.voc, args.weights, args.fold, args.shots, n_episodes=args.episodes, device=args.device,
+    n_episodes = args.episodes
+    if n_episodes is None:
+        n_episodes = len(load_episodes(args.episodes_file).episodes) if args.episodes_file else 1000
+    s = evaluate(args.voc, args.weights, args.fold, args.shots, n_episodes=n_episodes, device=args.device,
                  out_dir=args.out, episodes_file=args.episodes_file, protocol=args.protocol,
                  cache=not args.no_cache, cache_dir=args.cache_dir, save_masks=args.save_masks,
-                 progress=not args.no_progress, prototxt=args.prototxt, workers=args.workers)
-    print(f"fold {s['fold']} {s['shots']}-shot: mIoU {s['miou_x100']:.2f}  FB-IoU {s['fb_iou_x100']:.2f}  "
-          f"({s['n_episodes']} episodes, protocol {s['protocol']}) -> {args.out}")
+                 progress=not args.no_progress, prototxt=args.prototxt, workers=args.workers,
+                 allow_nonfinite=args.allow_nonfinite)
+    print("\n".join(summary_lines(s)))
+    print(f"-> {args.out}")
     return 0

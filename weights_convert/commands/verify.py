@@ -1,12 +1,15 @@
 """`verify`: run a net on a golden file's inputs and compare every blob with the golden values."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from weights_convert.forward_pass import input_names, load_npz, run_graph
 
 NAME = "verify"
 HELP = "compare every blob of a forward pass with golden blobs (.npz); non-zero exit beyond tolerance"
+SPLIT_COPY = re.compile(r".+_\d+_split_\d+$")
 SCALAR_RTOL = 2e-4  # scalar losses sum many terms, so they get a relative tolerance
 
 
@@ -17,6 +20,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--golden", required=True, help=".npz of reference blobs (inputs included)")
     parser.add_argument("--tol", type=float, default=5e-5,
                         help="allowed max |diff| per blob, times max(1, max|ref|) (default 5e-5)")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="pass even when the golden file lacks blobs the net computes (they are listed)")
 
 
 def tolerance(ref: np.ndarray, tol: float) -> float:
@@ -57,8 +62,21 @@ def run(args) -> int:
         print(f"{r['blob']:<{width}}  {str(r['shape']):<20} {r['diff']:>11.3g} {r['tol']:>11.3g}  "
               f"{'ok' if r['ok'] else 'FAIL'} {r['note']}".rstrip())
     failed = [r["blob"] for r in rows if not r["ok"]]
+    # Split copies (Caffe's insert_splits) equal the blob they copy; golden dumps leave them out.
+    not_compared = sorted(n for n in set(blobs) - set(golden) - inputs if not SPLIT_COPY.match(n))
+    if not_compared:
+        print(f"NOT COMPARED: the golden file has no values for {len(not_compared)} blob(s) the net computes: "
+              f"{', '.join(not_compared)}")
     if failed:
         print(f"FAILED: {len(failed)} of {len(rows)} blobs beyond tolerance: {', '.join(failed)}")
         return 1
-    print(f"all {len(rows)} blobs within tolerance")
+    if not rows:
+        print("FAILED: nothing was compared (the golden file holds only the net's inputs)")
+        return 1
+    if not_compared and not args.allow_partial:
+        print(f"FAILED: {len(rows)} blobs within tolerance, but {len(not_compared)} were not compared; "
+              "pass --allow-partial to accept a golden file that covers only part of the net")
+        return 1
+    print(f"all {len(rows)} compared blobs within tolerance"
+          + (f" ({len(not_compared)} not compared, --allow-partial)" if not_compared else ""))
     return 0

@@ -12,3 +12,15 @@ def raise_problems(problems: list[str], heading: str = "") -> None:
     if len(problems) == 1 and not heading:
         raise ReproduceError(problems[0])
     raise ReproduceError(f"{heading or f'{len(problems)} problems'}:\n  - " + "\n  - ".join(problems))
+
+
+def collect(problems: list[str], check, *args):
+    """check(*args), or None with its error's message added to `problems` (bad input, a wrong
+    file, an unreadable path): for commands that report every problem at once."""
+    from weights_convert.errors import CaffeFormatError
+
+    try:
+        return check(*args)
+    except (ReproduceError, CaffeFormatError, OSError) as exc:
+        problems.append(str(exc))
+        return None

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import torch
 
-from reproduce.errors import ReproduceError, raise_problems
+from reproduce.errors import ReproduceError, collect, raise_problems
 from reproduce.scoring import PROTOCOLS
 from reproduce.voc import N_FOLDS, VOCDataset, refuse_inside_dataset
-from weights_convert.errors import CaffeFormatError
 
 
 @dataclass(frozen=True)
@@ -43,42 +42,44 @@ def open_checked(config: EvalConfig):
     """The data set, once every argument, path and file the run depends on has been checked;
     raises one ReproduceError listing every problem found."""
     problems: list[str] = []
-
-    def check(fn, *args) -> object:
-        try:
-            return fn(*args)
-        except (ReproduceError, CaffeFormatError, RuntimeError, OSError) as exc:
-            problems.append(str(exc))
-            return None
-
     if config.fold not in range(N_FOLDS):
         problems.append(f"fold must be 0..{N_FOLDS - 1}, got {config.fold}")
-    if config.n_episodes < 1:
-        problems.append(f"the number of episodes must be >= 1, got {config.n_episodes}")
     if config.shots < 1:
         problems.append(f"shots must be >= 1, got {config.shots}")
-    if config.workers < 1:
-        problems.append(f"workers must be >= 1, got {config.workers}")
     if config.protocol not in PROTOCOLS:
         problems.append(f"protocol must be one of {', '.join(PROTOCOLS)}, got {config.protocol!r}")
-    check(_checked_device, config.device)
+    problems += argument_problems(n_episodes=config.n_episodes, workers=config.workers, device=config.device)
     if not Path(config.weights).is_file():
         problems.append(f"weights {config.weights}: no such file")
     else:
-        check(check_weights_metadata, config.weights, config.fold, config.shots)
+        collect(problems, check_weights_metadata, config.weights, config.fold, config.shots)
     if config.prototxt is not None:
-        check(check_prototxt_shots, config.prototxt, config.shots)
-    dataset = config.voc if hasattr(config.voc, "read_image") else check(VOCDataset, config.voc)
+        collect(problems, check_prototxt_shots, config.prototxt, config.shots)
+    dataset = config.voc if hasattr(config.voc, "read_image") else collect(problems, VOCDataset, config.voc)
     root = getattr(dataset, "root", None)
     if root is not None:
-        check(refuse_inside_dataset, config.out_dir, root, "run folder")
+        collect(problems, refuse_inside_dataset, config.out_dir, root, "run folder")
         if config.cache_dir is not None:
-            check(refuse_inside_dataset, config.cache_dir, root, "cache folder")
+            collect(problems, refuse_inside_dataset, config.cache_dir, root, "cache folder")
     for path, what in ((config.out_dir, "--out"), (config.cache_dir, "--cache-dir")):
         if path is not None and Path(path).exists() and not Path(path).is_dir():
             problems.append(f"{what} {path} is a file; expected a folder")
     raise_problems(problems)
     return dataset
+
+
+def argument_problems(*, n_episodes: int, workers: int, device: str) -> list[str]:
+    """What is wrong with the arguments every evaluating command takes."""
+    problems = []
+    if n_episodes < 1:
+        problems.append(f"the number of episodes must be >= 1, got {n_episodes}")
+    if workers < 1:
+        problems.append(f"workers must be >= 1, got {workers}")
+    try:
+        _checked_device(device)
+    except ReproduceError as exc:
+        problems.append(str(exc))
+    return problems
 
 
 def _checked_device(name: str) -> torch.device:

@@ -26,23 +26,33 @@ def require_voc(voc: str | Path) -> Path:
     return root
 
 
-def ensure_converted(models: str | Path, out_models: Path, folds=FOLDS, prototxt: Path | None = None) -> dict[int, Path]:
-    """fold -> converted .safetensors under out_models, converting the caffemodels in `models` when
-    needed (convert-folds skips outputs that already match their source's sha256)."""
-    from weights_convert.fold_models import WEIGHT_SUFFIXES, convert_fold_models
+def check_models(models: str | Path, out_models: Path, folds=FOLDS, prototxt: Path | None = None) -> bool:
+    """Without writing anything: True when `models` holds one caffemodel per fold to convert, False
+    when every fold is already converted in out_models; else an error saying what is missing."""
+    from weights_convert.fold_models import WEIGHT_SUFFIXES, find_fold_models
 
     models = Path(models)
-    has_sources = models.is_dir() and any(p.name.lower().endswith(WEIGHT_SUFFIXES)
-                                          for p in models.iterdir() if p.is_file())
-    if has_sources:
-        convert_fold_models(models, {}, prototxt or _deploy_prototxt(out_models), out_models, folds)
-    converted = {f: out_models / f"fold{f}.safetensors" for f in folds}
-    missing = [f for f, p in converted.items() if not p.is_file()]
+    if models.is_dir() and any(p.name.lower().endswith(WEIGHT_SUFFIXES) for p in models.iterdir() if p.is_file()):
+        find_fold_models(models, {}, folds)  # one file per fold, or an error listing what was found
+        if prototxt is not None and not Path(prototxt).is_file():
+            raise FileNotFoundError(f"--prototxt {prototxt}: no such file")
+        return True
+    missing = [f for f in folds if not (out_models / f"fold{f}.safetensors").is_file()]
     if missing:
         raise ReproduceError(f"no models for fold(s) {', '.join(map(str, missing))}: {models} holds no "
                              f".caffemodel files and {out_models} no converted fold{{F}}.safetensors. "
                              f"Download {MODELS_HELP}.")
-    return converted
+    return False
+
+
+def ensure_converted(models: str | Path, out_models: Path, folds=FOLDS, prototxt: Path | None = None) -> dict[int, Path]:
+    """fold -> converted .safetensors under out_models, converting the caffemodels in `models` when
+    there are any (convert-folds skips outputs that already match their source's sha256)."""
+    from weights_convert.fold_models import convert_fold_models
+
+    if check_models(models, out_models, folds, prototxt):
+        convert_fold_models(Path(models), {}, prototxt or _deploy_prototxt(out_models), out_models, folds)
+    return {f: out_models / f"fold{f}.safetensors" for f in folds}
 
 
 def _deploy_prototxt(out_models: Path) -> Path:

@@ -47,9 +47,15 @@ def class_name(cls: int) -> str:
     return CLASS_NAMES[cls - 1]
 
 
+# Where the folder that holds JPEGImages/ usually sits below what users point at.
+_USUAL_NESTING = ("VOC2012", "VOCdevkit/VOC2012", "VOCtrainval_11-May-2012/VOCdevkit/VOC2012")
+
+
 def _layout_error(root: Path, missing: Path) -> ReproduceError:
+    nested = next((root / n for n in _USUAL_NESTING if (root / n / "JPEGImages").is_dir()), None)
+    hint = f"; did you mean {nested}?" if nested is not None else ""
     return ReproduceError(f"{root} is not a VOC2012 folder: {missing} is missing "
-                          f"(expected {', '.join(LAYOUT)})")
+                          f"(expected {', '.join(LAYOUT)}){hint}")
 
 
 class VOCDataset:

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from helpers import GOLDEN
 from reproduce.cli import main as reproduce_main
 from weights_convert.cli import main as convert_main
@@ -76,3 +78,19 @@ def test_unknown_device_is_refused_in_words(capsys, tmp_path):
     assert code == 2
     assert "--device 'gpu7' is not a device name" in _error_line(capsys)
     assert not (tmp_path / "run").exists()
+
+
+def test_version_quiet_and_verbose(capsys, tmp_path):
+    for main in (reproduce_main, convert_main):
+        with pytest.raises(SystemExit) as done:
+            main(["--version"])
+        assert done.value.code == 0 and "0.1.0" in capsys.readouterr().out
+    args = ["evaluate", "--voc", str(tmp_path), "--weights", str(tmp_path / "none"), "--fold", "0", "--shots", "1",
+            "--out", str(tmp_path / "run")]
+    assert reproduce_main(args) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    assert reproduce_main(["--verbose", *args]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("  - ")  # the message comes last
+    with pytest.raises(SystemExit):
+        reproduce_main(["--quiet", "--verbose", *args])

@@ -341,3 +341,19 @@ def test_graph_conversion_through_the_cli_never_loads_torch(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.splitlines()[-1] == "0 False"
     assert safetensors_metadata(out)["model"] == "graph"
+
+
+def test_forward_takes_one_episode_of_an_inputs_file(tmp_path, capsys):
+    """`reproduce inputs` writes '<episode>/<name>' arrays; `forward --episode E` runs one of them."""
+    inputs = GOLDEN / "episodes" / "inputs_fold0_1shot.npz"
+    case = GOLDEN / "oslsm_thin_1shot_500x500"
+    args = ["forward", "--prototxt", str(case / "net.prototxt"), "--weights", str(case / "weights.caffemodel"),
+            "--inputs", str(inputs), "--out", str(tmp_path / "blobs.npz")]
+    assert main(args) == 2
+    assert "pick one with --episode E" in capsys.readouterr().err
+    assert main([*args, "--episode", "7"]) == 2
+    assert "no episode 7; the file holds 2 episode(s), 0..1" in capsys.readouterr().err
+    assert main([*args, "--episode", "1"]) == 0
+    with np.load(tmp_path / "blobs.npz") as blobs, np.load(inputs) as given:
+        assert np.array_equal(blobs["second_img"], given["1/second_img"])
+        assert blobs["score"].shape == (1, 1, 500, 500)

@@ -45,3 +45,30 @@ def test_reduced_demo_end_to_end(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--images", "120", "--episodes", "3", "--no-progress"]) == 0
     s = json.loads((out / "runs" / "table1_fold0" / "summary.json").read_text())
     assert s["n_episodes"] == 3
+
+
+def test_demo_never_touches_a_folder_it_did_not_make(tmp_path):
+    """A real process pointed at a folder of real results: refused, every file unchanged."""
+    import subprocess
+    import sys
+
+    from helpers import tree_digest
+
+    out = tmp_path / "results"
+    (out / "runs" / "table1_fold0").mkdir(parents=True)
+    (out / "runs" / "table1_fold0" / "summary.json").write_text('{"miou": 0.41}')
+    (out / "table1_1shot.md").write_text("my real table\n")
+    before = tree_digest(out)
+    done = subprocess.run([sys.executable, "-m", "reproduce", "demo", "--out", str(out), "--no-progress"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "holds files the demo did not make (runs, table1_1shot.md)" in done.stderr
+    assert tree_digest(out) == before
+
+
+def test_demo_states_its_minimum_and_reports_every_problem(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--images", "10", "--episodes", "0", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "2 problems" in err and "--images must be >= 120" in err and "episodes must be >= 1, got 0" in err
+    assert not out.exists()

@@ -120,6 +120,12 @@ def test_wrong_layout(capsys, tmp_path):
     assert rc == 2
     assert "SegmentationClass" in err and "expected" in err and "val.txt" in err
     assert not (tmp_path / "e.json").exists()
+    # Pointed at the unpacked archive instead of the VOC2012 folder inside it: a hint.
+    devkit = tmp_path / "VOCtrainval" / "VOCdevkit" / "VOC2012" / "JPEGImages"
+    devkit.mkdir(parents=True)
+    rc, _, err = run_cli(capsys, "episodes", "--voc", tmp_path / "VOCtrainval", "--fold", 0,
+                         "--shots", 1, "--out", tmp_path / "e.json", "--no-cache")
+    assert rc == 2 and f"did you mean {tmp_path / 'VOCtrainval' / 'VOCdevkit' / 'VOC2012'}?" in err
 
 
 def test_missing_jpeg_names_the_file(capsys, small_voc, tmp_path, cache):

@@ -84,3 +84,17 @@ def test_missing_data_says_what_to_download_and_where(tmp_path, capsys):
     assert "no PASCAL VOC 2012 at" in err and "VOCtrainval_11-May-2012.tar" in err
     assert "github.com/lzzcd001/OSLSM" in err and "fold(s) 0, 1, 2, 3" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_bad_arguments_are_refused_before_any_conversion(setup, tmp_path, capsys):
+    """--episodes -5, an unknown device and an output inside the data set: all three reported at
+    once, and nothing converted or written (a conversion is a write)."""
+    out = setup["voc"] / "results"
+    code = main(["table-run", "--table", "1", "--voc", str(setup["voc"]), "--models", str(setup["models"]),
+                 "--prototxt", str(setup["prototxt"]), "--episodes", "-5", "--device", "tpu", "--out", str(out),
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot run the table" in err
+    for expected in ("episodes must be >= 1, got -5", "--device 'tpu'", "lies inside the data set folder"):
+        assert expected in err
+    assert not out.exists() and tree_digest(setup["voc"]) == setup["digest"]

@@ -3,15 +3,23 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
+import traceback
 from typing import Sequence
 
 from weights_convert.errors import Interrupted
 
 
 def build_parser(prog: str, description: str | None, package: str, modules: Sequence[str]) -> argparse.ArgumentParser:
-    """Each module `package.<name>` defines NAME, HELP, add_arguments(parser) and run(args) -> int."""
+    """Each module `package.<name>` defines NAME, HELP, add_arguments(parser) and run(args) -> int.
+    Options before the command: --version, --quiet (no progress output), --verbose (a traceback
+    after an error message, for bug reports)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {kit_version()}")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_true", help="no progress output (results and warnings only)")
+    loudness.add_argument("-v", "--verbose", action="store_true", help="show the traceback behind an error message")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in modules:
         mod = importlib.import_module(f"{package}.{name}")
@@ -27,13 +35,15 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None,
     (permission, disk full, a file where a folder should be) becomes one `error: ...` line and
     exit 2; a requested stop (Interrupted, Ctrl-C) its message and exit 130. No traceback."""
     args = parser.parse_args(argv)
+    if args.quiet and hasattr(args, "no_progress"):
+        args.no_progress = True
     try:
         return int(args._run(args) or 0)
     except expected as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _explain(args, f"error: {exc}")
         return 2
     except OSError as exc:
-        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        _explain(args, f"error: {describe_os_error(exc)}")
         return 2
     except Interrupted as exc:
         print(exc, file=sys.stderr)
@@ -42,6 +52,19 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None,
         print("interrupted; what was finished is saved, and running the same command again resumes it",
               file=sys.stderr)
         return 130
+
+
+def _explain(args, message: str) -> None:
+    if args.verbose:
+        traceback.print_exc()
+    print(message, file=sys.stderr)
+
+
+def kit_version() -> str:
+    try:
+        return importlib.metadata.version("oslsm-repro")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed; run `make install`)"
 
 
 def describe_os_error(exc: OSError) -> str:

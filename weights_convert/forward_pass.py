@@ -30,8 +30,11 @@ def run_graph(prototxt: str | os.PathLike, weights: str | os.PathLike | None,
     names = input_names(prototxt)
     missing = [n for n in names if n not in arrays]
     if missing:
+        episodes = sorted({k.split("/", 1)[0] for k in arrays if "/" in k}, key=lambda e: (len(e), e))
+        hint = (f"; it holds episodes {', '.join(episodes[:5])}{' ...' if len(episodes) > 5 else ''} "
+                "(`reproduce inputs`): pick one with --episode E" if episodes else "")
         raise CaffeFormatError(f"{source}: no array for input(s) {', '.join(missing)} of {os.fspath(prototxt)} "
-                               f"(has {', '.join(sorted(arrays)) or 'nothing'})")
+                               f"(has {', '.join(sorted(arrays)[:8]) or 'nothing'}{hint})")
     net = CaffeNet.from_prototxt(prototxt)
     if weights is None:
         learnable = [layer.name for layer in net.param_layers()]
@@ -50,6 +53,17 @@ def _to_numpy(value) -> np.ndarray:
     if hasattr(value, "detach"):
         value = value.detach().cpu().numpy()
     return np.asarray(value)
+
+
+def episode_arrays(arrays: Mapping[str, np.ndarray], episode: int, source: str) -> dict[str, np.ndarray]:
+    """The arrays of one episode of a `reproduce inputs` file ("{e}/first_img", ...), unprefixed."""
+    prefix = f"{episode}/"
+    chosen = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+    if not chosen:
+        count = len({k.split("/", 1)[0] for k in arrays if "/" in k})
+        raise CaffeFormatError(f"{source}: no episode {episode}; the file holds {count} episode(s)"
+                               + (f", 0..{count - 1}" if count else " (no '<episode>/<name>' arrays)"))
+    return chosen
 
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:

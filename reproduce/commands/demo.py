@@ -90,14 +90,12 @@ def run(args) -> int:
 
 def refuse_bad_arguments(args, out: Path) -> None:
     """Every problem with the arguments and the output folder, together, before anything is written."""
-    problems = []
-    if args.episodes < 1:
-        problems.append(f"--episodes must be >= 1, got {args.episodes}")
+    from reproduce.eval_config import argument_problems
+
+    problems = argument_problems(n_episodes=args.episodes, workers=args.workers, device=args.device)
     if args.images < MIN_IMAGES:
         problems.append(f"--images must be >= {MIN_IMAGES} (a query and 5 supports for each of the "
                         f"{N_CLASSES} classes), got {args.images}")
-    if args.workers < 1:
-        problems.append(f"--workers must be >= 1, got {args.workers}")
     if out.exists() and not out.is_dir():
         problems.append(f"--out {out} is a file; expected a folder")
     elif out.is_dir() and not (out / STAMP).is_file() and any(out.iterdir()):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reproduce.errors import ReproduceError, raise_problems
-from reproduce.table_pipeline import ensure_converted, evaluate_folds, require_voc, write_table_and_report
+from reproduce.errors import collect, raise_problems
+from reproduce.eval_config import argument_problems
+from reproduce.table_pipeline import check_models, ensure_converted, evaluate_folds, require_voc, write_table_and_report
+from reproduce.voc import refuse_inside_dataset
 from weights_convert.pascal5i import FOLDS
 
 NAME = "table-run"
@@ -31,17 +33,17 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     out = Path(args.out)
-    problems = []
-    try:
-        voc = require_voc(args.voc)
-    except ReproduceError as exc:
-        problems.append(str(exc))
-    try:
-        converted = ensure_converted(args.models, out / "models", args.folds,
-                                     prototxt=Path(args.prototxt) if args.prototxt else None)
-    except (ReproduceError, FileNotFoundError) as exc:
-        problems.append(str(exc))
+    prototxt = Path(args.prototxt) if args.prototxt else None
+    # Every refusal before the first write (a conversion is a write).
+    problems = argument_problems(n_episodes=args.episodes, workers=args.workers, device=args.device)
+    if out.exists() and not out.is_dir():
+        problems.append(f"--out {out} is a file; expected a folder")
+    voc = collect(problems, require_voc, args.voc)
+    collect(problems, check_models, args.models, out / "models", args.folds, prototxt)
+    if voc is not None:
+        collect(problems, refuse_inside_dataset, out, voc, "--out")
     raise_problems(problems, heading="cannot run the table")
+    converted = ensure_converted(args.models, out / "models", args.folds, prototxt=prototxt)
     runs = evaluate_folds(args.table, voc, converted, out, episodes=args.episodes, device=args.device,
                           protocol=args.protocol, cache_dir=out / "cache", workers=args.workers,
                           progress=not args.no_progress)

@@ -2,7 +2,9 @@
 checks they make before any work."""
 from __future__ import annotations
 
-from reproduce.errors import ReproduceError
+from pathlib import Path
+
+from reproduce.errors import collect, raise_problems
 from reproduce.voc import VOCDataset, refuse_inside_dataset
 from weights_convert.pascal5i import FOLDS
 
@@ -28,10 +30,13 @@ def add_training_data_arguments(parser) -> None:
 
 
 def open_data(args) -> VOCDataset:
-    """The checks `episodes` and `inputs` share before any work: the data set, the episode
-    count, an output outside the data set."""
-    dataset = VOCDataset(args.voc)
-    if args.episodes < 1:
-        raise ReproduceError(f"--episodes must be >= 1, got {args.episodes}")
-    refuse_inside_dataset(args.out, dataset.root)
+    """The checks `episodes` and `inputs` share before any work, all reported together: the data
+    set, the episode count, an output outside the data set and not a folder."""
+    problems = [] if args.episodes >= 1 else [f"--episodes must be >= 1, got {args.episodes}"]
+    dataset = collect(problems, VOCDataset, args.voc)
+    if dataset is not None:
+        collect(problems, refuse_inside_dataset, args.out, dataset.root)
+    if Path(args.out).is_dir():
+        problems.append(f"--out {args.out} is a folder; expected a file name")
+    raise_problems(problems)
     return dataset

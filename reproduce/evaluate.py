@@ -18,7 +18,6 @@ from reproduce.episodes import episodes_sha256, resolve_episodes
 from reproduce.errors import ReproduceError
 from reproduce.eval_config import EvalConfig, open_checked, source_sha256
 from reproduce.feature_cache import FeatureProvider
-from reproduce.progress import Progress
 from reproduce.provenance import FEATURE_SOURCES, code_record, record_digest
 from reproduce.reference_episodes import reference_status
 from reproduce.run_folder import RUN_FORMAT, SOURCES_NAME, RunFolder
@@ -26,6 +25,7 @@ from reproduce.scoring import csv_row, episode_counts, fold_score_from_rows, sum
 from reproduce.voc import class_name, fold_classes
 from weights_convert.errors import Interrupted
 from weights_convert.numerics import faithful_mode
+from weights_convert.progress import Progress
 from weights_convert.provenance import sha256_file
 
 QUERY_HW = (500, 500)

@@ -15,10 +15,10 @@ from typing import Iterable
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from reproduce.errors import ReproduceError
 from reproduce.voc import voc_palette
+from weights_convert.progress import Progress
 
 DEFAULT_LISTS = ("train", "val")
 
@@ -107,9 +107,10 @@ def convert_sbd(sbd: str | Path, out: str | Path, lists=DEFAULT_LISTS, exclude: 
             source, target = (root / "img" / f"{name}.jpg").resolve(), work / "JPEGImages" / f"{name}.jpg"
             shutil.copyfile(source, target) if copy_images else os.symlink(source, target)
 
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            for _ in tqdm(pool.map(one, names), total=len(names), disable=not progress, unit="image"):
-                pass
+        with ThreadPoolExecutor(max(1, workers)) as pool, Progress(len(names), 0, "sbd-to-voc", progress,
+                                                                   unit="image") as bar:
+            for _ in pool.map(one, names):
+                bar.update()
         (work / "ImageSets" / "Segmentation" / "train.txt").write_text("".join(f"{n}\n" for n in names))
         os.replace(work, out)
     except BaseException:

@@ -207,3 +207,7 @@ def test_outputs_inside_the_data_set_and_zero_episodes_are_refused(capsys, small
     rc, _, err = run_cli(capsys, *base, "--episodes", 0, "--out", small_voc.parent / "x.out")
     assert rc == 2 and "--episodes must be >= 1, got 0" in err
     assert snapshot(small_voc) == before and not (small_voc.parent / "x.out").exists()
+    # Both problems at once, and nothing written.
+    rc, _, err = run_cli(capsys, *base, "--episodes", -5, "--out", small_voc / "y.out")
+    assert rc == 2 and "2 problems" in err and "got -5" in err and "lies inside the data set folder" in err
+    assert snapshot(small_voc) == before

@@ -265,6 +265,7 @@ class CaffeNet(nn.Module):
 
     def _setup_layer(self, layer: CaffeLayer, lp: pb.LayerParameter, bottoms: list[torch.Tensor]):
         """Caffe's LayerSetUp + Reshape for one layer: its blobs, then its tops' shapes."""
+        layer.setup(bottoms)
         shapes = [tuple(int(d) for d in s) for s in layer.param_shapes(bottoms)]
         if len(lp.param) > len(shapes):
             raise layer.fail(f"declares {len(lp.param)} param specs but has {len(shapes)} learnable blob(s)")

@@ -46,8 +46,11 @@ class CaffeLayer(nn.Module):
         self.propagate_down = [bool(v) for v in lp.propagate_down] or [True] * len(self.bottoms)
 
     # ------------------------------------------------------------------ overridable
+    def setup(self, bottoms: Sequence[torch.Tensor]) -> None:
+        """Caffe's LayerSetUp: what the layer fixes from its first bottoms' shapes (may be meta tensors)."""
+
     def param_shapes(self, bottoms: Sequence[torch.Tensor]) -> list[Shape]:
-        """Shapes of the learnable blobs, given the bottoms (may be meta tensors)."""
+        """Shapes of the learnable blobs, given the bottoms (may be meta tensors); after setup()."""
         return []
 
     def forward(self, bottoms: list[torch.Tensor]) -> list[torch.Tensor]:  # pragma: no cover

@@ -18,10 +18,12 @@ class InnerProduct(CaffeLayer):
         self.transpose = bool(p.transpose)
         self.axis_param = int(p.axis)
 
-    def param_shapes(self, bottoms) -> list[Shape]:
+    def setup(self, bottoms) -> None:
         x = bottoms[0]
         self.axis = self.canonical_axis(self.axis_param, x.dim())
-        self.k = count(x.shape[self.axis:])
+        self.k = count(x.shape[self.axis:])  # inputs per row, fixed from here on (as Caffe's K_)
+
+    def param_shapes(self, bottoms) -> list[Shape]:
         weight = (self.k, self.num_output) if self.transpose else (self.num_output, self.k)
         return [weight, (self.num_output,)] if self.bias_term else [weight]
 

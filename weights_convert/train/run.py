@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-from tqdm import tqdm
 
 from weights_convert.atomic import atomic_write_text
-from weights_convert.folder_lock import folder_lock
-from weights_convert.provenance import sha256_file
 from weights_convert.errors import CaffeFormatError, Interrupted
+from weights_convert.folder_lock import folder_lock
 from weights_convert.graph import CaffeNet
 from weights_convert.numerics import faithful_mode
+from weights_convert.progress import Progress
+from weights_convert.provenance import sha256_file
 from weights_convert.train.data import DataSource
 from weights_convert.train.solver_file import SolverFile
 from weights_convert.train.trainer import IterationRecord, Trainer, load_weights_for_training, snapshot_stem
@@ -101,15 +101,14 @@ def _loop(trainer: Trainer, request: TrainRequest, target: int, every: int, afte
     snapshot_after_train, at the end unless that iteration was just snapshotted."""
     log = _LossLog(request.out / LOSSES, keep_before=trainer.iteration)
     last = None
-    with _stop_requests() as stop, log, tqdm(total=target, initial=min(trainer.iteration, target),
-                                             disable=not request.progress, unit="iter",
-                                             dynamic_ncols=True) as bar:
+    with _stop_requests() as stop, log, Progress(target, min(trainer.iteration, target), "training",
+                                                 request.progress, unit="iter") as bar:
         while trainer.iteration < target:
             record = trainer.step(should_stop=stop)
             if record is not None:
                 log.write(record)
+                bar.note(f"loss {float(record.smoothed_loss):.6g}, lr {float(record.rate):.3g}")
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(record.smoothed_loss):.6g}", lr=f"{float(record.rate):.3g}")
             just_saved = record is not None and every and trainer.iteration % every == 0
             if just_saved:
                 log.flush()

@@ -13,6 +13,7 @@ class Progress:
         self.total, self.count, self.initial, self.desc, self.unit = total, initial, initial, desc, unit
         self.stream = stream or sys.stderr
         self._bar = None
+        self._note = ""
         self._next_line = self._next_tenth(initial)
         self._start = time.perf_counter()
         self.enabled = enabled and total > initial
@@ -31,9 +32,16 @@ class Progress:
             self._bar.update(n)
         elif self.count >= self._next_line:
             rate = (self.count - self.initial) / max(time.perf_counter() - self._start, 1e-9)
-            print(f"{self.desc}: {self.count}/{self.total} {self.unit} ({rate:.2f} {self.unit}/s this session)",
+            note = f", {self._note}" if self._note else ""
+            print(f"{self.desc}: {self.count}/{self.total} {self.unit} ({rate:.2f} {self.unit}/s this session{note})",
                   file=self.stream, flush=True)
             self._next_line = self._next_tenth(self.count)
+
+    def note(self, text: str) -> None:
+        """A short status shown beside the count (e.g. the loss)."""
+        self._note = text
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
 
     def close(self) -> None:
         if self._bar is not None:

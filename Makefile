@@ -18,7 +18,7 @@ PROTOTXT ?=
 # Shell-quotes a value so that any path works (spaces, quotes, unicode): '...' with each ' as '"'"'.
 quote = '$(subst ','"'"',$(1))'
 
-.PHONY: install proto test demo convert check-voc prototxt reproduce-table1 reproduce-table2 train bench clean
+.PHONY: install proto test demo convert check-voc prototxt reproduce-table1 reproduce-table2 reproduce-tables train bench clean
 
 # Re-installs when setup.py changes; torch is pinned there to the local CPU wheel.
 $(VENV)/.installed: setup.py
@@ -59,6 +59,12 @@ reproduce-table1: install
 
 reproduce-table2: install
 	$(PY) -m reproduce table-run --table 2 --voc $(call quote,$(VOC)) --models $(call quote,$(MODELS)) \
+	  $(if $(PROTOTXT),--prototxt $(call quote,$(PROTOTXT))) --episodes $(call quote,$(EPISODES)) \
+	  --device $(call quote,$(DEVICE)) --out $(call quote,$(RESULTS))
+
+# Both tables in one pass over each fold's episodes (every query's features computed once).
+reproduce-tables: install
+	$(PY) -m reproduce table-run --table 1 2 --voc $(call quote,$(VOC)) --models $(call quote,$(MODELS)) \
 	  $(if $(PROTOTXT),--prototxt $(call quote,$(PROTOTXT))) --episodes $(call quote,$(EPISODES)) \
 	  --device $(call quote,$(DEVICE)) --out $(call quote,$(RESULTS))
 

@@ -26,6 +26,8 @@ class EvalConfig:
     protocol: str = "original"
     cache: bool = True
     cache_dir: Path | None = None   # None: features are kept in memory for this run only
+    cache_max_bytes: int = 10 << 30  # the on-disk feature cache stops growing here
+    scan_cache_dir: Path | None = None  # where the mask scan is cached (default: cache_dir/items, or nowhere)
     save_masks: bool = False
     progress: bool = True
     prototxt: Path | None = None

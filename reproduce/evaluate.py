@@ -4,6 +4,7 @@ data set -> episodes -> model -> per-image features -> head -> scores, in a resu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import platform
 import sys
 import time
@@ -42,54 +43,112 @@ def score_map(model, features, w, b) -> np.ndarray:
 def evaluate(voc, weights, fold: int, shots: int, *, load_model: ModelLoader | None = None, **options) -> dict:
     """Evaluate one fold (options: the fields of EvalConfig); returns the summary (also in
     RUN_DIR/summary.json). Resumes or extends a run in `out_dir` when its manifest matches."""
-    paths = {k: Path(v) for k, v in options.items() if k in ("out_dir", "episodes_file", "cache_dir", "prototxt")
-             and v is not None}
+    paths = {k: Path(v) for k, v in options.items()
+             if k in ("out_dir", "episodes_file", "cache_dir", "scan_cache_dir", "prototxt") and v is not None}
     return run_evaluation(EvalConfig(voc, Path(weights), fold, shots, **{**options, **paths}), load_model)
 
 
 def run_evaluation(config: EvalConfig, load_model: ModelLoader | None = None) -> dict:
-    """Runs in faithful_mode (no TF32, deterministic algorithms). Nothing is written before the
-    arguments, the data, the episodes and the model have all been checked."""
+    return evaluate_runs([config], load_model)[0]
+
+
+@dataclasses.dataclass
+class PlannedRun:
+    """One requested run: its checked request, data set and episodes, and its folder."""
+    config: EvalConfig
+    dataset: object
+    episodes: list
+    n_items: int
+    reference: str
+    folder: RunFolder
+    manifest: dict = dataclasses.field(default_factory=dict)
+    resumed_from: int = 0   # episodes the folder held when this session began
+    scored: int = 0         # episodes scored in this session
+
+
+def evaluate_runs(configs: Sequence[EvalConfig], load_model: ModelLoader | None = None) -> list[dict]:
+    """Evaluate several runs; those of one model and data set whose episode lists nest (the same
+    query and class episode by episode, each run's supports the first k of the run with the most
+    shots: the original draws the 1- and 5-shot lists of a fold from one seed, so Tables 1 and 2
+    do) go in one pass, computing each query's features and each support's vector once for all.
+    Every run folder ends byte-identical to a run of its own. Runs in faithful_mode (no TF32,
+    deterministic algorithms); nothing is written before the arguments, the data, the episodes and
+    the model have all been checked."""
     if load_model is None:
         from weights_convert.oslsm import load_oslsm as load_model
-    started = time.perf_counter()
     with faithful_mode():
-        dataset = open_checked(config)
-        # Without a cache folder nothing is cached on disk, the mask scan included.
-        episodes, n_items = resolve_episodes(dataset, config.fold, config.shots, config.n_episodes,
-                                             config.episodes_file,
-                                             None if config.cache_dir is None else config.cache_dir / "items",
-                                             use_cache=config.cache_dir is not None)
-        reference = _reference(episodes, dataset, config)
-        _warn_classes_without_episodes(episodes, config)
-        t0 = time.perf_counter()
-        model = load_model(config.weights, prototxt=config.prototxt, device=config.torch_device)
-        load_s = time.perf_counter() - t0
-        _refuse_nonfinite(model, config)
-        model_sha = sha256_file(config.weights)
-        weights_sha = source_sha256(config.weights) or model_sha
-        manifest = {"format": RUN_FORMAT, "fold": config.fold, "shots": config.shots, "protocol": config.protocol,
-                    "n_episodes": len(episodes), "episodes_sha256": episodes_sha256(episodes),
-                    "reference": reference, "model_sha256": model_sha, "device_type": config.torch_device.type,
+        runs = [_planned_run(config) for config in configs]
+        passes = [runs] if len(runs) == 1 or _one_pass_possible(runs) else [[run] for run in runs]
+        return [summary for group in passes for summary in _evaluate_pass(group, load_model)]
+
+
+def _evaluate_pass(runs: Sequence[PlannedRun], load_model: ModelLoader) -> list[dict]:
+    """One model, one feature provider and one walk over the lead run's episodes for all `runs`."""
+    started = time.perf_counter()
+    lead = max(runs, key=lambda r: (r.config.shots, len(r.episodes)))
+    config = lead.config
+    t0 = time.perf_counter()
+    model = load_model(config.weights, prototxt=config.prototxt, device=config.torch_device)
+    load_s = time.perf_counter() - t0
+    _refuse_nonfinite(model, config)
+    model_sha = sha256_file(config.weights)
+    weights_sha = source_sha256(config.weights) or model_sha
+    with contextlib.ExitStack() as held:
+        for run in runs:
+            held.enter_context(run.folder.locked())
+        for run in runs:
+            _start(run, model_sha)
+        provider = FeatureProvider(
+            model, DatasetInputs(lead.dataset), model_sha256=model_sha, device=config.torch_device,
+            enabled=config.cache, workers=config.workers, memory_bytes=config.memory_bytes,
+            cache_dir=(config.cache_dir / "features") if (config.cache and config.cache_dir) else None,
+            version=record_digest(code_record(config.torch_device, FEATURE_SOURCES)),
+            disk_bytes=config.cache_max_bytes)
+        for run in runs:
+            if run.config.save_masks:
+                _write_missing_masks(run.folder, model, provider, run.episodes[:run.resumed_from])
+        loop = _score_episodes(runs, model, provider, lead.episodes)
+        summaries = [_finish(run, weights_sha) for run in runs]
+        for run in runs:
+            run.folder.write_json("timings.json", _timings(run, provider, loop, time.perf_counter() - started,
+                                                           load_s, len(runs)))
+    return summaries
+
+
+def _planned_run(config: EvalConfig) -> PlannedRun:
+    dataset = open_checked(config)
+    # Without a cache folder nothing is cached on disk, the mask scan included.
+    scan_dir = config.scan_cache_dir or (config.cache_dir / "items" if config.cache_dir else None)
+    episodes, n_items = resolve_episodes(dataset, config.fold, config.shots, config.n_episodes, config.episodes_file,
+                                         scan_dir, use_cache=scan_dir is not None)
+    reference = _reference(episodes, dataset, config)
+    _warn_classes_without_episodes(episodes, config)
+    return PlannedRun(config, dataset, episodes, n_items, reference, RunFolder(config.out_dir))
+
+
+def _one_pass_possible(runs: Sequence[PlannedRun]) -> bool:
+    """One model, data set and set-up for all, distinct folders, and episode lists that nest."""
+    shared = ("voc", "weights", "fold", "device", "protocol", "cache", "cache_dir", "workers", "memory_bytes")
+    first = runs[0].config
+    if any(getattr(r.config, f) != getattr(first, f) for r in runs for f in shared):
+        return False
+    if len({r.folder.path.resolve() for r in runs}) != len(runs):
+        return False
+    lead = max(runs, key=lambda r: (r.config.shots, len(r.episodes)))
+    return all(len(r.episodes) <= len(lead.episodes) and all(
+        a.query == b.query and a.cls == b.cls and list(b.supports[:len(a.supports)]) == list(a.supports)
+        for a, b in zip(r.episodes, lead.episodes)) for r in runs)
+
+
+def _start(run: PlannedRun, model_sha: str) -> None:
+    config = run.config
+    run.manifest = {"format": RUN_FORMAT, "fold": config.fold, "shots": config.shots, "protocol": config.protocol,
+                    "n_episodes": len(run.episodes), "episodes_sha256": episodes_sha256(run.episodes),
+                    "reference": run.reference, "model_sha256": model_sha, "device_type": config.torch_device.type,
                     "code": code_record(config.torch_device)}
-        run = RunFolder(config.out_dir)
-        with run.locked():
-            run.start(manifest, episodes, config.fold, config.shots, n_items)
-            run.write_json(SOURCES_NAME, _sources(dataset, config))
-            inputs = DatasetInputs(dataset)
-            provider = FeatureProvider(
-                model, inputs, model_sha256=model_sha, device=config.torch_device, enabled=config.cache,
-                cache_dir=(config.cache_dir / "features") if (config.cache and config.cache_dir) else None,
-                workers=config.workers, memory_bytes=config.memory_bytes,
-                version=record_digest(code_record(config.torch_device, FEATURE_SOURCES)))
-            done = len(run.done_rows(episodes))
-            if config.save_masks:
-                _write_missing_masks(run, model, provider, episodes[:done])
-            loop = _score_episodes(run, model, provider, inputs, episodes, done, config)
-            summary = _finish(run, episodes, manifest, config, weights_sha)
-            run.write_json("timings.json", _timings(config, provider, done, loop,
-                                                    time.perf_counter() - started, load_s))
-    return summary
+    run.folder.start(run.manifest, run.episodes, config.fold, config.shots, run.n_items)
+    run.folder.write_json(SOURCES_NAME, _sources(run.dataset, config))
+    run.resumed_from = len(run.folder.done_rows(run.episodes))
 
 
 def _reference(episodes, dataset, config: EvalConfig) -> str:
@@ -149,65 +208,82 @@ def _write_missing_masks(run: RunFolder, model, provider: FeatureProvider, finis
                 run.save_masks(missing[j], score_map(model, feats, w, b))
 
 
-def _score_episodes(run: RunFolder, model, provider: FeatureProvider, inputs: DatasetInputs,
-                    episodes: Sequence, start: int, config: EvalConfig) -> dict:
-    """Score episodes[start:] into the journal; a row there means the episode is complete."""
-    with_void = config.protocol == "modern"
-    progress = Progress(len(episodes), start, f"fold {config.fold} {config.shots}-shot", config.progress)
+def _score_episodes(runs: Sequence[PlannedRun], model, provider: FeatureProvider, episodes: Sequence) -> dict:
+    """Score each run's unfinished episodes into its journal, in one pass over the lead run's list;
+    a row in a journal means its episode is complete."""
+    protocol = runs[0].config.protocol
+    inputs = provider.source
+    start = min(run.resumed_from for run in runs)
+    end = max(len(run.episodes) for run in runs)
+    config = runs[0].config
+    shots = "+".join(str(run.config.shots) for run in runs)
+    progress = Progress(end, start, f"fold {config.fold} {shots}-shot", config.progress)
     seconds = {"head": 0.0, "scoring_and_writing": 0.0}
     done = start
     loop_start = time.perf_counter()
-    units = provider.iter_episodes(episodes, start=start,
-                                   extra=lambda i, ep: inputs.query_label(ep.query, int(ep.cls), with_void))
+    units = provider.iter_episodes(episodes[:end], start=start, extra=lambda i, ep: inputs.query_label(
+        ep.query, int(ep.cls), protocol == "modern"))
     try:
         # closing(): an exception in the loop still shuts the generator's worker pool down
-        with run.journal() as journal, contextlib.closing(units), progress:
+        with contextlib.ExitStack() as files, contextlib.closing(units), progress:
+            journals = [files.enter_context(run.folder.journal()) for run in runs]
             for i, ep, feats, w, b, (label, void) in units:
-                t = time.perf_counter()
-                score = score_map(model, feats, w, b)
-                t2 = time.perf_counter()
-                counts = episode_counts(score, label, void, protocol=config.protocol)
-                if config.save_masks:  # before the row: the row says the episode is complete
-                    run.save_masks(i, score)
-                run.append_row(journal, csv_row(i, int(ep.cls), counts))
-                seconds["head"] += t2 - t
-                seconds["scoring_and_writing"] += time.perf_counter() - t2
+                for run, journal in zip(runs, journals):
+                    if run.resumed_from <= i < len(run.episodes):
+                        _score_one(run, journal, i, model, feats, w, b, label, void, seconds)
                 done += 1
                 progress.update()
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted after {done}/{len(episodes)} episodes; run the same command again "
-                          "to resume") from None
-    return {"seconds": seconds, "episodes": done - start, "loop_s": time.perf_counter() - loop_start}
+        raise Interrupted(f"interrupted after {done}/{end} episodes; run the same command again to resume") from None
+    return {"seconds": seconds, "loop_s": time.perf_counter() - loop_start}
 
 
-def _finish(run: RunFolder, episodes: Sequence, manifest: dict, config: EvalConfig, weights_sha: str) -> dict:
+def _score_one(run: PlannedRun, journal, i: int, model, feats, w, b, label, void, seconds: dict) -> None:
+    t = time.perf_counter()
+    k = run.config.shots  # this run's supports are the first k of the pass's
+    score = score_map(model, feats, w[:k], b[:k])
+    t2 = time.perf_counter()
+    counts = episode_counts(score, label, void, protocol=run.config.protocol)
+    if run.config.save_masks:  # before the row: the row says the episode is complete
+        run.folder.save_masks(i, score)
+    run.folder.append_row(journal, csv_row(i, int(run.episodes[i].cls), counts))
+    seconds["head"] += t2 - t
+    seconds["scoring_and_writing"] += time.perf_counter() - t2
+    run.scored += 1
+
+
+def _finish(run: PlannedRun, weights_sha: str) -> dict:
     """summary.json (weights_sha256: the source caffemodel's content, whatever the file is called)
     and iou_results.txt, from the journal."""
-    rows = run.done_rows(episodes)
+    config, episodes = run.config, run.episodes
+    rows = run.folder.done_rows(episodes)
     if len(rows) != len(episodes):
-        raise ReproduceError(f"{run.csv_path}: {len(rows)} rows after the run; expected {len(episodes)}")
+        raise ReproduceError(f"{run.folder.csv_path}: {len(rows)} rows after the run; expected {len(episodes)}")
     classes = fold_classes(config.fold)
     fs = fold_score_from_rows(classes, rows)
     summary = {
         "format": RUN_FORMAT, "fold": config.fold, "shots": config.shots, "protocol": config.protocol,
         "test_classes": classes, "class_names": {str(c): class_name(c) for c in classes},
-        "n_episodes": len(episodes), "episodes_sha256": manifest["episodes_sha256"],
-        "reference": manifest["reference"], "model_sha256": manifest["model_sha256"],
+        "n_episodes": len(episodes), "episodes_sha256": run.manifest["episodes_sha256"],
+        "reference": run.manifest["reference"], "model_sha256": run.manifest["model_sha256"],
         "weights_sha256": weights_sha, "weights": config.weights.name,
         **summary_block(fs), "miou_x100": 100.0 * fs.miou(), "fb_iou_x100": 100.0 * fs.fb_iou(),
     }
-    run.write_json("summary.json", summary)
-    write_iou_results_txt(run.path / "iou_results.txt", fs)
+    run.folder.write_json("summary.json", summary)
+    write_iou_results_txt(run.folder.path / "iou_results.txt", fs)
     return summary
 
 
-def _timings(config: EvalConfig, provider: FeatureProvider, resumed_from: int, loop: dict,
-             total_s: float, load_s: float) -> dict:
+def _timings(run: PlannedRun, provider: FeatureProvider, loop: dict, total_s: float, load_s: float,
+             runs_in_pass: int) -> dict:
+    """Wall times and counts of this session; forwards and cache figures are the pass's, shared
+    by the `runs_in_pass` runs it scored."""
+    config = run.config
     return {
         "device": str(config.torch_device), "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cache": config.cache,
-        "resumed_from": resumed_from, "episodes_this_session": loop["episodes"],
-        "episodes_per_s": loop["episodes"] / loop["loop_s"] if loop["loop_s"] > 0 and loop["episodes"] else None,
+        "resumed_from": run.resumed_from, "episodes_this_session": run.scored, "runs_in_pass": runs_in_pass,
+        "episodes_per_s": run.scored / loop["loop_s"] if loop["loop_s"] > 0 and run.scored else None,
         "seconds": {"total": total_s, "model_load": load_s, "episode_loop": loop["loop_s"], **loop["seconds"]},
         "forwards": {"query": provider.stats.query_forwards, "support": provider.stats.support_forwards},
         "cache_stats": provider.stats.as_dict(),

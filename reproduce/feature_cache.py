@@ -76,6 +76,7 @@ class CacheStats:
     query_memory_hits: int = 0
     support_memory_hits: int = 0
     evictions: int = 0
+    disk_cache_full: bool = False  # the on-disk cache reached its size cap and stopped growing
     seconds: dict = dataclasses.field(default_factory=lambda: defaultdict(float))
 
     def as_dict(self) -> dict:
@@ -85,10 +86,14 @@ class CacheStats:
 
 
 class DiskStore:
-    """Tensors under `root/<kind>/<key[:2]>/<key>.safetensors`, written atomically."""
+    """Tensors under `root/<kind>/<key[:2]>/<key>.safetensors`, written atomically. Holds at most
+    `max_bytes`: once full, new tensors are not stored (what is stored stays valid and is used)."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, max_bytes: int | None = None):
         self.root = Path(root)
+        self.max_bytes = max_bytes
+        self.size = sum(f.stat().st_size for f in self.root.rglob("*.safetensors")) if max_bytes is not None else 0
+        self.full = False
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key[:2] / f"{key}.safetensors"
@@ -111,10 +116,15 @@ class DiskStore:
     def save(self, kind: str, key: str, tensors: dict[str, torch.Tensor], about: dict) -> None:
         from safetensors.torch import save_file
 
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+        if self.max_bytes is not None:
+            if self.size + sum(t.numel() * t.element_size() for t in tensors.values()) > self.max_bytes:
+                self.full = True
+                return
         path = self.path(kind, key)
         with atomic_path(path) as tmp:
-            save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp),
-                      metadata={"about": json.dumps(about, sort_keys=True)})
+            save_file(tensors, str(tmp), metadata={"about": json.dumps(about, sort_keys=True)})
+        self.size += path.stat().st_size
 
 
 def plan_uses(episodes: Sequence[EpisodeLike], start: int = 0) -> dict[Unit, list[int]]:
@@ -137,12 +147,13 @@ class FeatureProvider:
 
     def __init__(self, model, source: InputSource, *, model_sha256: str, device: str | torch.device = "cpu",
                  enabled: bool = True, cache_dir: str | os.PathLike | None = None, workers: int = 2,
-                 lookahead: int = 4, memory_bytes: int = 4 << 30, version: str | None = None):
+                 lookahead: int = 4, memory_bytes: int = 4 << 30, version: str | None = None,
+                 disk_bytes: int | None = None):
         self.model = model
         self.source = source
         self.device = torch.device(device)
         self.enabled = enabled
-        self.disk = DiskStore(cache_dir) if (enabled and cache_dir is not None) else None
+        self.disk = DiskStore(cache_dir, disk_bytes) if (enabled and cache_dir is not None) else None
         self.workers = max(1, int(workers))
         self.lookahead = max(1, int(lookahead))
         self.memory_bytes = int(memory_bytes)
@@ -239,6 +250,7 @@ class FeatureProvider:
             tensors, about = {"w": value[0], "b": value[1].reshape(())}, {"image": unit.image, "class": unit.cls}
         about.update({"model_sha256": self.model_sha256, "code_version": self.version})
         self.disk.save(unit.kind, self.unit_key(unit), tensors, about)
+        self.stats.disk_cache_full = self.disk.full
         self.stats.seconds["disk_write"] += time.perf_counter() - t0
 
     def _on_disk(self, unit: Unit) -> bool:

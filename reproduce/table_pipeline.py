@@ -3,6 +3,7 @@ when needed, the folds evaluated into RESULTS/runs, the table and its report wri
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from reproduce.errors import ReproduceError
 from reproduce.tables import TABLES
@@ -71,18 +72,25 @@ def _deploy_prototxt(out_models: Path) -> Path:
     return path
 
 
-def evaluate_folds(table: int, voc, converted: dict[int, Path], out: Path, *, episodes: int, device: str,
-                   protocol: str, cache_dir: Path, workers: int = 2, progress: bool = True) -> list[Path]:
-    from reproduce.evaluate import evaluate, summary_lines
+def evaluate_folds(tables: Sequence[int], voc, converted: dict[int, Path], out: Path, *, episodes: int,
+                   device: str, protocol: str, cache_dir: Path | None = None, cache_max_bytes: int = 10 << 30,
+                   workers: int = 2, progress: bool = True) -> dict[int, list[Path]]:
+    """table -> its run folders (out/runs/table{T}_fold{F}). The tables' runs of a fold go in one
+    pass (their episodes share queries), so each query's features are computed once for all;
+    the mask scan is cached in out/cache/items (small), features on disk only under `cache_dir`."""
+    from reproduce.eval_config import EvalConfig
+    from reproduce.evaluate import evaluate_runs, summary_lines
 
-    shots = TABLES[table][1]
-    runs = []
+    runs: dict[int, list[Path]] = {table: [] for table in tables}
     for fold, weights in sorted(converted.items()):
-        run_dir = out / "runs" / f"table{table}_fold{fold}"
-        s = evaluate(voc, weights, fold, shots, n_episodes=episodes, device=device, out_dir=run_dir,
-                     protocol=protocol, cache=True, cache_dir=cache_dir, progress=progress, workers=workers)
-        print("\n".join(summary_lines(s)) + f"\n-> {run_dir}")
-        runs.append(run_dir)
+        configs = [EvalConfig(voc, Path(weights), fold, TABLES[table][1], n_episodes=episodes, device=device,
+                              out_dir=out / "runs" / f"table{table}_fold{fold}", protocol=protocol,
+                              cache_dir=cache_dir, cache_max_bytes=cache_max_bytes,
+                              scan_cache_dir=out / "cache" / "items", workers=workers,
+                              progress=progress) for table in tables]
+        for table, config, summary in zip(tables, configs, evaluate_runs(configs)):
+            print("\n".join(summary_lines(summary)) + f"\n-> {config.out_dir}")
+            runs[table].append(config.out_dir)
     return runs
 
 

@@ -37,9 +37,12 @@ def test_reduced_demo_end_to_end(tmp_path, capsys):
         index = (out / f"{stem}_report" / "index.html").read_text()
         assert all(f"table{table}_fold{fold}.html" in index for fold in range(4)) and "DEMO" in index
         assert (out / f"{stem}_report" / f"table{table}_fold3" / "worst.png").is_file()
-    # 5-shot runs reuse the 1-shot runs' query features from the disk cache.
-    t = json.loads((out / "runs" / "table2_fold0" / "timings.json").read_text())
-    assert t["forwards"]["query"] == 0 and t["cache_stats"]["query_disk_hits"] > 0
+    # The 1- and 5-shot runs of a fold go in one pass: each distinct query image is computed once.
+    one, five = (json.loads((out / "runs" / f"table{t}_fold0" / "timings.json").read_text()) for t in (1, 2))
+    queries = {e["query"] for e in json.loads((out / "runs" / "table2_fold0" / "episodes.json").read_text())["episodes"]}
+    assert one["runs_in_pass"] == five["runs_in_pass"] == 2
+    assert one["forwards"] == five["forwards"] and five["forwards"]["query"] == len(queries)
+    assert not (out / "work" / "cache").exists() and (out / "cache" / "items").is_dir()
 
     # Another recipe in the same folder starts afresh (a run of 4 episodes would otherwise clash).
     assert main(["demo", "--out", str(out), "--images", "120", "--episodes", "3", "--no-progress"]) == 0

@@ -26,7 +26,7 @@ def _value(argv: list[str], flag: str) -> str:
 
 
 def test_table_targets_pass_odd_paths_verbatim():
-    for target in ("reproduce-table1", "reproduce-table2"):
+    for target in ("reproduce-table1", "reproduce-table2", "reproduce-tables"):
         argv = _command(target, VOC=ODD + "/VOC", MODELS=ODD + "/m", PROTOTXT=ODD + "/p.prototxt",
                         RESULTS=ODD + "/r", EPISODES="7", DEVICE="cuda:1")
         assert (_value(argv, "--voc"), _value(argv, "--models"), _value(argv, "--prototxt"),

@@ -98,3 +98,31 @@ def test_bad_arguments_are_refused_before_any_conversion(setup, tmp_path, capsys
     for expected in ("episodes must be >= 1, got -5", "--device 'tpu'", "lies inside the data set folder"):
         assert expected in err
     assert not out.exists() and tree_digest(setup["voc"]) == setup["digest"]
+
+
+def test_both_tables_in_one_pass_equal_two_separate_runs(setup, tmp_path, capsys):
+    """`--table 1 2` computes each query once per fold and writes exactly the files that
+    `--table 1` and then `--table 2` write."""
+    apart, together = tmp_path / "apart", tmp_path / "together"
+    assert _table_run(setup, apart, table=1) == 0 and _table_run(setup, apart, table=2) == 0
+    base = ["table-run", "--voc", str(setup["voc"]), "--models", str(setup["models"]), "--prototxt",
+            str(setup["prototxt"]), "--episodes", str(N_EPISODES), "--out", str(together), "--no-progress"]
+    assert main([*base, "--table", "1", "2"]) == 0
+    capsys.readouterr()
+    compared = 0
+    # The run folders' results and the tables (timings, locks and the HTML reports' images aside).
+    results = [*(apart / "runs").rglob("*"), *apart.glob("table*.md"), *apart.glob("table*.csv")]
+    for path in sorted(results):
+        if path.is_file() and path.name not in ("timings.json", "sources.json", ".run.lock"):
+            other = together / path.relative_to(apart)
+            text = path.read_bytes().replace(str(apart).encode(), str(together).encode())
+            assert other.read_bytes() == text, path.relative_to(apart)
+            compared += 1
+    assert compared >= 8 * 5 + 4  # 8 runs x 5 result files, the tables' md and csv
+    for fold in range(4):
+        one, five = (json.loads((together / "runs" / f"table{t}_fold{fold}" / "timings.json").read_text())
+                     for t in (1, 2))
+        queries = {e["query"] for e in json.loads((together / "runs" / f"table2_fold{fold}" /
+                                                   "episodes.json").read_text())["episodes"]}
+        assert one["runs_in_pass"] == 2 and one["forwards"]["query"] == len(queries)
+    assert not (together / "cache" / "features").exists()  # no disk feature cache unless asked

@@ -48,7 +48,7 @@ def make_demo_inputs(work: Path, images: int, seed: int, episodes: int) -> tuple
     # Another recipe, or a build that stopped half-way: start these inputs (and what was derived
     # from them) afresh. Everything here is generated, never user data.
     reports = [work.parent / f"{stem}_report" for stem, _ in TABLES.values()]
-    for derived in (voc, models, work / "models", work / "cache", work.parent / "runs", stamp, *reports):
+    for derived in (voc, models, work / "models", work.parent / "cache", work.parent / "runs", stamp, *reports):
         if derived.is_dir():
             shutil.rmtree(derived)
         elif derived.exists():
@@ -77,11 +77,10 @@ def run(args) -> int:
     prototxt = work / "deploy_1shot_thin.prototxt"
     write_net(oslsm_deploy_net(1, OSLSMWidths.THIN), prototxt)
     converted = ensure_converted(caffemodels, work / "models", prototxt=prototxt)
+    runs = evaluate_folds((1, 2), voc, converted, out, episodes=args.episodes, device=args.device,
+                          protocol="original", workers=args.workers, progress=not args.no_progress)
     for table in (1, 2):
-        runs = evaluate_folds(table, voc, converted, out, episodes=args.episodes, device=args.device,
-                              protocol="original", cache_dir=work / "cache", workers=args.workers,
-                              progress=not args.no_progress)
-        paths = write_table_and_report(table, runs, out, voc, note=NOTE, device=args.device)
+        paths = write_table_and_report(table, runs[table], out, voc, note=NOTE, device=args.device)
         print(paths["md"].read_text())
         print(f"report: {paths['report']}")
     print(f"demo finished in {time.perf_counter() - start:.0f} s; tables in {out}")

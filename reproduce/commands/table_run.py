@@ -15,7 +15,8 @@ HELP = "convert the fold models, evaluate the 4 folds (k=1 for table 1, k=5 for 
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--table", type=int, required=True, choices=(1, 2), help="1: 1-shot, 2: 5-shot")
+    parser.add_argument("--table", type=int, nargs="+", required=True, choices=(1, 2),
+                        help="1: 1-shot, 2: 5-shot; `--table 1 2` runs both in one pass over each fold's episodes")
     parser.add_argument("--voc", default="data/VOC2012", help="VOC2012 folder (default data/VOC2012)")
     parser.add_argument("--models", default="data/models", help="folder with the four fold .caffemodels")
     parser.add_argument("--prototxt", default=None,
@@ -23,7 +24,12 @@ def add_arguments(parser) -> None:
                              "(default: the project's prototxt/deploy_1shot.prototxt)")
     parser.add_argument("--episodes", type=int, default=1000, help="episodes per fold (default 1000)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default="results", help="results folder (models/, runs/, cache/, tables)")
+    parser.add_argument("--out", default="results", help="results folder (models/, runs/, tables; cache/items: "
+                        "the mask scan)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="keep computed features on disk here for later runs (default: none, memory only)")
+    parser.add_argument("--cache-max-gb", type=float, default=10.0,
+                        help="the on-disk feature cache stops growing at this size (default 10)")
     parser.add_argument("--protocol", choices=("original", "modern"), default="original")
     parser.add_argument("--folds", type=int, nargs="+", default=list(FOLDS), choices=FOLDS,
                         help="a subset of folds (the table then has no mean)")
@@ -44,10 +50,13 @@ def run(args) -> int:
         collect(problems, refuse_inside_dataset, out, voc, "--out")
     raise_problems(problems, heading="cannot run the table")
     converted = ensure_converted(args.models, out / "models", args.folds, prototxt=prototxt)
-    runs = evaluate_folds(args.table, voc, converted, out, episodes=args.episodes, device=args.device,
-                          protocol=args.protocol, cache_dir=out / "cache", workers=args.workers,
+    tables = sorted(set(args.table))
+    runs = evaluate_folds(tables, voc, converted, out, episodes=args.episodes, device=args.device,
+                          protocol=args.protocol, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+                          cache_max_bytes=int(args.cache_max_gb * (1 << 30)), workers=args.workers,
                           progress=not args.no_progress)
-    paths = write_table_and_report(args.table, runs, out, voc, device=args.device)
-    print(paths["md"].read_text())
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    for table in tables:
+        paths = write_table_and_report(table, runs[table], out, voc, device=args.device)
+        print(paths["md"].read_text())
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

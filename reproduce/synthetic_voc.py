@@ -156,11 +156,13 @@ STRIPE = 96         # width of one object's column in a reference-set image
 REFERENCE_HEIGHT = 128
 
 
-def make_reference_voc(root: str | Path, textured: bool = False, seed: int = 0) -> Path:
+def make_reference_voc(root: str | Path, textured: bool = False, seed: int = 0,
+                       image_hw: tuple[int, int] | None = None) -> Path:
     """A VOC2012-layout val set whose items are exactly those the original kept on the real VOC
     2012 val set (reference_episodes): every (image, class) item one object large enough for the
     filter, side by side in its image; val.txt the 1,449 names in sorted order (images without
-    items are plain background). Flat grey images, or random textures with `textured`."""
+    items are plain background). Flat grey images, or random textures with `textured`; small
+    images sized by their objects, or all `image_hw` (e.g. VOC's usual 375x500)."""
     from reproduce.reference_episodes import VOC2012_VAL_IMAGES, reference_items
 
     classes: dict[str, list[int]] = {}
@@ -170,19 +172,21 @@ def make_reference_voc(root: str | Path, textured: bool = False, seed: int = 0) 
     fillers = [f"2099_{i:06d}" for i in range(VOC2012_VAL_IMAGES - len(classes))]
     names = sorted(classes) + fillers
     rng = np.random.default_rng(seed)
-    return _build_in_place(Path(root), lambda tmp: _write_reference_set(tmp, names, classes, textured, rng))
+    return _build_in_place(Path(root), lambda tmp: _write_reference_set(tmp, names, classes, textured, rng, image_hw))
 
 
-def _write_reference_set(out: Path, names: list[str], classes: dict[str, list[int]], textured: bool, rng) -> None:
+def _write_reference_set(out: Path, names: list[str], classes: dict[str, list[int]], textured: bool, rng,
+                         image_hw: tuple[int, int] | None) -> None:
     for sub in ("ImageSets/Segmentation", "JPEGImages", "SegmentationClass"):
         (out / sub).mkdir(parents=True)
     palette = voc_palette()
     for name in names:
         present = sorted(classes.get(name, []))
-        height, width = REFERENCE_HEIGHT, STRIPE * max(1, len(present))
+        height, width = image_hw or (REFERENCE_HEIGHT, STRIPE * max(1, len(present)))
+        stripe = width // max(1, len(present))
         mask = np.zeros((height, width), np.uint8)
         for k, cls in enumerate(present):
-            mask[8:height - 8, k * STRIPE + 8:(k + 1) * STRIPE - 8] = cls
+            mask[8:height - 8, k * stripe + 8:(k + 1) * stripe - 8] = cls
         if textured:
             rgb = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
         else:

@@ -38,3 +38,25 @@ def test_outputs_get_the_permissions_of_a_plain_open(tmp_path):
         assert (tmp_path / "b.npz").stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(umask)
+
+
+def test_the_next_lock_holder_removes_what_a_killed_writer_left(tmp_path):
+    """A writer killed mid-write leaves its temporary file; the next process to take the folder's
+    lock deletes it (and nothing else)."""
+    import subprocess
+    import sys
+
+    from weights_convert.errors import CaffeFormatError
+    from weights_convert.folder_lock import folder_lock
+
+    script = ("import os, sys\nfrom weights_convert.atomic import atomic_write\n"
+              "with atomic_write(sys.argv[1]) as fh:\n    fh.write(b'half'); fh.flush(); os.kill(os.getpid(), 9)\n")
+    (tmp_path / "pred").mkdir()
+    for target in (tmp_path / "summary.json", tmp_path / "pred" / "00001.png"):
+        subprocess.run([sys.executable, "-c", script, str(target)])
+    (tmp_path / ".keep.tmp").write_text("a user's file")  # not one of ours: another name shape
+    left = sorted(p.name for p in tmp_path.rglob(".*.tmp*"))
+    assert len(left) == 3 and not (tmp_path / "summary.json").exists()
+    with folder_lock(tmp_path, ".lock", "test", CaffeFormatError):
+        pass
+    assert sorted(p.name for p in tmp_path.rglob(".*.tmp*")) == [".keep.tmp"]

@@ -408,7 +408,7 @@ def test_resuming_with_save_masks_writes_the_missing_masks(env, reference_runs, 
             assert (out / "pred" / kind / name).read_bytes() == (on / "pred" / kind / name).read_bytes()
 
 
-def test_nonfinite_weights_are_reported_at_conversion_and_refused(env, tmp_path):
+def test_nonfinite_weights_are_reported_at_conversion_and_refused(env, tmp_path, capsys):
     params = random_oslsm_params(OSLSMWidths.THIN, seed=13, hashing=True)
     params["fc7s"][0][0, 0, 0, 0] = np.nan
     params["fc7s"][1][2] = np.inf
@@ -419,6 +419,11 @@ def test_nonfinite_weights_are_reported_at_conversion_and_refused(env, tmp_path)
         expected = ({"segmentation.fc7.weight": 1, "segmentation.fc7.bias": 1} if form == "oslsm"
                     else {"fc7s/0": 1, "fc7s/1": 1})
         assert report["nonfinite"] == expected
+    from weights_convert.cli import main as convert_main
+
+    assert convert_main(["convert", "--prototxt", str(env["prototxt"]), "--caffemodel", str(caffemodel), "--out",
+                         str(tmp_path / "cli.safetensors"), "--model", "oslsm"]) == 0
+    assert "NaN or infinite values in segmentation.fc7.weight (1), segmentation.fc7.bias (1)" in capsys.readouterr().err
     weights = tmp_path / "nan_oslsm.safetensors"
     with pytest.raises(ReproduceError, match=r"NaN or infinite values in segmentation.fc7.weight \(1\), "
                                              r"segmentation.fc7.bias \(1\).*--allow-nonfinite"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -82,3 +83,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+# The name _new_temporary gives: "." + the file's name + "." + mkstemp's 8 random characters + ".tmp[.suffix]".
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write (SIGKILL, power loss) left below
+    `folder`; call it only while holding the folder's lock, when no writer of ours is active."""
+    removed = []
+    for path in Path(folder).rglob(".*"):
+        if path.is_file() and _TEMPORARY.match(path.name):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed

@@ -181,6 +181,16 @@ def convert(prototxt: str | os.PathLike, weights: str | os.PathLike, out: str | 
     return result
 
 
+def nonfinite_warning(report: dict) -> str | None:
+    """A warning line for a conversion that met NaN or infinite values, else None."""
+    bad = report.get("nonfinite") or {}
+    if not bad:
+        return None
+    listed = ", ".join(f"{key} ({n})" for key, n in bad.items())
+    return (f"WARNING: {report['source']}: NaN or infinite values in {listed}; converted as they are, "
+            "but `evaluate` refuses such weights unless --allow-nonfinite")
+
+
 class NonFiniteCount:
     """NaN and infinite values per float tensor, counted as the tensors stream by."""
 

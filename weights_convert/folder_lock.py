@@ -1,6 +1,7 @@
 """One process at a time in an output folder: an advisory lock (flock) on a file inside it that
 holds the owner's pid, so that a second run is refused in words instead of interleaving its
-writes with the first's. The kernel drops the lock when its process dies, even by SIGKILL."""
+writes with the first's. The kernel drops the lock when its process dies, even by SIGKILL; the
+next holder removes the temporary files such a process was writing."""
 from __future__ import annotations
 
 import fcntl
@@ -8,6 +9,8 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from weights_convert.atomic import remove_stale_temporaries
 
 
 @contextmanager
@@ -28,6 +31,7 @@ def folder_lock(folder: str | os.PathLike, lock_name: str, what: str,
         fh.truncate()
         fh.write(str(os.getpid()))
         fh.flush()
+        remove_stale_temporaries(folder)  # what a killed predecessor was writing
         try:
             yield
         finally:

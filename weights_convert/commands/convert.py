@@ -1,7 +1,9 @@
 """`convert`: a Caffe model (prototxt + weights) -> our .safetensors and a JSON report."""
 from __future__ import annotations
 
-from weights_convert.convert import MODEL_FORMS, convert
+import sys
+
+from weights_convert.convert import MODEL_FORMS, convert, nonfinite_warning
 from weights_convert.pascal5i import FOLDS
 
 NAME = "convert"
@@ -21,6 +23,9 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     report = convert(args.prototxt, args.caffemodel, args.out, model=args.model, fold=args.fold,
                      report=args.report)
+    warning = nonfinite_warning(report)
+    if warning:
+        print(warning, file=sys.stderr)
     hashing = report["hashing"]
     found = ", ".join(f"{k} {v['form']}" + (f" ({v['size_ratio']:.0f}x smaller)" if v["form"] == "hashing" else "")
                       for k, v in hashing["layers"].items()) or "no rw1s/rb1s"

@@ -45,11 +45,7 @@ def evaluate(voc, weights, fold: int, shots: int, *, load_model: ModelLoader | N
     RUN_DIR/summary.json). Resumes or extends a run in `out_dir` when its manifest matches."""
     paths = {k: Path(v) for k, v in options.items()
              if k in ("out_dir", "episodes_file", "cache_dir", "scan_cache_dir", "prototxt") and v is not None}
-    return run_evaluation(EvalConfig(voc, Path(weights), fold, shots, **{**options, **paths}), load_model)
-
-
-def run_evaluation(config: EvalConfig, load_model: ModelLoader | None = None) -> dict:
-    return evaluate_runs([config], load_model)[0]
+    return evaluate_runs([EvalConfig(voc, Path(weights), fold, shots, **{**options, **paths})], load_model)[0]
 
 
 @dataclasses.dataclass

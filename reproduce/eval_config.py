@@ -10,7 +10,8 @@ import torch
 
 from reproduce.errors import ReproduceError, collect, raise_problems
 from reproduce.scoring import PROTOCOLS
-from reproduce.voc import N_FOLDS, VOCDataset, refuse_inside_dataset
+from reproduce.voc import VOCDataset, refuse_inside_dataset
+from weights_convert.pascal5i import N_FOLDS
 
 
 @dataclass(frozen=True)

@@ -239,3 +239,26 @@ def test_query_features_are_contiguous_in_every_layout(thin_params):
     with torch.no_grad():
         features = model.query_features(torch.randn(1, 3, 120, 150) * 50)
     assert features.is_contiguous()
+
+
+@pytest.mark.parametrize("allow_hashing", [True, False])
+def test_one_mapping_gives_the_modules_state_in_its_order(thin_params, allow_hashing):
+    """The converter writes state_from_caffe's tensors in its order; the loader builds the module
+    from the same tensors: keys, order, shapes and dtypes are the module's own."""
+    from weights_convert.formats.weights_io import array_blob
+    from weights_convert.oslsm.loading import skeleton
+    from weights_convert.oslsm.state_map import caffe_from_state, state_from_caffe
+
+    blobs = {name: [array_blob(b) for b in arrays] for name, arrays in thin_params.items()}
+    state = state_from_caffe(blobs, OSLSMWidths.THIN, allow_hashing)
+    module = skeleton(OSLSMWidths.THIN, "hashing.weight_map.index" in state, "hashing.bias_map.index" in state)
+    expected = module.state_dict()
+    assert list(state) == list(expected)
+    assert ("hashing.weight_map.index" in state) == allow_hashing
+    dtypes = {np.float32: torch.float32, np.int32: torch.int32, np.int8: torch.int8}
+    for key, tensor in state.items():
+        assert tensor.shape == tuple(expected[key].shape) and dtypes[tensor.dtype] == expected[key].dtype, key
+    back = caffe_from_state({k: t.read() for k, t in state.items()})
+    for name, arrays in thin_params.items():
+        for got, want in zip(back[name], arrays):
+            assert np.array_equal(got, np.asarray(want).reshape(got.shape)), name

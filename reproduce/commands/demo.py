@@ -97,9 +97,14 @@ def refuse_bad_arguments(args, out: Path) -> None:
                         f"{N_CLASSES} classes), got {args.images}")
     if out.exists() and not out.is_dir():
         problems.append(f"--out {out} is a file; expected a folder")
-    elif out.is_dir() and not (out / STAMP).is_file() and any(out.iterdir()):
+    elif out.is_dir() and not _made_by_demo(out) and any(out.iterdir()):
         found = ", ".join(sorted(p.name for p in out.iterdir())[:5])
         problems.append(f"--out {out} holds files the demo did not make ({found}); the demo deletes and "
                         "rewrites what is in its folder, so it only writes into a new or empty folder or an "
                         "earlier demo's")
     raise_problems(problems)
+
+
+def _made_by_demo(out: Path) -> bool:
+    """The demo's stamp, or the recipe file that demos before the stamp left in work/."""
+    return (out / STAMP).is_file() or (out / "work" / "recipe.json").is_file()

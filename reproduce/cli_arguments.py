@@ -40,3 +40,16 @@ def open_data(args) -> VOCDataset:
         problems.append(f"--out {args.out} is a folder; expected a file name")
     raise_problems(problems)
     return dataset
+
+
+def open_checked_training_sets(args, episodes: int | None = None) -> dict:
+    """The SBD and VOC training sets once the checks `train` and `train-episodes` share have all
+    passed, reported together: the data sets, an output outside both, the episode count."""
+    from reproduce.training import open_training_sets
+
+    problems = [] if episodes is None or episodes >= 1 else [f"--episodes must be >= 1, got {episodes}"]
+    sets = collect(problems, open_training_sets, args.sbd, args.voc)
+    for dataset in (sets or {}).values():
+        collect(problems, refuse_inside_dataset, args.out, dataset.root)
+    raise_problems(problems)
+    return sets

@@ -86,3 +86,12 @@ def test_unseeded_streams_differ_and_record_their_seed(tmp_path):
                      str(GOLDEN / "data" / "sbd"), "--fold", "0", "--episodes", "5", "--out", str(out)]) == 0
         seeds.append(json.loads(out.read_text())["seed"])
     assert seeds[0] != seeds[1]
+
+
+def test_train_episodes_reports_every_problem_and_writes_nothing(tmp_path, capsys):
+    inside = GOLDEN / "data" / "pascal" / "episodes.json"
+    assert main(["train-episodes", "--voc", str(GOLDEN / "data" / "pascal"), "--sbd", str(GOLDEN / "data" / "sbd"),
+                 "--fold", "0", "--episodes", "0", "--out", str(inside)]) == 2
+    err = capsys.readouterr().err
+    assert "2 problems" in err and "--episodes must be >= 1, got 0" in err and "lies inside the data set" in err
+    assert not inside.exists()

@@ -7,12 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from reproduce.cli_arguments import add_training_data_arguments
+from reproduce.cli_arguments import add_training_data_arguments, open_checked_training_sets
 from reproduce.errors import ReproduceError
 from reproduce.loss_curve import write_loss_curve
 from reproduce.recipe import SOLVER_PROTOTXT
-from reproduce.training import TrainingData, build_training_items, open_training_sets, system_seed
-from reproduce.voc import VOCDataset, refuse_inside_dataset
+from reproduce.training import TrainingData, build_training_items, system_seed
+from reproduce.voc import VOCDataset
 from weights_convert.train.run import LOSSES, TrainRequest, read_manifest, train
 from weights_convert.train.solver_file import read_solver
 
@@ -45,9 +45,7 @@ def check_no_test_images(sets, voc: str) -> None:
 
 
 def run(args) -> int:
-    sets = open_training_sets(args.sbd, args.voc)
-    for dataset in sets.values():
-        refuse_inside_dataset(args.out, dataset.root)
+    sets = open_checked_training_sets(args)
     if not args.allow_val_images:
         check_no_test_images(sets, args.voc)
     out = Path(args.out)

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import json
 
-from reproduce.cli_arguments import add_training_data_arguments
+from reproduce.cli_arguments import add_training_data_arguments, open_checked_training_sets
 from reproduce.episodes import episodes_sha256
-from reproduce.errors import ReproduceError
-from reproduce.training import TrainingEpisodes, build_training_items, open_training_sets, system_seed
-from reproduce.voc import refuse_inside_dataset
+from reproduce.training import TrainingEpisodes, build_training_items, system_seed
 from weights_convert.atomic import atomic_write_text
 
 NAME = "train-episodes"
@@ -21,11 +19,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    if args.episodes < 1:
-        raise ReproduceError(f"--episodes must be >= 1, got {args.episodes}")
-    sets = open_training_sets(args.sbd, args.voc)
-    for dataset in sets.values():
-        refuse_inside_dataset(args.out, dataset.root)
+    sets = open_checked_training_sets(args, episodes=args.episodes)
     seed = system_seed() if args.seed is None else args.seed
     items = build_training_items(sets, args.fold, args.cache_dir, not args.no_cache)
     stream = TrainingEpisodes(items, args.shots, seed)

@@ -11,18 +11,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from reproduce.errors import ReproduceError
 from reproduce.dataset_inputs import DatasetInputs
+from reproduce.errors import ReproduceError
 from reproduce.evaluate import score_map
 from reproduce.feature_cache import FeatureProvider
-from reproduce.provenance import code_version
-from weights_convert.provenance import sha256_file
 from reproduce.finished_run import FinishedRun
 from reproduce.panels import EpisodePanel, draw_panels
+from reproduce.provenance import code_version
 from reproduce.scoring import episode_counts
 from reproduce.voc import VOID, VOCDataset, class_name
 from weights_convert.numerics import faithful_mode
 from weights_convert.oslsm import load_oslsm
+from weights_convert.provenance import sha256_file
 
 
 def saved_score(run: FinishedRun, index: int) -> np.ndarray | None:

@@ -9,9 +9,8 @@ import pytest
 from helpers import GOLDEN, UPSTREAM
 from weights_convert.cli import main
 from weights_convert.convert import WeightSource
-from weights_convert.formats.safetensors_io import safetensors_metadata
 from weights_convert.formats.caffemodel import write_caffemodel
-from weights_convert.formats.safetensors_io import read_safetensors
+from weights_convert.formats.safetensors_io import read_safetensors, safetensors_metadata
 from weights_convert.formats.weights_io import read_weights
 
 CASE = GOLDEN / "oslsm_thin_1shot_120x200"

@@ -15,14 +15,14 @@ import pytest
 import torch
 
 import reproduce.evaluate as ev
+from reproduce.dataset_inputs import query_label_grid
 from reproduce.episodes import Episode, episodes_to_json
 from reproduce.errors import ReproduceError
-from weights_convert.errors import Interrupted
-from reproduce.dataset_inputs import query_label_grid
 from reproduce.evaluate import evaluate
 from reproduce.preprocess import binary_mask, prep_query
 from reproduce.scoring import episode_counts
 from reproduce.voc import VOCDataset
+from weights_convert.errors import Interrupted
 from helpers import GOLDEN, tree_digest
 from weights_convert.convert import convert
 from weights_convert.netspec import write_net

@@ -7,8 +7,8 @@ from helpers import GOLDEN
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.prototxt import parse_net_text
 from weights_convert.graph import CaffeNet, insert_splits, shapes_match
-from weights_convert.numerics import faithful_mode
 from weights_convert.layers import LAYER_TYPES, build_layer
+from weights_convert.numerics import faithful_mode
 
 INPUT = 'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }\n'
 

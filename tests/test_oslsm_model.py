@@ -7,8 +7,8 @@ from helpers import GOLDEN, UPSTREAM
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.weights_io import read_weights
 from weights_convert.oslsm import OSLSM, OSLSMWidths, load_oslsm
-from weights_convert.oslsm.loading import caffe_params, oslsm_from_caffe, oslsm_from_params
 from weights_convert.oslsm.layout import expected_param_shapes
+from weights_convert.oslsm.loading import caffe_params, oslsm_from_caffe, oslsm_from_params
 from weights_convert.oslsm.random_init import random_oslsm_params
 
 OSLSM_CASES = ["oslsm_thin_1shot_120x200", "oslsm_thin_1shot_500x500", "oslsm_thin_5shot_500x500"]

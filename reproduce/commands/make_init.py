@@ -9,10 +9,10 @@ import numpy as np
 from reproduce.errors import ReproduceError
 from reproduce.recipe import TRAIN_PROTOTXT, train_net_blobs
 from weights_convert.atomic import atomic_write_text
-from weights_convert.oslsm.loading import read_params
-from weights_convert.provenance import sha256_file
 from weights_convert.formats.caffemodel import write_caffemodel
+from weights_convert.oslsm.loading import read_params
 from weights_convert.oslsm.surgery import check_against, from_os_pretrained, from_vgg16
+from weights_convert.provenance import sha256_file
 
 NAME = "make-init"
 HELP = "write the OSLSM start model (train net layers) from os_pretrained.caffemodel or VGG-16"

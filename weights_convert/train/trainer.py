@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from weights_convert.atomic import atomic_write_text
-from weights_convert.oslsm.loading import read_params
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.caffemodel import write_caffemodel
 from weights_convert.formats.solverstate import read_solverstate, write_solverstate
 from weights_convert.graph import CaffeNet
 from weights_convert.layers.dropout import Dropout
+from weights_convert.oslsm.loading import read_params
 from weights_convert.train.data import DataSource
 from weights_convert.train.passes import forward_backward
 from weights_convert.train.sgd import CaffeSGD, learnable_params

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
 
 from reproduce.episodes import make_episodes
 from reproduce.errors import ReproduceError
@@ -61,14 +60,9 @@ def layout_problems(dataset: VOCDataset) -> list[str]:
             problems.append(f"missing: {', '.join(missing)}")
             continue
         try:
-            index = dataset.read_mask(name)
-            with Image.open(image) as im:
-                width, height = im.size
-        except (ReproduceError, OSError) as exc:
+            dataset.check_mask_size(name, dataset.read_mask(name).shape)
+        except ReproduceError as exc:
             problems.append(str(exc))
-            continue
-        if index.shape != (height, width):
-            problems.append(f"{mask} is {index.shape[0]}x{index.shape[1]} but {image} is {height}x{width}")
     return problems
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from reproduce import preprocess
-from reproduce.errors import ReproduceError
 from reproduce.resize2017 import resize_2017
 from reproduce.voc import VOID
 from weights_convert.provenance import sha256_file
@@ -47,25 +46,11 @@ class DatasetInputs:
         """The query's binary label on the 500x500 grid (void is background, as the original), and
         for protocol 'modern' its void mask resized the same way."""
         index = self.dataset.read_mask(name)
-        self._check_same_size(name, index.shape)
+        # Scored without the image, so checked here as prep_query would check it.
+        self.dataset.check_mask_size(name, index.shape)
         label = query_label_grid(preprocess.binary_mask(index, cls))
         void = query_label_grid((index == VOID).astype(np.float32)) > 0.5 if with_void else None
         return label, void
-
-    def _check_same_size(self, name: str, mask_hw: tuple[int, ...]) -> None:
-        """The label is scored without the image, so check here what prep_query checks: the
-        mask and the image have one size (read from the image header only)."""
-        from PIL import Image
-
-        path = self.dataset.image_path(name)
-        try:
-            with Image.open(path) as im:
-                width, height = im.size
-        except OSError as exc:
-            raise ReproduceError(f"{path}: cannot read the image header ({exc})") from None
-        if (height, width) != tuple(mask_hw[:2]):
-            raise ReproduceError(f"{self.dataset.mask_path(name)} is {mask_hw[0]}x{mask_hw[1]} but {path} is "
-                                 f"{height}x{width}; a VOC mask has its image's size")
 
 
 def query_label_grid(mask_bin: np.ndarray) -> np.ndarray:

@@ -125,6 +125,18 @@ class VOCDataset:
                                  f"(values found outside: {bad.tolist()})")
         return arr.astype(np.uint8, copy=False)
 
+    def check_mask_size(self, name: str, mask_hw: tuple[int, ...]) -> None:
+        """A mask has its image's size (the image's read from its header only)."""
+        path = self.image_path(name)
+        try:
+            with Image.open(path) as im:
+                width, height = im.size
+        except OSError as exc:
+            raise ReproduceError(f"{path}: cannot read the image header ({exc})") from None
+        if (height, width) != tuple(mask_hw[:2]):
+            raise ReproduceError(f"{self.mask_path(name)} is {mask_hw[0]}x{mask_hw[1]} but {path} is "
+                                 f"{height}x{width}; a VOC mask has its image's size")
+
 
 def _open_image(path: Path, what: str) -> Image.Image:
     if not path.is_file():

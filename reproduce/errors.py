@@ -1,4 +1,5 @@
 """The exception type for bad data sets, episode files and runs."""
+from weights_convert.errors import CaffeFormatError
 
 
 class ReproduceError(ValueError):
@@ -17,8 +18,6 @@ def raise_problems(problems: list[str], heading: str = "") -> None:
 def collect(problems: list[str], check, *args):
     """check(*args), or None with its error's message added to `problems` (bad input, a wrong
     file, an unreadable path): for commands that report every problem at once."""
-    from weights_convert.errors import CaffeFormatError
-
     try:
         return check(*args)
     except (ReproduceError, CaffeFormatError, OSError) as exc:

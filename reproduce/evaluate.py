@@ -81,7 +81,7 @@ def evaluate_runs(configs: Sequence[EvalConfig], load_model: ModelLoader | None 
 def _evaluate_pass(runs: Sequence[PlannedRun], load_model: ModelLoader) -> list[dict]:
     """One model, one feature provider and one walk over the lead run's episodes for all `runs`."""
     started = time.perf_counter()
-    lead = max(runs, key=lambda r: (r.config.shots, len(r.episodes)))
+    lead = _lead(runs)
     config = lead.config
     t0 = time.perf_counter()
     model = load_model(config.weights, prototxt=config.prototxt, device=config.torch_device)
@@ -92,8 +92,9 @@ def _evaluate_pass(runs: Sequence[PlannedRun], load_model: ModelLoader) -> list[
     with contextlib.ExitStack() as held:
         for run in runs:
             held.enter_context(run.folder.locked())
+        code = code_record(config.torch_device)  # the same for every run of the pass
         for run in runs:
-            _start(run, model_sha)
+            _start(run, model_sha, code)
         provider = FeatureProvider(
             model, DatasetInputs(lead.dataset), model_sha256=model_sha, device=config.torch_device,
             enabled=config.cache, workers=config.workers, memory_bytes=config.memory_bytes,
@@ -130,18 +131,23 @@ def _one_pass_possible(runs: Sequence[PlannedRun]) -> bool:
         return False
     if len({r.folder.path.resolve() for r in runs}) != len(runs):
         return False
-    lead = max(runs, key=lambda r: (r.config.shots, len(r.episodes)))
+    lead = _lead(runs)
     return all(len(r.episodes) <= len(lead.episodes) and all(
         a.query == b.query and a.cls == b.cls and list(b.supports[:len(a.supports)]) == list(a.supports)
         for a, b in zip(r.episodes, lead.episodes)) for r in runs)
 
 
-def _start(run: PlannedRun, model_sha: str) -> None:
+def _lead(runs: Sequence[PlannedRun]) -> PlannedRun:
+    """The run whose episodes the pass walks: the most shots (its supports include the others')."""
+    return max(runs, key=lambda r: (r.config.shots, len(r.episodes)))
+
+
+def _start(run: PlannedRun, model_sha: str, code: dict) -> None:
     config = run.config
     run.manifest = {"format": RUN_FORMAT, "fold": config.fold, "shots": config.shots, "protocol": config.protocol,
                     "n_episodes": len(run.episodes), "episodes_sha256": episodes_sha256(run.episodes),
                     "reference": run.reference, "model_sha256": model_sha, "device_type": config.torch_device.type,
-                    "code": code_record(config.torch_device)}
+                    "code": code}
     run.folder.start(run.manifest, run.episodes, config.fold, config.shots, run.n_items)
     run.folder.write_json(SOURCES_NAME, _sources(run.dataset, config))
     run.resumed_from = len(run.folder.done_rows(run.episodes))

@@ -55,6 +55,15 @@ def _to_numpy(value) -> np.ndarray:
     return np.asarray(value)
 
 
+def split_copies(prototxt: str | os.PathLike) -> set[str]:
+    """The tops of the net's Split layers, most of them added by Caffe's insert_splits wherever a
+    blob feeds several layers: copies of their bottom, which golden dumps often leave out."""
+    from weights_convert.graph import CaffeNet
+
+    net = CaffeNet.from_prototxt(prototxt, device="meta")  # shapes only: no weights allocated
+    return {top for layer in net.layers if layer.type == "Split" for top in layer.tops}
+
+
 def episode_arrays(arrays: Mapping[str, np.ndarray], episode: int, source: str) -> dict[str, np.ndarray]:
     """The arrays of one episode of a `reproduce inputs` file ("{e}/first_img", ...), unprefixed."""
     prefix = f"{episode}/"

@@ -1,15 +1,12 @@
 """`verify`: run a net on a golden file's inputs and compare every blob with the golden values."""
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
-from weights_convert.forward_pass import input_names, load_npz, run_graph
+from weights_convert.forward_pass import input_names, load_npz, run_graph, split_copies
 
 NAME = "verify"
 HELP = "compare every blob of a forward pass with golden blobs (.npz); non-zero exit beyond tolerance"
-SPLIT_COPY = re.compile(r".+_\d+_split_\d+$")
 SCALAR_RTOL = 2e-4  # scalar losses sum many terms, so they get a relative tolerance
 
 
@@ -62,8 +59,7 @@ def run(args) -> int:
         print(f"{r['blob']:<{width}}  {str(r['shape']):<20} {r['diff']:>11.3g} {r['tol']:>11.3g}  "
               f"{'ok' if r['ok'] else 'FAIL'} {r['note']}".rstrip())
     failed = [r["blob"] for r in rows if not r["ok"]]
-    # Split copies (Caffe's insert_splits) equal the blob they copy; golden dumps leave them out.
-    not_compared = sorted(n for n in set(blobs) - set(golden) - inputs if not SPLIT_COPY.match(n))
+    not_compared = sorted(set(blobs) - set(golden) - inputs - split_copies(args.prototxt))
     if not_compared:
         print(f"NOT COMPARED: the golden file has no values for {len(not_compared)} blob(s) the net computes: "
               f"{', '.join(not_compared)}")

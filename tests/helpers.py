@@ -18,3 +18,27 @@ def tree_digest(root: Path) -> str:
         if p.is_file():
             h.update(p.read_bytes())
     return h.hexdigest()
+
+
+def copy_golden_voc(folder: Path) -> Path:
+    """A copy of the golden synthetic VOC set (the original data layer's episodes are on it) at
+    folder/VOC2012, so that a test can prove it is never written."""
+    import shutil
+
+    voc = folder / "VOC2012"
+    shutil.copytree(GOLDEN / "episodes" / "VOC2012", voc)
+    return voc
+
+
+def write_mixed_thin_caffemodel(path: Path, seed: int) -> None:
+    """A random thin OSLSM caffemodel whose masks on the golden episodes are mixed: random weights
+    give logits of order 100 on one side of 0 (an all-foreground mask), and this bias shift puts
+    0 inside the logit range."""
+    import numpy as np
+
+    from weights_convert.oslsm import OSLSMWidths
+    from weights_convert.oslsm.random_init import random_oslsm_params, write_oslsm_caffemodel
+
+    params = random_oslsm_params(OSLSMWidths.THIN, seed=seed, hashing=True)
+    params["rb1s"][1] = params["rb1s"][1] - np.float32(60.0)
+    write_oslsm_caffemodel(path, params)

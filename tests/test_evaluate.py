@@ -23,7 +23,7 @@ from reproduce.preprocess import binary_mask, prep_query
 from reproduce.scoring import episode_counts
 from reproduce.voc import VOCDataset
 from weights_convert.errors import Interrupted
-from helpers import GOLDEN, tree_digest
+from helpers import GOLDEN, copy_golden_voc, tree_digest, write_mixed_thin_caffemodel
 from weights_convert.convert import convert
 from weights_convert.netspec import write_net
 from weights_convert.oslsm import OSLSMWidths, load_oslsm
@@ -39,8 +39,7 @@ def env(tmp_path_factory):
     """A read-only copy of the golden VOC set, fold-0 and fold-1 thin random models converted by
     our converter, and episode files taken from the original data layer's lists."""
     tmp = tmp_path_factory.mktemp("evaluate")
-    voc = tmp / "VOC2012"
-    shutil.copytree(EPISODES / "VOC2012", voc)
+    voc = copy_golden_voc(tmp)
     widths = OSLSMWidths.THIN
     net = oslsm_deploy_net(1, widths)
     prototxt = tmp / "deploy_1shot.prototxt"
@@ -48,12 +47,8 @@ def env(tmp_path_factory):
     write_net(oslsm_deploy_net(5, widths), tmp / "deploy_5shot.prototxt")
     weights = {}
     for fold in (0, 1):
-        params = random_oslsm_params(widths, seed=13, hashing=True)
-        # Random weights give logits of order 100 on one side of 0 (an all-foreground mask); this
-        # bias shift puts 0 inside the logit range of the first episodes, so masks are mixed.
-        params["rb1s"][1] = params["rb1s"][1] - np.float32(60.0)
         caffemodel = tmp / f"thin_fold{fold}.caffemodel"
-        write_oslsm_caffemodel(caffemodel, params)
+        write_mixed_thin_caffemodel(caffemodel, seed=13)
         weights[fold] = tmp / f"fold{fold}.safetensors"
         convert(prototxt, caffemodel, weights[fold], model="oslsm", fold=fold)
     golden = json.loads((EPISODES / "episodes.json").read_text())["episodes"]

@@ -2,7 +2,6 @@
 run's own counts), the HTML report (every linked page and image exists, the numbers are the
 run's), refusals, and the loss curve's style."""
 import json
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import GOLDEN, tree_digest
+from helpers import GOLDEN, copy_golden_voc, tree_digest, write_mixed_thin_caffemodel
 from reproduce.cli import main
 from reproduce.episodes import Episode, episodes_to_json
 from reproduce.errors import ReproduceError
@@ -20,7 +19,6 @@ from reproduce.finished_run import episode_indices, open_run
 from reproduce.voc import VOCDataset
 from weights_convert.netspec import write_net
 from weights_convert.oslsm import OSLSMWidths
-from weights_convert.oslsm.random_init import random_oslsm_params, write_oslsm_caffemodel
 from weights_convert.oslsm.spec import oslsm_deploy_net
 
 EPISODES = GOLDEN / "episodes"
@@ -31,15 +29,12 @@ def runs(tmp_path_factory):
     """One fold-0 1-shot run of 8 golden episodes by a thin random caffemodel, with and without
     saved masks."""
     tmp = tmp_path_factory.mktemp("report")
-    voc = tmp / "VOC2012"
-    shutil.copytree(EPISODES / "VOC2012", voc)
+    voc = copy_golden_voc(tmp)
     net = oslsm_deploy_net(1, OSLSMWidths.THIN)
     prototxt = tmp / "deploy.prototxt"
     write_net(net, prototxt)
-    params = random_oslsm_params(OSLSMWidths.THIN, seed=13)
-    params["rb1s"][1] = params["rb1s"][1] - np.float32(60.0)  # mixed masks, not all foreground
     weights = tmp / "fold0.caffemodel"
-    write_oslsm_caffemodel(weights, params)
+    write_mixed_thin_caffemodel(weights, seed=13)
     golden = json.loads((EPISODES / "episodes.json").read_text())["episodes"]["fold0_1shot"]
     episodes = [Episode(e["query"], e["cls"], e["supports"]) for e in golden["list"][:8]]
     episodes_to_json(tmp / "episodes.json", episodes, 0, 1, golden["n_items"])

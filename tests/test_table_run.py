@@ -4,16 +4,14 @@ the table files, a re-run that converts nothing and ends identical; and the mess
 when the data or the models are missing."""
 import csv
 import json
-import shutil
 
 import numpy as np
 import pytest
 
 from reproduce.cli import main
-from helpers import GOLDEN, tree_digest
+from helpers import GOLDEN, copy_golden_voc, tree_digest, write_mixed_thin_caffemodel
 from weights_convert.netspec import write_net
 from weights_convert.oslsm import OSLSMWidths
-from weights_convert.oslsm.random_init import random_oslsm_params, write_oslsm_caffemodel
 from weights_convert.oslsm.spec import oslsm_deploy_net
 
 EPISODES = GOLDEN / "episodes"
@@ -23,16 +21,13 @@ N_EPISODES = 3
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("table_run")
-    voc = tmp / "VOC2012"
-    shutil.copytree(EPISODES / "VOC2012", voc)
+    voc = copy_golden_voc(tmp)
     net = oslsm_deploy_net(1, OSLSMWidths.THIN)
     prototxt = tmp / "deploy_1shot_thin.prototxt"
     write_net(net, prototxt)
     models = tmp / "models"
     for fold in range(4):
-        params = random_oslsm_params(OSLSMWidths.THIN, seed=100 + fold, hashing=True)
-        params["rb1s"][1] = params["rb1s"][1] - np.float32(60.0)  # mixed masks, not all foreground
-        write_oslsm_caffemodel(models / f"OSLSM_fold{fold}_iter_20000.caffemodel", params)
+        write_mixed_thin_caffemodel(models / f"OSLSM_fold{fold}_iter_20000.caffemodel", seed=100 + fold)
     return {"tmp": tmp, "voc": voc, "models": models, "prototxt": prototxt, "digest": tree_digest(voc)}
 
 

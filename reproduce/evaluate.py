@@ -19,7 +19,7 @@ from reproduce.episodes import episodes_sha256, resolve_episodes
 from reproduce.errors import ReproduceError
 from reproduce.eval_config import EvalConfig, open_checked, source_sha256
 from reproduce.feature_cache import FeatureProvider
-from reproduce.provenance import FEATURE_SOURCES, code_record, record_digest
+from reproduce.provenance import code_record
 from reproduce.reference_episodes import reference_status
 from reproduce.run_folder import RUN_FORMAT, SOURCES_NAME, RunFolder
 from reproduce.scoring import csv_row, episode_counts, fold_score_from_rows, summary_block, write_iou_results_txt
@@ -99,7 +99,6 @@ def _evaluate_pass(runs: Sequence[PlannedRun], load_model: ModelLoader) -> list[
             model, DatasetInputs(lead.dataset), model_sha256=model_sha, device=config.torch_device,
             enabled=config.cache, workers=config.workers, memory_bytes=config.memory_bytes,
             cache_dir=(config.cache_dir / "features") if (config.cache and config.cache_dir) else None,
-            version=record_digest(code_record(config.torch_device, FEATURE_SOURCES)),
             disk_bytes=config.cache_max_bytes)
         for run in runs:
             if run.config.save_masks:

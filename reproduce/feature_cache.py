@@ -147,8 +147,7 @@ class FeatureProvider:
 
     def __init__(self, model, source: InputSource, *, model_sha256: str, device: str | torch.device = "cpu",
                  enabled: bool = True, cache_dir: str | os.PathLike | None = None, workers: int = 2,
-                 lookahead: int = 4, memory_bytes: int = 4 << 30, version: str | None = None,
-                 disk_bytes: int | None = None):
+                 lookahead: int = 4, memory_bytes: int = 4 << 30, disk_bytes: int | None = None):
         self.model = model
         self.source = source
         self.device = torch.device(device)
@@ -157,7 +156,7 @@ class FeatureProvider:
         self.workers = max(1, int(workers))
         self.lookahead = max(1, int(lookahead))
         self.memory_bytes = int(memory_bytes)
-        self.version = version or code_version(self.device)  # the caller's, when it has it
+        self.version = code_version(self.device)  # keys the cache with the model's and inputs' digests
         self.model_sha256 = model_sha256
         self.stats = CacheStats()
         self._memory: "OrderedDict[Unit, tuple]" = OrderedDict()

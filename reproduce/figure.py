@@ -17,7 +17,7 @@ from reproduce.evaluate import score_map
 from reproduce.feature_cache import FeatureProvider
 from reproduce.finished_run import FinishedRun
 from reproduce.panels import EpisodePanel, draw_panels
-from reproduce.provenance import code_version
+from reproduce.run_folder import RunFolder
 from reproduce.scoring import episode_counts
 from reproduce.voc import VOID, VOCDataset, class_name
 from weights_convert.numerics import faithful_mode
@@ -27,7 +27,7 @@ from weights_convert.provenance import sha256_file
 
 def saved_score(run: FinishedRun, index: int) -> np.ndarray | None:
     """The run's 8-bit soft mask of episode `index` as a [0, 1] map, if it saved one."""
-    path = run.path / "pred" / "soft" / f"{index:05d}.png"
+    path = RunFolder(run.path).mask_paths(index)["soft"]
     if not path.is_file():
         return None
     with Image.open(path) as im:
@@ -59,8 +59,7 @@ def recompute_scores(run: FinishedRun, indices: Sequence[int], dataset, weights=
     with faithful_mode():
         model = load_oslsm(weights, prototxt=prototxt, device=dev)
         inputs = DatasetInputs(dataset)
-        provider = FeatureProvider(model, inputs, model_sha256=digest, device=dev, workers=1,
-                                   version=code_version(dev))
+        provider = FeatureProvider(model, inputs, model_sha256=digest, device=dev, workers=1)
         with_void = run.summary["protocol"] == "modern"
         episodes = [run.episodes[i] for i in indices]
         units = provider.iter_episodes(episodes, extra=lambda _, ep: inputs.query_label(ep.query, ep.cls, with_void))

@@ -51,7 +51,8 @@ def open_checked(config: EvalConfig):
         problems.append(f"shots must be >= 1, got {config.shots}")
     if config.protocol not in PROTOCOLS:
         problems.append(f"protocol must be one of {', '.join(PROTOCOLS)}, got {config.protocol!r}")
-    problems += argument_problems(n_episodes=config.n_episodes, workers=config.workers, device=config.device)
+    problems += argument_problems(n_episodes=config.n_episodes, workers=config.workers, device=config.device,
+                                  folders={"--out": config.out_dir, "--cache-dir": config.cache_dir})
     if not Path(config.weights).is_file():
         problems.append(f"weights {config.weights}: no such file")
     else:
@@ -64,24 +65,21 @@ def open_checked(config: EvalConfig):
         collect(problems, refuse_inside_dataset, config.out_dir, root, "run folder")
         if config.cache_dir is not None:
             collect(problems, refuse_inside_dataset, config.cache_dir, root, "cache folder")
-    for path, what in ((config.out_dir, "--out"), (config.cache_dir, "--cache-dir")):
-        if path is not None and Path(path).exists() and not Path(path).is_dir():
-            problems.append(f"{what} {path} is a file; expected a folder")
     raise_problems(problems)
     return dataset
 
 
-def argument_problems(*, n_episodes: int, workers: int, device: str) -> list[str]:
-    """What is wrong with the arguments every evaluating command takes."""
-    problems = []
+def argument_problems(*, n_episodes: int, workers: int, device: str,
+                      folders: dict[str, str | os.PathLike | None]) -> list[str]:
+    """What is wrong with the arguments every evaluating command takes; `folders`: option -> a
+    folder it names (None: not given), which may not exist yet but must not be a file."""
+    problems = [f"{flag} {path} is a file; expected a folder" for flag, path in folders.items()
+                if path is not None and Path(path).exists() and not Path(path).is_dir()]
     if n_episodes < 1:
         problems.append(f"the number of episodes must be >= 1, got {n_episodes}")
     if workers < 1:
         problems.append(f"workers must be >= 1, got {workers}")
-    try:
-        _checked_device(device)
-    except ReproduceError as exc:
-        problems.append(str(exc))
+    collect(problems, _checked_device, device)
     return problems
 
 

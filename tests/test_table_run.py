@@ -82,15 +82,18 @@ def test_missing_data_says_what_to_download_and_where(tmp_path, capsys):
 
 
 def test_bad_arguments_are_refused_before_any_conversion(setup, tmp_path, capsys):
-    """--episodes -5, an unknown device and an output inside the data set: all three reported at
-    once, and nothing converted or written (a conversion is a write)."""
+    """--episodes -5, an unknown device, a cache folder that is a file and an output inside the data
+    set: all four reported at once, and nothing converted or written (a conversion is a write)."""
     out = setup["voc"] / "results"
+    a_file = tmp_path / "cache"
+    a_file.write_text("not a folder")
     code = main(["table-run", "--table", "1", "--voc", str(setup["voc"]), "--models", str(setup["models"]),
                  "--prototxt", str(setup["prototxt"]), "--episodes", "-5", "--device", "tpu", "--out", str(out),
-                 "--no-progress"])
+                 "--cache-dir", str(a_file), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "cannot run the table" in err
-    for expected in ("episodes must be >= 1, got -5", "--device 'tpu'", "lies inside the data set folder"):
+    for expected in ("episodes must be >= 1, got -5", "--device 'tpu'", "lies inside the data set folder",
+                     f"--cache-dir {a_file} is a file; expected a folder"):
         assert expected in err
     assert not out.exists() and tree_digest(setup["voc"]) == setup["digest"]
 

@@ -91,13 +91,12 @@ def refuse_bad_arguments(args, out: Path) -> None:
     """Every problem with the arguments and the output folder, together, before anything is written."""
     from reproduce.eval_config import argument_problems
 
-    problems = argument_problems(n_episodes=args.episodes, workers=args.workers, device=args.device)
+    problems = argument_problems(n_episodes=args.episodes, workers=args.workers, device=args.device,
+                                 folders={"--out": out})
     if args.images < MIN_IMAGES:
         problems.append(f"--images must be >= {MIN_IMAGES} (a query and 5 supports for each of the "
                         f"{N_CLASSES} classes), got {args.images}")
-    if out.exists() and not out.is_dir():
-        problems.append(f"--out {out} is a file; expected a folder")
-    elif out.is_dir() and not _made_by_demo(out) and any(out.iterdir()):
+    if out.is_dir() and not _made_by_demo(out) and any(out.iterdir()):
         found = ", ".join(sorted(p.name for p in out.iterdir())[:5])
         problems.append(f"--out {out} holds files the demo did not make ({found}); the demo deletes and "
                         "rewrites what is in its folder, so it only writes into a new or empty folder or an "

@@ -41,9 +41,8 @@ def run(args) -> int:
     out = Path(args.out)
     prototxt = Path(args.prototxt) if args.prototxt else None
     # Every refusal before the first write (a conversion is a write).
-    problems = argument_problems(n_episodes=args.episodes, workers=args.workers, device=args.device)
-    if out.exists() and not out.is_dir():
-        problems.append(f"--out {out} is a file; expected a folder")
+    problems = argument_problems(n_episodes=args.episodes, workers=args.workers, device=args.device,
+                                 folders={"--out": out, "--cache-dir": args.cache_dir})
     voc = collect(problems, require_voc, args.voc)
     collect(problems, check_models, args.models, out / "models", args.folds, prototxt)
     if voc is not None:

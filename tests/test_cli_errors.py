@@ -53,7 +53,9 @@ def test_reproduce_outputs_under_a_file(capsys, tmp_path):
 
 def test_ctrl_c_of_a_conversion_is_one_line(tmp_path):
     """Interrupted while it works: exit 130, a message, no traceback, no output file."""
-    script = ("import time, weights_convert.convert as c\n"
+    # a suite started in the background inherits an ignored SIGINT; a user's terminal does not
+    script = ("import signal, time, weights_convert.convert as c\n"
+              "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
               "real = c.sha256_file\n"
               "def slow(p, *a):\n    time.sleep(8)\n    return real(p)\n"
               "c.sha256_file = slow\n"

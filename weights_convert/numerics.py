@@ -3,6 +3,7 @@ interpreter's checks and training)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 import torch
@@ -14,14 +15,28 @@ def _fp32_backends() -> list:
     return [b.cuda.matmul, b.cudnn.conv, b.cudnn.rnn, b.mkldnn.matmul, b.mkldnn.conv, b.mkldnn.rnn]
 
 
+@functools.cache
+def _settle_lazy_kernels() -> None:
+    """Call each transcendental CPU kernel once, serially, once per process. The first parallel
+    torch.exp of a process (torch 2.13, MKL VML) sometimes leaves the first thread's chunk ~1e-4
+    off: the golden training net's first-pass loss came out different in 10 of 280 fresh
+    processes, and CI's resume tests failed on it; with this call first, 0 of 120 differed.
+    bench/process_determinism.py checks whole training runs across processes."""
+    one = torch.ones(1)
+    for op in (torch.exp, torch.log, torch.log1p, torch.tanh, torch.sigmoid, torch.sqrt):
+        op(one)
+
+
 class faithful_mode(contextlib.ContextDecorator):
     """Numerics as close to Caffe's float32 as torch allows while inside: IEEE float32 in every
     matmul and convolution backend (no TF32 in cuBLAS or cuDNN, which allows it for convolutions
-    by default), no cuDNN autotuning, deterministic algorithms. The previous settings come back on
-    exit; usable as `with faithful_mode():` or as a decorator. Uses only torch's fp32_precision
-    API: mixing it with the legacy allow_tf32 flags makes torch refuse to read either."""
+    by default), no cuDNN autotuning, deterministic algorithms, CPU kernels set up before their
+    first parallel use. The previous settings come back on exit; usable as `with faithful_mode():`
+    or as a decorator. Uses only torch's fp32_precision API: mixing it with the legacy allow_tf32
+    flags makes torch refuse to read either."""
 
     def __enter__(self):
+        _settle_lazy_kernels()
         backends = _fp32_backends()
         self._saved = ([be.fp32_precision for be in backends], torch.are_deterministic_algorithms_enabled(),
                        torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)

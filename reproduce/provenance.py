@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from weights_convert.provenance import cpu_name
+from weights_convert.provenance import hardware
 
 # Bump when the meaning of a cached tensor changes in a way the sources below cannot show.
 CACHE_FORMAT = 1
@@ -22,13 +22,6 @@ FEATURE_SOURCES = ("reproduce/voc.py", "reproduce/resize2017.py", "reproduce/pre
                    "weights_convert/formats/*.py", "weights_convert/oslsm/*.py")
 # ... and the code that turns a run's tensors into its rows and numbers.
 RUN_SOURCES = FEATURE_SOURCES + ("reproduce/scoring.py", "reproduce/evaluate.py", "reproduce/run_folder.py")
-
-
-def hardware(device: torch.device | str) -> str:
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}"
-    return f"{device.type}:{cpu_name()}:threads={torch.get_num_threads()}"
 
 
 def source_digests(patterns: tuple[str, ...]) -> dict[str, str]:

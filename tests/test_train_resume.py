@@ -91,11 +91,19 @@ def test_extending_a_finished_run_continues_it(tmp_path, uninterrupted):
     assert run_files(out) == uninterrupted
 
 
-def test_changed_run_and_foreign_folder_are_refused(tmp_path, capsys):
+def test_changed_run_and_foreign_folder_are_refused(tmp_path, capsys, monkeypatch):
+    import torch
+
     out = tmp_path / "run"
     assert main(train_args(out, 1)) == 0
     assert main(train_args(out, 1, "--seed", "5")) == 2
     assert "changed: seed" in capsys.readouterr().err
+    # another thread count sums in another order: not the same run
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "get_num_threads", lambda: 97)
+        assert main(train_args(out, 2)) == 2
+    err = capsys.readouterr().err
+    assert "changed: hardware" in err and "threads=97" in err
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "results.csv").write_text("mine")

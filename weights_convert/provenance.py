@@ -1,4 +1,4 @@
-"""What identifies a file and a machine: content digests and the CPU's name."""
+"""What identifies a file and a machine: content digests, the CPU's name, where float32 runs."""
 from __future__ import annotations
 
 import hashlib
@@ -22,3 +22,14 @@ def cpu_name() -> str:
                     if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
+
+
+def hardware(device) -> str:
+    """Where float32 results are computed: the GPU's name, or the CPU's with torch's thread count
+    (kernels and thread count both decide the order of float32 sums)."""
+    import torch  # here, not at the top: convert uses this module and needs no torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"{device.type}:{cpu_name()}:threads={torch.get_num_threads()}"

@@ -28,7 +28,7 @@ from weights_convert.folder_lock import folder_lock
 from weights_convert.graph import CaffeNet
 from weights_convert.numerics import faithful_mode
 from weights_convert.progress import Progress
-from weights_convert.provenance import sha256_file
+from weights_convert.provenance import hardware, sha256_file
 from weights_convert.train.data import DataSource
 from weights_convert.train.solver_file import SolverFile
 from weights_convert.train.trainer import IterationRecord, Trainer, load_weights_for_training, snapshot_stem
@@ -145,8 +145,11 @@ def _manifest(request: TrainRequest) -> dict:
         "net": solver.net_source, "net_sha256": hashlib.sha256(net_text).hexdigest(),
         "start": start, "data_sha256": request.data_digest, "seed": seed,
         "device": str(torch.device(request.device)), "torch": torch.__version__,
+        # a resume is only byte-identical on the same kernels and thread count
+        "hardware": hardware(request.device),
     }
     if previous is not None:
+        previous.setdefault("hardware", manifest["hardware"])  # runs from before it was recorded
         changed = [f"{key}: {previous.get(key)!r} -> {manifest[key]!r}" for key in manifest
                    if previous.get(key) != manifest[key]]
         if changed:

@@ -60,8 +60,7 @@ def main(argv=None) -> int:
             f"{len(outcomes)} distinct result(s) (snapshot and loss log digests: {dict(outcomes)}).\n")
     print(text)
     if not args.no_write:
-        sys.path.insert(0, str(ROOT / "bench"))
-        from eval_bench import machine, write_section
+        from eval_bench import machine, write_section  # bench/ is on the path of a script run from it
         write_section(ROOT / "bench" / "RESULTS.md", text.replace("\n\n", f"\n\nMachine: {machine()}.\n\n", 1),
                       section)
     return 0 if len(outcomes) == 1 else 1

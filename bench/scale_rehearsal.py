@@ -29,10 +29,10 @@ from pathlib import Path  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from weights_convert.atomic import atomic_write_text  # noqa: E402
-from weights_convert.provenance import cpu_name  # noqa: E402
+from eval_bench import machine, write_section  # noqa: E402
 
 VOC_HW = (375, 500)
+SECTION = "## VOC-scale rehearsal"
 
 
 def timed_process(command: list[str], log: Path) -> tuple[float, float]:
@@ -120,24 +120,15 @@ def main(argv=None) -> int:
     report = describe(args, seconds, convert_peak, tables_peak, rows, written)
     print(report)
     if not args.no_write:
-        results_md = ROOT / "bench" / "RESULTS.md"
-        old = results_md.read_text() if results_md.exists() else "# Benchmarks\n"
-        head, _, rest = old.partition("\n## VOC-scale rehearsal\n")
-        tail = rest.partition("\n## ")
-        after = ("\n## " + tail[2]) if tail[1] else ""
-        atomic_write_text(results_md, head.rstrip() + "\n\n" + report + after)
+        write_section(ROOT / "bench" / "RESULTS.md", report, SECTION)
     return 0 if all(r["query_forwards"] == r["distinct_queries"] and r["support_forwards"] == r["distinct_supports"]
                     for r in rows) else 1
 
 
 def describe(args, seconds: dict, convert_peak: float, tables_peak: float, rows: list[dict], written: dict) -> str:
-    import torch
-
-    machine = (f"{cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}, {torch.get_num_threads()} threads "
-               f"({platform.platform()}), device `{args.device}`")
-    lines = ["## VOC-scale rehearsal", "",
+    lines = [SECTION, "",
              f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by `bench/scale_rehearsal.py` on: "
-             f"{machine}.", "",
+             f"{machine()} ({platform.platform()}), device `{args.device}`.", "",
              f"A VOC2012-layout val set with exactly the original's items (1,449 textured {VOC_HW[0]}x{VOC_HW[1]} "
              f"images), random full-size OSLSM caffemodels (1.1 GB each), folds {args.folds}, {args.episodes} "
              "episodes per fold and shot count; `convert` then `table-run --table 1 2` (what `make convert` and "

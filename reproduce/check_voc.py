@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from reproduce.episodes import make_episodes
 from reproduce.errors import ReproduceError
 from reproduce.items import FoldItems, build_items

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -181,14 +182,13 @@ def convert(prototxt: str | os.PathLike, weights: str | os.PathLike, out: str | 
     return result
 
 
-def nonfinite_warning(report: dict) -> str | None:
-    """A warning line for a conversion that met NaN or infinite values, else None."""
+def warn_nonfinite(report: dict) -> None:
+    """A warning on stderr when the conversion met NaN or infinite values."""
     bad = report.get("nonfinite") or {}
-    if not bad:
-        return None
-    listed = ", ".join(f"{key} ({n})" for key, n in bad.items())
-    return (f"WARNING: {report['source']}: NaN or infinite values in {listed}; converted as they are, "
-            "but `evaluate` refuses such weights unless --allow-nonfinite")
+    if bad:
+        listed = ", ".join(f"{key} ({n})" for key, n in bad.items())
+        print(f"WARNING: {report['source']}: NaN or infinite values in {listed}; converted as they are, "
+              "but `evaluate` refuses such weights unless --allow-nonfinite", file=sys.stderr)
 
 
 class NonFiniteCount:

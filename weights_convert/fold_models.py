@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from pathlib import Path
 
 from weights_convert.errors import CaffeFormatError
@@ -72,7 +71,7 @@ def convert_fold_models(models_dir, explicit: dict[int, str | None], prototxt: s
                         out_dir: str | os.PathLike, folds=FOLDS) -> dict[int, Path]:
     """Convert each fold's model to out_dir/fold{F}.safetensors (+ report), skipping outputs that
     already come from the same source (sha256); returns fold -> converted file."""
-    from weights_convert.convert import convert, nonfinite_warning
+    from weights_convert.convert import convert, warn_nonfinite
     from weights_convert.provenance import sha256_file
 
     models = find_fold_models(models_dir, explicit, folds)
@@ -88,9 +87,7 @@ def convert_fold_models(models_dir, explicit: dict[int, str | None], prototxt: s
             continue
         report = convert(prototxt, source, out, model="oslsm", fold=fold,
                          report=out_dir / f"fold{fold}.report.json", source_sha256=sha)
-        warning = nonfinite_warning(report)
-        if warning:
-            print(warning, file=sys.stderr)
+        warn_nonfinite(report)
         print(f"fold {fold}: {source} -> {out} ({report['output_bytes']:,} bytes, "
               f"{report['timings']['total_s']:.1f} s)")
     return converted

@@ -17,7 +17,7 @@ def _fp32_backends() -> list:
 
 @functools.cache
 def _settle_lazy_kernels() -> None:
-    """Call each transcendental CPU kernel once, serially, once per process. The first parallel
+    """Call each transcendental CPU kernel serially, once per process. The first parallel
     torch.exp of a process (torch 2.13, MKL VML) sometimes leaves the first thread's chunk ~1e-4
     off: the golden training net's first-pass loss came out different in 10 of 280 fresh
     processes, and CI's resume tests failed on it; with this call first, 0 of 120 differed.

@@ -1,9 +1,7 @@
 """`convert`: a Caffe model (prototxt + weights) -> our .safetensors and a JSON report."""
 from __future__ import annotations
 
-import sys
-
-from weights_convert.convert import MODEL_FORMS, convert, nonfinite_warning
+from weights_convert.convert import MODEL_FORMS, convert, warn_nonfinite
 from weights_convert.pascal5i import FOLDS
 
 NAME = "convert"
@@ -23,9 +21,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     report = convert(args.prototxt, args.caffemodel, args.out, model=args.model, fold=args.fold,
                      report=args.report)
-    warning = nonfinite_warning(report)
-    if warning:
-        print(warning, file=sys.stderr)
+    warn_nonfinite(report)
     hashing = report["hashing"]
     found = ", ".join(f"{k} {v['form']}" + (f" ({v['size_ratio']:.0f}x smaller)" if v["form"] == "hashing" else "")
                       for k, v in hashing["layers"].items()) or "no rw1s/rb1s"

@@ -127,6 +127,16 @@ class DiskStore:
         self.size += path.stat().st_size
 
 
+def module_digest(module: torch.nn.Module) -> str:
+    """sha256 of a module's tensors (names, dtypes, shapes and bytes): equal digests, equal outputs."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).numpy())
+    return h.hexdigest()
+
+
 def plan_uses(episodes: Sequence[EpisodeLike], start: int = 0) -> dict[Unit, list[int]]:
     """Unit -> episode indices (>= start, ascending) that need it."""
     uses: dict[Unit, list[int]] = defaultdict(list)
@@ -145,7 +155,8 @@ class FeatureProvider:
     With `enabled=False` every episode recomputes its units with the same functions (the reference
     for the bit-identity test and the benchmark)."""
 
-    def __init__(self, model, source: InputSource, *, model_sha256: str, device: str | torch.device = "cpu",
+    def __init__(self, model, source: InputSource, *, model_sha256: str, query_sha256: str | None = None,
+                 device: str | torch.device = "cpu",
                  enabled: bool = True, cache_dir: str | os.PathLike | None = None, workers: int = 2,
                  lookahead: int = 4, memory_bytes: int = 4 << 30, disk_bytes: int | None = None):
         self.model = model
@@ -158,6 +169,9 @@ class FeatureProvider:
         self.memory_bytes = int(memory_bytes)
         self.version = code_version(self.device)  # keys the cache with the model's and inputs' digests
         self.model_sha256 = model_sha256
+        # Query features depend on the segmentation branch alone: models that share it (e.g. a
+        # model before and after training only its conditioning branch) share them.
+        self.query_sha256 = query_sha256 or model_sha256
         self.stats = CacheStats()
         self._memory: "OrderedDict[Unit, tuple]" = OrderedDict()
         self._memory_size = 0
@@ -168,11 +182,11 @@ class FeatureProvider:
         key = self._keys.get(unit)
         if key is None:
             if isinstance(unit, QueryUnit):
-                parts = ["query", self.source.image_digest(unit.image)]
+                parts = ["query", self.source.image_digest(unit.image), self.query_sha256]
             else:
                 parts = ["support", self.source.image_digest(unit.image), self.source.mask_digest(unit.image),
-                         str(unit.cls)]
-            parts += [self.model_sha256, self.version]
+                         str(unit.cls), self.model_sha256]
+            parts.append(self.version)
             key = hashlib.sha256("|".join(parts).encode()).hexdigest()
             self._keys[unit] = key
         return key
@@ -248,6 +262,8 @@ class FeatureProvider:
         else:
             tensors, about = {"w": value[0], "b": value[1].reshape(())}, {"image": unit.image, "class": unit.cls}
         about.update({"model_sha256": self.model_sha256, "code_version": self.version})
+        if isinstance(unit, QueryUnit):
+            about["segmentation_sha256"] = self.query_sha256
         self.disk.save(unit.kind, self.unit_key(unit), tensors, about)
         self.stats.disk_cache_full = self.disk.full
         self.stats.seconds["disk_write"] += time.perf_counter() - t0

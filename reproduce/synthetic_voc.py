@@ -56,8 +56,9 @@ def _draw(rng, image, cls_mask, obj_mask, obj_id, cls, cy, cx, ry, rx):
     return shape
 
 
-def _big_object(rng, image, cls_mask, obj_mask, obj_id, cls, placed):
-    """Draw a large object; retry bigger until it and the classes already placed survive the filter."""
+def _big_object(rng, image, cls_mask, obj_mask, obj_id, cls, placed) -> bool:
+    """Draw a large object; retry bigger until it and the classes already placed survive the filter.
+    False when no try succeeded (nothing drawn)."""
     h, w = cls_mask.shape
     for attempt in range(10):
         scale = 0.22 + 0.05 * attempt
@@ -69,8 +70,8 @@ def _big_object(rng, image, cls_mask, obj_mask, obj_id, cls, placed):
         _draw(rng, img_t, cls_t, obj_t, obj_id, cls, cy, cx, ry, rx)
         if all(keeps_object((cls_t == c).astype(np.float32)) for c in placed + [cls]):
             image[:], cls_mask[:], obj_mask[:] = img_t, cls_t, obj_t
-            return
-    raise ReproduceError(f"synthetic VOC: could not place a class {cls} object that survives the filter")
+            return True
+    return False
 
 
 def _make_one(rng: np.random.Generator, index: int):
@@ -83,10 +84,15 @@ def _make_one(rng: np.random.Generator, index: int):
     classes = [index % N_CLASSES + 1]
     if rng.random() < 0.5:
         classes.append(int(rng.integers(1, N_CLASSES + 1)))
-    obj_id = 0
-    for k, cls in enumerate(classes):
-        obj_id += 1
-        _big_object(rng, image, cls_mask, obj_mask, obj_id, cls, classes[:k])
+    if not _big_object(rng, image, cls_mask, obj_mask, 1, classes[0], []):
+        raise ReproduceError(f"synthetic VOC: could not place a class {classes[0]} object that survives the filter")
+    obj_id = 1
+    if len(classes) == 2:
+        # The optional second object may hide the first too much: then the image keeps one object.
+        if _big_object(rng, image, cls_mask, obj_mask, 2, classes[1], classes[:1]):
+            obj_id = 2
+        else:
+            classes.pop()
     if index % TINY_EVERY == TINY_EVERY - 1:
         # a few pixels of a class absent elsewhere in the image: dropped by the filter
         free = [c for c in range(1, N_CLASSES + 1) if c not in classes]
@@ -103,14 +109,16 @@ def _make_one(rng: np.random.Generator, index: int):
     return rgb, cls_mask, obj_mask
 
 
-def make_synthetic_voc(root: str | Path, n_images: int = 160, seed: int = 0) -> Path:
-    """Write a synthetic VOC2012-layout folder at `root` (which must not exist or be empty).
+def make_synthetic_voc(root: str | Path, n_images: int = 160, seed: int = 0, train_images: int = 0) -> Path:
+    """Write a synthetic VOC2012-layout folder at `root` (which must not exist or be empty): n_images
+    listed in val.txt and, when asked, train_images more (other names) in train.txt, as VOC's
+    training split beside its test split. The val images do not depend on train_images.
 
     Built in a temporary sibling folder and renamed into place, so a reader never sees half of it.
     Deterministic from `seed`."""
-    if n_images < 1:
-        raise ReproduceError(f"n_images must be >= 1, got {n_images}")
-    return _build_in_place(Path(root), lambda tmp: _write_all(tmp, n_images, seed))
+    if n_images < 1 or train_images < 0:
+        raise ReproduceError(f"n_images must be >= 1 and train_images >= 0, got {n_images} and {train_images}")
+    return _build_in_place(Path(root), lambda tmp: _write_all(tmp, n_images, seed, train_images))
 
 
 def _build_in_place(root: Path, write) -> Path:
@@ -130,14 +138,15 @@ def _build_in_place(root: Path, write) -> Path:
     return root
 
 
-def _write_all(out: Path, n_images: int, seed: int) -> None:
+def _write_all(out: Path, n_images: int, seed: int, train_images: int) -> None:
     rng = np.random.default_rng(seed)
     for sub in ("ImageSets/Segmentation", "JPEGImages", "SegmentationClass", "SegmentationObject"):
         (out / sub).mkdir(parents=True)
     palette = voc_palette()
     names = []
-    for i in range(n_images):
-        name = f"{2007 + i * 5 // n_images}_{i:06d}"
+    for i in range(n_images + train_images):
+        j, count = (i, n_images) if i < n_images else (i - n_images, train_images)
+        name = f"{2007 + j * 5 // count}_{i:06d}"
         rgb, cls_mask, obj_mask = _make_one(rng, i)
         photo = Image.fromarray(rgb)
         if i % GREY_EVERY == GREY_EVERY - 1:
@@ -148,7 +157,10 @@ def _write_all(out: Path, n_images: int, seed: int) -> None:
             png.putpalette(palette)
             png.save(out / folder / f"{name}.png")
         names.append(name)
-    (out / "ImageSets" / "Segmentation" / "val.txt").write_text("".join(n + "\n" for n in names))
+    lists = out / "ImageSets" / "Segmentation"
+    (lists / "val.txt").write_text("".join(n + "\n" for n in names[:n_images]))
+    if train_images:
+        (lists / "train.txt").write_text("".join(n + "\n" for n in names[n_images:]))
 
 
 # ---------------------------------------------------------------------------- the reference's items

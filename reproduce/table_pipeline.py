@@ -74,9 +74,9 @@ def _deploy_prototxt(out_models: Path) -> Path:
 
 def evaluate_folds(tables: Sequence[int], voc, converted: dict[int, Path], out: Path, *, episodes: int,
                    device: str, protocol: str, cache_dir: Path | None = None, cache_max_bytes: int = 10 << 30,
-                   workers: int = 2, progress: bool = True) -> dict[int, list[Path]]:
-    """table -> its run folders (out/runs/table{T}_fold{F}). The tables' runs of a fold go in one
-    pass (their episodes share queries), so each query's features are computed once for all;
+                   workers: int = 2, progress: bool = True, runs_dir: str = "runs") -> dict[int, list[Path]]:
+    """table -> its run folders (out/{runs_dir}/table{T}_fold{F}). The tables' runs of a fold go in
+    one pass (their episodes share queries), so each query's features are computed once for all;
     the mask scan is cached in out/cache/items (small), features on disk only under `cache_dir`."""
     from reproduce.eval_config import EvalConfig
     from reproduce.evaluate import evaluate_runs, summary_lines
@@ -84,7 +84,7 @@ def evaluate_folds(tables: Sequence[int], voc, converted: dict[int, Path], out: 
     runs: dict[int, list[Path]] = {table: [] for table in tables}
     for fold, weights in sorted(converted.items()):
         configs = [EvalConfig(voc, Path(weights), fold, TABLES[table][1], n_episodes=episodes, device=device,
-                              out_dir=out / "runs" / f"table{table}_fold{fold}", protocol=protocol,
+                              out_dir=out / runs_dir / f"table{table}_fold{fold}", protocol=protocol,
                               cache_dir=cache_dir, cache_max_bytes=cache_max_bytes,
                               scan_cache_dir=out / "cache" / "items", workers=workers,
                               progress=progress) for table in tables]
@@ -94,13 +94,14 @@ def evaluate_folds(tables: Sequence[int], voc, converted: dict[int, Path], out: 
     return runs
 
 
-def write_table_and_report(table: int, runs: list[Path], out: Path, voc, note: str = "", device: str = "cpu") -> dict:
-    """The table files beside the published numbers and an HTML report of its runs
-    ({stem}_report/index.html); returns the written paths."""
+def write_table_and_report(table: int, runs: list[Path], out: Path, voc, note: str = "", device: str = "cpu",
+                           baseline: tuple[str, Sequence[Path]] | None = None) -> dict:
+    """The table files beside the published numbers (and `baseline`'s runs, when given) and an
+    HTML report of its runs ({stem}_report/index.html); returns the written paths."""
     from reproduce.report import write_report
     from reproduce.tables import table_stem, write_table
 
-    paths = write_table(table, runs, out, note=note)
+    paths = write_table(table, runs, out, note=note, baseline=baseline)
     stem = table_stem(table)
     paths["report"] = write_report(runs, out / f"{stem}_report", title=f"Table {table}: {stem}", note=note,
                                    voc=voc, device=device)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from reproduce.errors import ReproduceError
-from reproduce.plots import OURS, PAPER, pyplot, save_png
+from reproduce.plots import OURS, PAPER, SECOND, pyplot, save_png
 from weights_convert.atomic import atomic_write_text
 from weights_convert.pascal5i import FOLDS, N_FOLDS
 
@@ -57,11 +57,8 @@ def load_run(run_dir: str | os.PathLike) -> dict:
     return summary
 
 
-def build_table(table: int, run_dirs: Sequence[str | os.PathLike], paper_dir=PAPER_DIR) -> dict:
-    """Rows per fold and the mean: paper, ours (x100), ours - paper, our FB-IoU (x100)."""
-    stem = table_stem(table)
+def _runs_by_fold(table: int, run_dirs: Sequence[str | os.PathLike]) -> dict[int, dict]:
     shots = TABLES[table][1]
-    paper = load_paper(table, paper_dir)
     runs: dict[int, dict] = {}
     for rd in run_dirs:
         s = load_run(rd)
@@ -73,7 +70,19 @@ def build_table(table: int, run_dirs: Sequence[str | os.PathLike], paper_dir=PAP
         runs[fold] = s
     if not runs:
         raise ReproduceError("no runs given")
-    protocols = sorted({s["protocol"] for s in runs.values()})
+    return runs
+
+
+def build_table(table: int, run_dirs: Sequence[str | os.PathLike], paper_dir=PAPER_DIR,
+                baseline: tuple[str, Sequence[str | os.PathLike]] | None = None) -> dict:
+    """Rows per fold and the mean: paper, ours (x100), ours - paper, our FB-IoU (x100), and with
+    `baseline` (label, run folders) the mIoU of other runs to compare ours with (e.g. before training)."""
+    stem = table_stem(table)
+    shots = TABLES[table][1]
+    paper = load_paper(table, paper_dir)
+    runs = _runs_by_fold(table, run_dirs)
+    others = _runs_by_fold(table, baseline[1]) if baseline else {}
+    protocols = sorted({s["protocol"] for s in [*runs.values(), *others.values()]})
     if len(protocols) > 1:
         raise ReproduceError(f"runs mix scoring protocols {protocols}; a table needs one")
     rows = []
@@ -83,14 +92,17 @@ def build_table(table: int, run_dirs: Sequence[str | os.PathLike], paper_dir=PAP
         rows.append({"fold": f"fold{f}", "paper_miou": paper["folds"][f], "ours_miou": ours,
                      "difference": None if ours is None else ours - paper["folds"][f],
                      "ours_fb_iou": None if s is None else 100.0 * float(s["fb_iou"]),
-                     "episodes": None if s is None else int(s["n_episodes"])})
+                     "episodes": None if s is None else int(s["n_episodes"]),
+                     "baseline_miou": 100.0 * float(others[f]["miou"]) if f in others else None})
     complete = len(runs) == len(FOLDS)
     mean_ours = sum(r["ours_miou"] for r in rows) / N_FOLDS if complete else None
     mean_fb = sum(r["ours_fb_iou"] for r in rows) / N_FOLDS if complete else None
+    mean_baseline = sum(r["baseline_miou"] for r in rows) / N_FOLDS if len(others) == len(FOLDS) else None
     rows.append({"fold": "mean", "paper_miou": paper["mean"], "ours_miou": mean_ours,
                  "difference": None if mean_ours is None else mean_ours - paper["mean"],
-                 "ours_fb_iou": mean_fb, "episodes": None})
+                 "ours_fb_iou": mean_fb, "episodes": None, "baseline_miou": mean_baseline})
     return {"table": table, "stem": stem, "shots": shots, "protocol": protocols[0], "rows": rows,
+            "baseline_label": baseline[0] if baseline else None,
             "paper_source": paper["source"], "paper_fb_iou": paper["fb_iou"],
             "runs": {f: {"run_dir": runs[f]["run_dir"], "model_sha256": runs[f].get("model_sha256"),
                          "weights_sha256": runs[f].get("weights_sha256", runs[f].get("model_sha256")),
@@ -116,6 +128,8 @@ def table_markdown(t: dict, note: str = "") -> str:
     lines += ["| | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
     lines.append("| paper | " + " | ".join(_fmt(r["paper_miou"]) for r in t["rows"]) + " |")
     lines.append("| ours | " + " | ".join(_fmt(r["ours_miou"]) for r in t["rows"]) + " |")
+    if t["baseline_label"]:
+        lines.append(f"| {t['baseline_label']} | " + " | ".join(_fmt(r["baseline_miou"]) for r in t["rows"]) + " |")
     difference = "ours - paper" if t["protocol"] == "original" else f"ours ({t['protocol']}) - paper (original)"
     lines.append(f"| {difference} | " + " | ".join(_fmt(r["difference"], True) for r in t["rows"]) + " |")
     lines.append("| ours FB-IoU | " + " | ".join(_fmt(r["ours_fb_iou"]) for r in t["rows"]) + " |")
@@ -137,11 +151,12 @@ def table_markdown(t: dict, note: str = "") -> str:
 def table_csv(t: dict) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["fold", "paper_miou", "ours_miou", "difference", "ours_fb_iou", "episodes", "protocol"])
+    columns = ["paper_miou", "ours_miou", "difference", "ours_fb_iou", "episodes"]
+    columns += ["baseline_miou"] if t["baseline_label"] else []
+    writer.writerow(["fold", *columns, "protocol"])
     for r in t["rows"]:
         writer.writerow([r["fold"]] + ["" if r[k] is None else (f"{r[k]:.4f}" if isinstance(r[k], float) else r[k])
-                                       for k in ("paper_miou", "ours_miou", "difference", "ours_fb_iou", "episodes")]
-                        + [t["protocol"]])
+                                       for k in columns] + [t["protocol"]])
     return buf.getvalue()
 
 
@@ -153,19 +168,22 @@ def table_png(t: dict, path: str | os.PathLike, note: str = "") -> None:
     plt = pyplot()
     labels = [r["fold"] + ("" if r["difference"] is None else f"\n{r['difference']:+.1f}") for r in t["rows"]]
     x = np.arange(len(labels))
-    paper = [r["paper_miou"] for r in t["rows"]]
-    ours = [np.nan if r["ours_miou"] is None else r["ours_miou"] for r in t["rows"]]
+    series = [("paper", PAPER, [r["paper_miou"] for r in t["rows"]]),
+              ("ours", OURS, [np.nan if r["ours_miou"] is None else r["ours_miou"] for r in t["rows"]])]
+    if t["baseline_label"]:
+        series.append((t["baseline_label"], SECOND,
+                       [np.nan if r["baseline_miou"] is None else r["baseline_miou"] for r in t["rows"]]))
+    width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    bp = ax.bar(x - 0.2, paper, 0.4, label="paper", color=PAPER)
-    bo = ax.bar(x + 0.2, ours, 0.4, label="ours", color=OURS)
-    for bars, values in ((bp, paper), (bo, ours)):
+    for i, (label, colour, values) in enumerate(series):
+        bars = ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=label, color=colour)
         for bar, v in zip(bars, values):
             if v == v:  # not NaN
                 ax.annotate(f"{v:.1f}", (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
     ax.set_xticks(x)
     ax.set_xticklabels(labels)
     ax.set_ylabel("mIoU (%)")
-    top = max([v for v in paper + ours if v == v] + [1.0])
+    top = max([v for _, _, values in series for v in values if v == v] + [1.0])
     ax.set_ylim(0, top * 1.15)
     title = f"Table {t['table']}: OSLSM {t['shots']}-shot on PASCAL-5i"
     ax.set_title("\n".join([title] + textwrap.wrap(note, 90)), fontsize=9)
@@ -175,9 +193,10 @@ def table_png(t: dict, path: str | os.PathLike, note: str = "") -> None:
 
 
 def write_table(table: int, run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
-                note: str = "", paper_dir=PAPER_DIR) -> dict[str, Path]:
+                note: str = "", paper_dir=PAPER_DIR,
+                baseline: tuple[str, Sequence[str | os.PathLike]] | None = None) -> dict[str, Path]:
     """Write table{T}_{k}shot.md/.csv/.png under out_dir; returns their paths."""
-    t = build_table(table, run_dirs, paper_dir)
+    t = build_table(table, run_dirs, paper_dir, baseline)
     out = Path(out_dir)
     paths = {ext: out / f"{t['stem']}.{ext}" for ext in ("md", "csv", "png")}
     atomic_write_text(paths["md"], table_markdown(t, note))

@@ -30,15 +30,22 @@ def copy_golden_voc(folder: Path) -> Path:
     return voc
 
 
-def write_mixed_thin_caffemodel(path: Path, seed: int) -> None:
-    """A random thin OSLSM caffemodel whose masks on the golden episodes are mixed: random weights
+def mixed_thin_params(seed: int) -> dict:
+    """A random thin OSLSM's blobs whose masks on the golden episodes are mixed: random weights
     give logits of order 100 on one side of 0 (an all-foreground mask), and this bias shift puts
     0 inside the logit range."""
     import numpy as np
 
     from weights_convert.oslsm import OSLSMWidths
-    from weights_convert.oslsm.random_init import random_oslsm_params, write_oslsm_caffemodel
+    from weights_convert.oslsm.random_init import random_oslsm_params
 
     params = random_oslsm_params(OSLSMWidths.THIN, seed=seed, hashing=True)
     params["rb1s"][1] = params["rb1s"][1] - np.float32(60.0)
-    write_oslsm_caffemodel(path, params)
+    return params
+
+
+def write_mixed_thin_caffemodel(path: Path, seed: int) -> None:
+    """mixed_thin_params as a caffemodel."""
+    from weights_convert.oslsm.random_init import write_oslsm_caffemodel
+
+    write_oslsm_caffemodel(path, mixed_thin_params(seed))

@@ -23,7 +23,7 @@ from reproduce.preprocess import binary_mask, prep_query
 from reproduce.scoring import episode_counts
 from reproduce.voc import VOCDataset
 from weights_convert.errors import Interrupted
-from helpers import GOLDEN, copy_golden_voc, tree_digest, write_mixed_thin_caffemodel
+from helpers import GOLDEN, copy_golden_voc, mixed_thin_params, tree_digest, write_mixed_thin_caffemodel
 from weights_convert.convert import convert
 from weights_convert.netspec import write_net
 from weights_convert.oslsm import OSLSMWidths, load_oslsm
@@ -143,6 +143,36 @@ def test_cache_on_off_bit_identical_and_forward_counts(env, reference_runs):
     assert hard.shape == soft.shape == (500, 500)
     row0 = _rows(on)[0]
     assert int((hard == 255).sum()) >= int(row0[3]) + int(row0[5])
+
+
+def test_a_model_with_the_same_query_branch_reuses_its_cached_features(env, reference_runs, tmp_path):
+    """Query features are keyed by the segmentation branch alone: a model that differs only in its
+    conditioning branch (the demo's model before and after training fc8f) reads them from the
+    cache the first model filled, and scores exactly as it does without any cache."""
+    def variant(name, layer, factor):
+        params = mixed_thin_params(seed=13)
+        params[layer][0] = params[layer][0] * np.float32(factor)
+        write_oslsm_caffemodel(tmp_path / f"{name}.caffemodel", params)
+        convert(env["prototxt"], tmp_path / f"{name}.caffemodel", tmp_path / f"{name}.safetensors",
+                model="oslsm", fold=0)
+        return tmp_path / f"{name}.safetensors"
+
+    eps = env["eps0"]
+    n_queries, n_supports = len({e.query for e in eps}), len({(s, e.cls) for e in eps for s in e.supports})
+    weights = variant("other_fc8f", "fc8f", -1.5)
+    shared = _run(env, "shared", weights=weights, cache=True, cache_dir=env["tmp"] / "cache",
+                  out_dir=tmp_path / "shared")[1]
+    alone = _run(env, "alone", weights=weights, cache=False, out_dir=tmp_path / "alone")[1]
+    for name in RESULT_FILES:
+        assert (shared / name).read_bytes() == (alone / name).read_bytes(), name
+    assert _timings(shared)["forwards"] == {"query": 0, "support": n_supports}
+    assert _timings(shared)["cache_stats"]["query_disk_hits"] == n_queries
+    _, on, _ = reference_runs
+    assert _rows(shared) != _rows(on)  # fc8f matters: the shared features were not the whole answer
+    # Another query branch finds nothing to reuse.
+    other = _run(env, "other_query", weights=variant("other_fc7s", "fc7s", 0.5), cache=True,
+                 cache_dir=env["tmp"] / "cache", out_dir=tmp_path / "other_query")[1]
+    assert _timings(other)["forwards"] == {"query": n_queries, "support": n_supports}
 
 
 def test_resume_after_interruption_is_byte_identical(env, reference_runs, monkeypatch):

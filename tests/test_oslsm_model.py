@@ -262,3 +262,24 @@ def test_one_mapping_gives_the_modules_state_in_its_order(thin_params, allow_has
     for name, arrays in thin_params.items():
         for got, want in zip(back[name], arrays):
             assert np.array_equal(got, np.asarray(want).reshape(got.shape)), name
+
+
+def test_upsampling_adds_caffes_products_in_caffes_order():
+    """uppred_offset from Caffe's own `pred`: bit for bit equal to the real Caffe's blob, and equal
+    to a general transposed convolution on other inputs up to float rounding."""
+    from weights_convert.oslsm.upsample import HalfOverlapDeconv
+
+    case = "oslsm_thin_1shot_120x200"
+    blobs = golden_blobs(case)
+    up = HalfOverlapDeconv(64)
+    with torch.no_grad():
+        up.weight.copy_(torch.from_numpy(np.asarray(read_weights(GOLDEN / case / "weights.caffemodel")["uppred_offset"][0])))
+        ours = up(torch.from_numpy(blobs["pred"])).numpy()
+        reference = blobs["uppred_offset"]
+        assert ours.shape == reference.shape == (1, 1, 224, 288)
+        assert np.array_equal(ours.view(np.uint32), reference.view(np.uint32))
+        x = torch.randn(5, 1, 18, 18, generator=torch.Generator().manual_seed(0))
+        general = torch.nn.functional.conv_transpose2d(x, up.weight, stride=32)
+        assert torch.allclose(up(x), general, rtol=0, atol=1e-6 * float(general.abs().max()))
+        with pytest.raises(ValueError, match=r"expected \(n, 1, h, w\)"):
+            up(torch.zeros(1, 2, 3, 3))

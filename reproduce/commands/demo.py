@@ -1,8 +1,11 @@
-"""`demo`: the whole pipeline without the authors' data: a synthetic VOC-layout data set, four
-random-weight thin OSLSM caffemodels of the full upstream topology, conversion, 1-shot and 5-shot
-evaluation of all folds, and the two tables, exactly as `table-run` writes them."""
+"""`demo`: the whole pipeline without the authors' data, learning included: a synthetic VOC-layout
+data set (a test and a training split), four thin OSLSM start caffemodels of the full upstream
+topology (demo_model: a fixed colour trunk, random fc8f), conversion, 1- and 5-shot evaluation of
+all folds, training of each fold with the kit's Caffe SGD, the same evaluation of the trained
+models, and the two tables with the start models' numbers beside the trained ones'."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -12,60 +15,89 @@ from reproduce.errors import raise_problems
 from weights_convert.pascal5i import FOLDS, N_CLASSES
 
 NAME = "demo"
-HELP = "synthetic data + random thin OSLSM models through convert, evaluate and both tables (minutes on a CPU)"
-NOTE = ("DEMO: synthetic images and random-weight thin models; the 'ours' numbers only show that the "
-        "pipeline runs and are not comparable with the paper's.")
+HELP = "synthetic data, thin OSLSM models trained on CPU, convert, evaluate before and after training, both tables (minutes)"
+NOTE = ("DEMO: synthetic images and thin models (a fixed colour trunk, fc8f trained for a few seconds); "
+        "'ours' is the trained model, 'before training' its random start. Neither is comparable with the paper.")
+BASELINE = "before training"
+RUNS_BEFORE = "runs_before_training"  # the start models' run folders, beside `runs`
 STAMP = ".oslsm-demo"  # marks a folder the demo made: it may delete and rewrite what is in it
 # Image i holds class i % 20 + 1, so every class needs a query and 5 other supports (5-shot).
 MIN_IMAGES = N_CLASSES * (5 + 1)
+MIN_TRAIN_IMAGES = N_CLASSES * 2   # each training class needs more than one item
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
-    parser.add_argument("--episodes", type=int, default=150, help="episodes per fold and shot count (default 150)")
+    parser.add_argument("--episodes", type=int, default=100, help="episodes per fold and shot count (default 100)")
     parser.add_argument("--images", type=int, default=300,
-                        help=f"synthetic images (default 300, at least {MIN_IMAGES}: a query and 5 supports per class)")
+                        help=f"synthetic test images, val.txt (default 300, at least {MIN_IMAGES}: a query and 5 "
+                             "supports per class)")
+    parser.add_argument("--train-images", type=int, default=200,
+                        help=f"synthetic training images, train.txt (default 200, at least {MIN_TRAIN_IMAGES})")
+    parser.add_argument("--train-iters", type=int, default=200,
+                        help="SGD iterations per fold, two episodes each (default 200)")
     parser.add_argument("--seed", type=int, default=2017)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-progress", action="store_true")
 
 
-def make_demo_inputs(work: Path, images: int, seed: int, episodes: int) -> tuple[Path, Path]:
-    """Synthetic VOC2012 and the four fold caffemodels under `work`, rebuilt with everything derived
-    from them (conversions, cache, the runs beside `work`) when the recipe changed."""
-    from reproduce.synthetic_voc import make_synthetic_voc
+@dataclasses.dataclass(frozen=True)
+class DemoInputs:
+    voc: Path              # val.txt: the test images; train.txt: the training images
+    start_models: Path     # oslsm_demo_fold{F}.caffemodel: each fold's random start
+    deploy: Path           # the 1-shot deploy net at the demo's widths
+    solver: Path           # the demo solver, beside its train net
+
+
+def make_demo_inputs(work: Path, args) -> DemoInputs:
+    """Synthetic VOC2012, the four start caffemodels and the demo's nets and solver under `work`,
+    rebuilt with everything derived from them (conversions, cache, training, the runs beside
+    `work`) when the recipe changed."""
+    from reproduce.demo_model import DEMO_WIDTHS
+    from reproduce.provenance import source_digests
     from reproduce.tables import TABLES
     from weights_convert.atomic import atomic_write_text
-    from weights_convert.oslsm.layout import OSLSMWidths
-    from weights_convert.oslsm.random_init import random_oslsm_params, write_oslsm_caffemodel
 
-    voc, models = work / "VOC2012", work / "caffemodels"
-    recipe = {"images": images, "seed": seed, "episodes": episodes, "widths": list(OSLSMWidths.THIN.as_tuple())}
+    inputs = DemoInputs(work / "VOC2012", work / "caffemodels", work / "deploy_1shot_demo.prototxt",
+                        work / "solver_demo.prototxt")
+    recipe = {"images": args.images, "train_images": args.train_images, "seed": args.seed,
+              "episodes": args.episodes, "train_iters": args.train_iters, "widths": list(DEMO_WIDTHS.as_tuple()),
+              "code": source_digests(("reproduce/demo_model.py", "reproduce/synthetic_voc.py"))}
     stamp = work / "recipe.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == recipe:
-        return voc, models
+        return inputs
     # Another recipe, or a build that stopped half-way: start these inputs (and what was derived
     # from them) afresh. Everything here is generated, never user data.
     reports = [work.parent / f"{stem}_report" for stem, _ in TABLES.values()]
-    for derived in (voc, models, work / "models", work.parent / "cache", work.parent / "runs", stamp, *reports):
+    for derived in (work, *(work.parent / d for d in ("cache", "runs", RUNS_BEFORE, "train")), *reports):
         if derived.is_dir():
             shutil.rmtree(derived)
-        elif derived.exists():
-            derived.unlink()
-    make_synthetic_voc(voc, images, seed)
-    for fold in FOLDS:
-        params = random_oslsm_params(OSLSMWidths.THIN, seed=seed + fold, hashing=True)
-        write_oslsm_caffemodel(models / f"oslsm_thin_fold{fold}.caffemodel", params, net_name=f"oslsm_thin_fold{fold}")
+    _write_demo_inputs(inputs, args)
     atomic_write_text(stamp, json.dumps(recipe) + "\n")
-    return voc, models
+    return inputs
+
+
+def _write_demo_inputs(inputs: DemoInputs, args) -> None:
+    from reproduce.demo_model import DEMO_WIDTHS, demo_params, demo_solver_text, demo_train_net
+    from reproduce.synthetic_voc import make_synthetic_voc
+    from weights_convert.atomic import atomic_write_text
+    from weights_convert.netspec import write_net
+    from weights_convert.oslsm.random_init import write_oslsm_caffemodel
+    from weights_convert.oslsm.spec import oslsm_deploy_net
+
+    make_synthetic_voc(inputs.voc, args.images, args.seed, train_images=args.train_images)
+    for fold in FOLDS:
+        write_oslsm_caffemodel(inputs.start_models / f"oslsm_demo_fold{fold}.caffemodel",
+                               demo_params(seed=args.seed + fold), net_name=f"oslsm_demo_fold{fold}")
+    write_net(oslsm_deploy_net(1, DEMO_WIDTHS), inputs.deploy)
+    write_net(demo_train_net(), inputs.solver.parent / "train_demo.prototxt")
+    atomic_write_text(inputs.solver, demo_solver_text("train_demo.prototxt", args.train_iters))
 
 
 def run(args) -> int:
     from reproduce.table_pipeline import ensure_converted, evaluate_folds, write_table_and_report
-    from weights_convert.netspec import write_net
-    from weights_convert.oslsm.layout import OSLSMWidths
-    from weights_convert.oslsm.spec import oslsm_deploy_net
+    from weights_convert.fold_models import convert_fold_models
 
     start = time.perf_counter()
     out = Path(args.out)
@@ -73,18 +105,39 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / STAMP).write_text("made by `python -m reproduce demo`; it rewrites this folder\n")
     work = out / "work"
-    voc, caffemodels = make_demo_inputs(work, args.images, args.seed, args.episodes)
-    prototxt = work / "deploy_1shot_thin.prototxt"
-    write_net(oslsm_deploy_net(1, OSLSMWidths.THIN), prototxt)
-    converted = ensure_converted(caffemodels, work / "models", prototxt=prototxt)
-    runs = evaluate_folds((1, 2), voc, converted, out, episodes=args.episodes, device=args.device,
-                          protocol="original", workers=args.workers, progress=not args.no_progress)
+    inputs = make_demo_inputs(work, args)
+    evaluation = dict(episodes=args.episodes, device=args.device, protocol="original", workers=args.workers,
+                      progress=not args.no_progress, cache_dir=out / "cache")
+    # The trunk is frozen, so both models share their query features: the on-disk cache computes
+    # them once, before training, and the trained model's runs read them back.
+    starts = ensure_converted(inputs.start_models, work / "models_before_training", prototxt=inputs.deploy)
+    before = evaluate_folds((1, 2), inputs.voc, starts, out, runs_dir=RUNS_BEFORE, **evaluation)
+    trained = {fold: _train(args, inputs, out, fold) for fold in FOLDS}
+    converted = convert_fold_models(None, trained, inputs.deploy, work / "models")
+    runs = evaluate_folds((1, 2), inputs.voc, converted, out, **evaluation)
     for table in (1, 2):
-        paths = write_table_and_report(table, runs[table], out, voc, note=NOTE, device=args.device)
+        paths = write_table_and_report(table, runs[table], out, inputs.voc, note=NOTE, device=args.device,
+                                       baseline=(BASELINE, before[table]))
         print(paths["md"].read_text())
         print(f"report: {paths['report']}")
+    print(f"loss curves: {', '.join(str(out / 'train' / f'fold{f}' / 'loss_curve.png') for f in FOLDS)}")
     print(f"demo finished in {time.perf_counter() - start:.0f} s; tables in {out}")
     return 0
+
+
+def _train(args, inputs: DemoInputs, out: Path, fold: int) -> Path:
+    """Fold `fold` trained from its start model (resumed if a run was cut); its last caffemodel."""
+    from reproduce.fold_training import train_fold
+    from reproduce.training import open_training_sets
+
+    # The one synthetic training split stands for both SBD and VOC train (so every item is twice
+    # in the original's merged list, as VOC train images are that also are in SBD).
+    sets = open_training_sets(inputs.voc, inputs.voc)
+    state = train_fold(sets, fold, solver=inputs.solver, out=out / "train" / f"fold{fold}",
+                       init=str(inputs.start_models / f"oslsm_demo_fold{fold}.caffemodel"), seed=args.seed + fold,
+                       device=args.device, progress=not args.no_progress, cache_dir=out / "cache" / "items",
+                       title=f"demo fold {fold}: fc8f trained on the synthetic training split")
+    return state.with_suffix(".caffemodel")
 
 
 def refuse_bad_arguments(args, out: Path) -> None:
@@ -96,6 +149,11 @@ def refuse_bad_arguments(args, out: Path) -> None:
     if args.images < MIN_IMAGES:
         problems.append(f"--images must be >= {MIN_IMAGES} (a query and 5 supports for each of the "
                         f"{N_CLASSES} classes), got {args.images}")
+    if args.train_images < MIN_TRAIN_IMAGES:
+        problems.append(f"--train-images must be >= {MIN_TRAIN_IMAGES} (two items of each of the "
+                        f"{N_CLASSES} classes), got {args.train_images}")
+    if args.train_iters < 1:
+        problems.append(f"--train-iters must be >= 1, got {args.train_iters}")
     if out.is_dir() and not _made_by_demo(out) and any(out.iterdir()):
         found = ", ".join(sorted(p.name for p in out.iterdir())[:5])
         problems.append(f"--out {out} holds files the demo did not make ({found}); the demo deletes and "

@@ -2,19 +2,13 @@
 original's training episodes (SBD + VOC train), Caffe's SGD; resumable; loss curve."""
 from __future__ import annotations
 
-import hashlib
-import json
-import sys
 from pathlib import Path
 
 from reproduce.cli_arguments import add_training_data_arguments, open_checked_training_sets
 from reproduce.errors import ReproduceError
-from reproduce.loss_curve import write_loss_curve
+from reproduce.fold_training import train_fold
 from reproduce.recipe import SOLVER_PROTOTXT
-from reproduce.training import TrainingData, build_training_items, system_seed
 from reproduce.voc import VOCDataset
-from weights_convert.train.run import LOSSES, TrainRequest, read_manifest, train
-from weights_convert.train.solver_file import read_solver
 
 NAME = "train"
 HELP = "re-train one fold's OSLSM model as the authors did (upstream train net and solver, Caffe's SGD)"
@@ -49,22 +43,9 @@ def run(args) -> int:
     if not args.allow_val_images:
         check_no_test_images(sets, args.voc)
     out = Path(args.out)
-    seed = args.seed
-    if seed is None:  # a resumed run keeps the seed it recorded
-        previous = read_manifest(out) if out.is_dir() else None
-        seed = previous["seed"] if previous else system_seed()
-    items = build_training_items(sets, args.fold, args.cache_dir, not args.no_cache)
-    data = TrainingData(sets, items, args.shots, seed)
-    digest = hashlib.sha256(json.dumps({"fold": args.fold, "shots": args.shots, "items": items.items},
-                                       sort_keys=True).encode()).hexdigest()
-    request = TrainRequest(solver=read_solver(args.solver), data=data, data_digest=digest, out=out,
-                           weights=args.init, iterations=args.iters, snapshot_every=args.snapshot_every,
-                           seed=seed, device=args.device, progress=not args.no_progress)
-    print(f"fold {args.fold}: {items.n_items} training items, episode seed {seed}", file=sys.stderr)
-    try:
-        last = train(request)
-    finally:
-        if (out / LOSSES).exists():
-            write_loss_curve(out / LOSSES, out / "loss_curve.png", f"OSLSM fold {args.fold} training")
+    last = train_fold(sets, args.fold, solver=args.solver, out=out, init=args.init, shots=args.shots,
+                      seed=args.seed, iterations=args.iters, snapshot_every=args.snapshot_every,
+                      device=args.device, progress=not args.no_progress, cache_dir=args.cache_dir,
+                      use_cache=not args.no_cache)
     print(f"last snapshot {last}; loss curve {out / 'loss_curve.png'}")
     return 0

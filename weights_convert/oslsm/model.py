@@ -19,8 +19,8 @@ from torch import nn
 
 from weights_convert.oslsm.hashing import WeightHashing
 from weights_convert.oslsm.layout import (CONDITIONING_INPUT_HW, CROP_OFFSET, FC6_KERNEL, QUERY_PAD,
-                                          UPSAMPLE_KERNEL, UPSAMPLE_STRIDE, VGG_BLOCKS, OSLSMWidths,
-                                          conv_layer_shapes)
+                                          UPSAMPLE_KERNEL, VGG_BLOCKS, OSLSMWidths, conv_layer_shapes)
+from weights_convert.oslsm.upsample import HalfOverlapDeconv
 
 Taps = dict  # Caffe blob name -> tensor, filled when asked for
 
@@ -98,7 +98,7 @@ class OSLSM(nn.Module):
         self.conditioning = ConditioningBranch(widths)
         self.segmentation = SegmentationBranch(widths)
         self.hashing = WeightHashing.empty(widths.fc, widths.embed, weight_hashed, bias_hashed)
-        self.upsample = nn.ConvTranspose2d(1, 1, UPSAMPLE_KERNEL, stride=UPSAMPLE_STRIDE, bias=False)
+        self.upsample = HalfOverlapDeconv(UPSAMPLE_KERNEL)  # uppred_offset, Caffe's sums bit for bit
         self.requires_grad_(False)
 
     # ---------------------------------------------------------------- inference

@@ -24,6 +24,7 @@ from reproduce.reference_episodes import reference_status
 from reproduce.run_folder import RUN_FORMAT, SOURCES_NAME, RunFolder
 from reproduce.scoring import csv_row, episode_counts, fold_score_from_rows, summary_block, write_iou_results_txt
 from reproduce.voc import class_name, fold_classes
+from weights_convert.allocator import map_large_blocks
 from weights_convert.errors import Interrupted
 from weights_convert.numerics import faithful_mode
 from weights_convert.progress import Progress
@@ -81,6 +82,7 @@ def evaluate_runs(configs: Sequence[EvalConfig], load_model: ModelLoader | None 
 def _evaluate_pass(runs: Sequence[PlannedRun], load_model: ModelLoader) -> list[dict]:
     """One model, one feature provider and one walk over the lead run's episodes for all `runs`."""
     started = time.perf_counter()
+    map_large_blocks()  # freed feature maps go back to the system (weights_convert/allocator.py)
     lead = _lead(runs)
     config = lead.config
     t0 = time.perf_counter()

@@ -18,7 +18,7 @@ from reproduce.dataset_inputs import DatasetInputs
 from reproduce.episodes import episodes_sha256, resolve_episodes
 from reproduce.errors import ReproduceError
 from reproduce.eval_config import EvalConfig, open_checked, source_sha256
-from reproduce.feature_cache import FeatureProvider, module_digest
+from reproduce.feature_cache import FeatureProvider
 from reproduce.provenance import code_record
 from reproduce.reference_episodes import reference_status
 from reproduce.run_folder import RUN_FORMAT, SOURCES_NAME, RunFolder
@@ -98,8 +98,7 @@ def _evaluate_pass(runs: Sequence[PlannedRun], load_model: ModelLoader) -> list[
         for run in runs:
             _start(run, model_sha, code)
         provider = FeatureProvider(
-            model, DatasetInputs(lead.dataset), model_sha256=model_sha,
-            query_sha256=module_digest(model.segmentation), device=config.torch_device,
+            model, DatasetInputs(lead.dataset), model_sha256=model_sha, device=config.torch_device,
             enabled=config.cache, workers=config.workers, memory_bytes=config.memory_bytes,
             cache_dir=(config.cache_dir / "features") if (config.cache and config.cache_dir) else None,
             disk_bytes=config.cache_max_bytes)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -155,8 +156,7 @@ class FeatureProvider:
     With `enabled=False` every episode recomputes its units with the same functions (the reference
     for the bit-identity test and the benchmark)."""
 
-    def __init__(self, model, source: InputSource, *, model_sha256: str, query_sha256: str | None = None,
-                 device: str | torch.device = "cpu",
+    def __init__(self, model, source: InputSource, *, model_sha256: str, device: str | torch.device = "cpu",
                  enabled: bool = True, cache_dir: str | os.PathLike | None = None, workers: int = 2,
                  lookahead: int = 4, memory_bytes: int = 4 << 30, disk_bytes: int | None = None):
         self.model = model
@@ -169,15 +169,19 @@ class FeatureProvider:
         self.memory_bytes = int(memory_bytes)
         self.version = code_version(self.device)  # keys the cache with the model's and inputs' digests
         self.model_sha256 = model_sha256
-        # Query features depend on the segmentation branch alone: models that share it (e.g. a
-        # model before and after training only its conditioning branch) share them.
-        self.query_sha256 = query_sha256 or model_sha256
         self.stats = CacheStats()
         self._memory: "OrderedDict[Unit, tuple]" = OrderedDict()
         self._memory_size = 0
         self._keys: dict[Unit, str] = {}
 
     # ------------------------------------------------------------------ keys
+    @functools.cached_property
+    def query_sha256(self) -> str:
+        """Query features depend on the segmentation branch alone, so models that share it (a model
+        before and after training only its conditioning branch) share them. Hashed when a disk key
+        first needs it (0.4 s at full size), never in a run without a disk cache."""
+        return module_digest(self.model.segmentation)
+
     def unit_key(self, unit: Unit) -> str:
         key = self._keys.get(unit)
         if key is None:

@@ -32,6 +32,7 @@ DEMO_WIDTHS = OSLSMWidths(*[FEATURES] * 6, FEATURES + 1)
 def demo_params(seed: int, widths: OSLSMWidths = DEMO_WIDTHS) -> dict[str, list[np.ndarray]]:
     """Layer -> float32 blobs: the fixed trunk above and a random fc8f (std 1/sqrt(fan-in), bias 0)."""
     fc, embed = widths.fc, widths.embed
+    expected = expected_param_shapes(widths)
     trunk = {name: _colour_split() if name == "conv1_1" else _pass_through(out, inp)
              for name, (out, inp) in conv_layer_shapes(widths).items()}
     # conv1_2: t = relu(1 - gain * sum of parts), 1 on zero pixels; conv2_1: relu(1 - t), the indicator.
@@ -59,8 +60,7 @@ def demo_params(seed: int, widths: OSLSMWidths = DEMO_WIDTHS) -> dict[str, list[
     rb1s[0, columns[fc]] = signs[fc]
     params["rw1s"] = [rw1s, zeros.copy()]
     params["rb1s"] = [rb1s, np.zeros(1, np.float32)]
-    params["uppred_offset"] = [bilinear_kernel().reshape(1, 1, *bilinear_kernel().shape)]
-    expected = expected_param_shapes(widths)
+    params["uppred_offset"] = [bilinear_kernel().reshape(expected["uppred_offset"][0])]
     assert {k: [b.shape for b in v] for k, v in params.items()} == {k: [tuple(s) for s in v] for k, v in expected.items()}
     return params
 

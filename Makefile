@@ -18,7 +18,7 @@ PROTOTXT ?=
 # Shell-quotes a value so that any path works (spaces, quotes, unicode): '...' with each ' as '"'"'.
 quote = '$(subst ','"'"',$(1))'
 
-.PHONY: install proto test demo convert check-voc prototxt reproduce-table1 reproduce-table2 reproduce-tables train bench clean
+.PHONY: install proto test test-gpu selfcheck demo convert check-voc prototxt reproduce-table1 reproduce-table2 reproduce-tables train bench clean
 
 # Re-installs when setup.py changes; torch is pinned there to the local CPU wheel.
 $(VENV)/.installed: setup.py
@@ -34,6 +34,17 @@ proto: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The golden layer, net, module, gradient and solver tests on a GPU (fails in one line without one).
+# GPU users keep their own CUDA build of torch: `make test-gpu PY=python3` uses it, installing nothing.
+SETUP := $(if $(filter command line,$(origin PY)),,install)
+GOLDEN_TESTS = tests/test_layers_golden.py tests/test_oslsm_model.py tests/test_train_golden.py
+test-gpu: $(SETUP)
+	$(PY) -m pytest -q --device $(if $(filter cpu,$(DEVICE)),cuda,$(call quote,$(DEVICE))) $(GOLDEN_TESTS)
+
+# Prove DEVICE against the real Caffe's outputs, then time it (results/selfcheck/selfcheck.json).
+selfcheck: $(SETUP)
+	$(PY) -m weights_convert selfcheck --device $(call quote,$(DEVICE)) --out $(call quote,$(RESULTS)/selfcheck)
 
 demo: install
 	$(PY) -m reproduce demo --out $(call quote,$(RESULTS)/demo)
@@ -82,6 +93,7 @@ train: install
 bench: install
 	$(PY) bench/convert_bench.py
 	$(PY) bench/eval_bench.py
+	$(PY) bench/query_forward_bench.py --demo
 	$(PY) bench/train_bench.py
 
 clean:

@@ -11,6 +11,7 @@ import torch
 from reproduce.errors import ReproduceError, collect, raise_problems
 from reproduce.scoring import PROTOCOLS
 from reproduce.voc import VOCDataset, refuse_inside_dataset
+from weights_convert.devices import DeviceError, checked_device
 from weights_convert.pascal5i import N_FOLDS
 
 
@@ -85,17 +86,9 @@ def argument_problems(*, n_episodes: int, workers: int, device: str,
 
 def _checked_device(name: str) -> torch.device:
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ReproduceError(f"--device {name!r} is not a device name; expected cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ReproduceError(f"--device {name!r}: only cpu and cuda[:N] are supported")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ReproduceError("--device cuda was asked for, but this torch has no usable CUDA device")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ReproduceError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices")
-    return device
+        return torch.device(checked_device(name))
+    except DeviceError as exc:
+        raise ReproduceError(str(exc)) from None
 
 
 def check_weights_metadata(weights: str | os.PathLike, fold: int, shots: int) -> dict:

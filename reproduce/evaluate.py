@@ -24,7 +24,6 @@ from reproduce.reference_episodes import reference_status
 from reproduce.run_folder import RUN_FORMAT, SOURCES_NAME, RunFolder
 from reproduce.scoring import csv_row, episode_counts, fold_score_from_rows, summary_block, write_iou_results_txt
 from reproduce.voc import class_name, fold_classes
-from weights_convert.allocator import map_large_blocks
 from weights_convert.errors import Interrupted
 from weights_convert.numerics import faithful_mode
 from weights_convert.progress import Progress
@@ -82,7 +81,6 @@ def evaluate_runs(configs: Sequence[EvalConfig], load_model: ModelLoader | None 
 def _evaluate_pass(runs: Sequence[PlannedRun], load_model: ModelLoader) -> list[dict]:
     """One model, one feature provider and one walk over the lead run's episodes for all `runs`."""
     started = time.perf_counter()
-    map_large_blocks()  # freed feature maps go back to the system (weights_convert/allocator.py)
     lead = _lead(runs)
     config = lead.config
     t0 = time.perf_counter()
@@ -95,10 +93,11 @@ def _evaluate_pass(runs: Sequence[PlannedRun], load_model: ModelLoader) -> list[
         for run in runs:
             held.enter_context(run.folder.locked())
         code = code_record(config.torch_device)  # the same for every run of the pass
+        inputs = DatasetInputs(lead.dataset)
         for run in runs:
-            _start(run, model_sha, code)
+            _start(run, model_sha, code, inputs)
         provider = FeatureProvider(
-            model, DatasetInputs(lead.dataset), model_sha256=model_sha, device=config.torch_device,
+            model, inputs, model_sha256=model_sha, device=config.torch_device,
             enabled=config.cache, workers=config.workers, memory_bytes=config.memory_bytes,
             cache_dir=(config.cache_dir / "features") if (config.cache and config.cache_dir) else None,
             disk_bytes=config.cache_max_bytes)
@@ -108,6 +107,8 @@ def _evaluate_pass(runs: Sequence[PlannedRun], load_model: ModelLoader) -> list[
         loop = _score_episodes(runs, model, provider, lead.episodes)
         summaries = [_finish(run, weights_sha) for run in runs]
         for run in runs:
+            if run.scored == 0 and (run.folder.path / "timings.json").exists():
+                continue  # a finished run run again: its timings stay those of the session that scored it
             run.folder.write_json("timings.json", _timings(run, provider, loop, time.perf_counter() - started,
                                                            load_s, len(runs)))
     return summaries
@@ -119,6 +120,7 @@ def _planned_run(config: EvalConfig) -> PlannedRun:
     scan_dir = config.scan_cache_dir or (config.cache_dir / "items" if config.cache_dir else None)
     episodes, n_items = resolve_episodes(dataset, config.fold, config.shots, config.n_episodes, config.episodes_file,
                                          scan_dir, use_cache=scan_dir is not None)
+    _refuse_missing_files(dataset, episodes)
     reference = _reference(episodes, dataset, config)
     _warn_classes_without_episodes(episodes, config)
     return PlannedRun(config, dataset, episodes, n_items, reference, RunFolder(config.out_dir))
@@ -143,15 +145,33 @@ def _lead(runs: Sequence[PlannedRun]) -> PlannedRun:
     return max(runs, key=lambda r: (r.config.shots, len(r.episodes)))
 
 
-def _start(run: PlannedRun, model_sha: str, code: dict) -> None:
+def _start(run: PlannedRun, model_sha: str, code: dict, inputs: DatasetInputs) -> None:
     config = run.config
     run.manifest = {"format": RUN_FORMAT, "fold": config.fold, "shots": config.shots, "protocol": config.protocol,
                     "n_episodes": len(run.episodes), "episodes_sha256": episodes_sha256(run.episodes),
                     "reference": run.reference, "model_sha256": model_sha, "device_type": config.torch_device.type,
                     "code": code}
-    run.folder.start(run.manifest, run.episodes, config.fold, config.shots, run.n_items)
+    # Every file an episode reads, hashed once (the feature cache's keys reuse the digests).
+    data = {name: f"{inputs.image_digest(name)[:16]}:{inputs.mask_digest(name)[:16]}"
+            for name in sorted(episode_images(run.episodes))}
+    run.folder.start(run.manifest, run.episodes, config.fold, config.shots, run.n_items, data)
     run.folder.write_json(SOURCES_NAME, _sources(run.dataset, config))
     run.resumed_from = len(run.folder.done_rows(run.episodes))
+
+
+def episode_images(episodes: Sequence) -> set[str]:
+    return {name for ep in episodes for name in (ep.query, *ep.supports)}
+
+
+def _refuse_missing_files(dataset, episodes: Sequence) -> None:
+    """Every image and mask the episodes read exists, checked before any folder is made."""
+    if not hasattr(dataset, "image_path"):
+        return
+    missing = [str(path) for name in sorted(episode_images(episodes))
+               for path in (dataset.image_path(name), dataset.mask_path(name)) if not path.is_file()]
+    if missing:
+        listed = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ReproduceError(f"the episodes read {len(missing)} file(s) that do not exist: {listed}")
 
 
 def _reference(episodes, dataset, config: EvalConfig) -> str:

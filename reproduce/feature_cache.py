@@ -22,6 +22,7 @@ import functools
 import hashlib
 import json
 import os
+import sys
 import time
 from collections import OrderedDict, defaultdict
 from pathlib import Path
@@ -32,7 +33,9 @@ import torch
 
 from reproduce.errors import ReproduceError
 from reproduce.provenance import code_version
+from weights_convert.allocator import in_own_mapping
 from weights_convert.atomic import atomic_path
+from weights_convert.devices import explained_out_of_memory
 
 
 class EpisodeLike(Protocol):
@@ -103,16 +106,27 @@ class DiskStore:
         return self.path(kind, key).is_file()
 
     def load(self, kind: str, key: str) -> dict[str, torch.Tensor] | None:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        """The entry's tensors; None when absent, or damaged (unreadable, or bytes that are not the
+        ones written: the digest stored with them differs), which is then removed to be recomputed."""
+        from safetensors import SafetensorError, safe_open
 
         path = self.path(kind, key)
         if not path.is_file():
             return None
         try:
-            return load_file(str(path))
+            with safe_open(str(path), framework="pt") as fh:
+                written = (fh.metadata() or {}).get("sha256")
+                tensors = {name: fh.get_tensor(name) for name in fh.keys()}
         except (SafetensorError, OSError, ValueError) as exc:
-            raise ReproduceError(f"feature cache file {path} is unreadable ({exc}); delete it to recompute") from None
+            return self._drop_damaged(path, f"unreadable: {exc}")
+        if written != tensors_sha256(tensors):
+            return self._drop_damaged(path, "its tensors do not match the digest written with them")
+        return tensors
+
+    def _drop_damaged(self, path: Path, why: str) -> None:
+        print(f"WARNING: feature cache file {path} is damaged ({why}); recomputing it", file=sys.stderr)
+        path.unlink(missing_ok=True)
+        return None
 
     def save(self, kind: str, key: str, tensors: dict[str, torch.Tensor], about: dict) -> None:
         from safetensors.torch import save_file
@@ -123,19 +137,25 @@ class DiskStore:
                 self.full = True
                 return
         path = self.path(kind, key)
+        metadata = {"about": json.dumps(about, sort_keys=True), "sha256": tensors_sha256(tensors)}
         with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"about": json.dumps(about, sort_keys=True)})
+            save_file(tensors, str(tmp), metadata=metadata)
         self.size += path.stat().st_size
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of named tensors' dtypes, shapes and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 def module_digest(module: torch.nn.Module) -> str:
     """sha256 of a module's tensors (names, dtypes, shapes and bytes): equal digests, equal outputs."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).numpy())
-    return h.hexdigest()
+    return tensors_sha256(module.state_dict())
 
 
 def plan_uses(episodes: Sequence[EpisodeLike], start: int = 0) -> dict[Unit, list[int]]:
@@ -209,25 +229,25 @@ class FeatureProvider:
     def _compute(self, unit: Unit, prepared) -> tuple:
         """Model side: one image per forward, so the result never depends on batch company."""
         t0 = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), explained_out_of_memory(f"{unit.kind} forward of {unit.image} "
+                                                              f"({' x '.join(str(a.shape) for a in prepared)})"):
             if isinstance(unit, QueryUnit):
                 (img,) = prepared
-                x = torch.from_numpy(img).to(self.device)
+                x = to_device(img, self.device)
                 if x.dim() == 3:
                     x = x.unsqueeze(0)
-                value = (self.model.query_features(x),)
+                value = (self.model.query_features(x, head_cells_only=True),)
                 self.stats.query_forwards += 1
                 phase = "query_forward"
             else:
                 img, label = prepared
-                x = torch.from_numpy(img).to(self.device).reshape(1, *img.shape[-3:])
-                y = torch.from_numpy(label).to(self.device).reshape(1, 1, *label.shape[-2:])
+                x = to_device(img, self.device).reshape(1, *img.shape[-3:])
+                y = to_device(label, self.device).reshape(1, 1, *label.shape[-2:])
                 w, b = self.model.condition(x, y)
                 value = (w[0], b[0])
                 self.stats.support_forwards += 1
                 phase = "support_forward"
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        # On a GPU this is the launch time: no host synchronisation here (the episode's score is one).
         self.stats.seconds[phase] += time.perf_counter() - t0
         return value
 
@@ -275,7 +295,9 @@ class FeatureProvider:
     def _on_disk(self, unit: Unit) -> bool:
         return self.disk is not None and self.disk.has(unit.kind, self.unit_key(unit))
 
-    def _remember(self, unit: Unit, value: tuple, next_use: dict[Unit, int]) -> None:
+    def _remember(self, unit: Unit, value: tuple, next_use: dict[Unit, int]) -> tuple:
+        """Keep `value` (in mappings of its own: freed, it goes back to the system) and return it."""
+        value = tuple(in_own_mapping(t) for t in value)
         self._memory[unit] = value
         self._memory_size += self._nbytes(value)
         while self._memory_size > self.memory_bytes and len(self._memory) > 1:
@@ -283,6 +305,7 @@ class FeatureProvider:
             victim = max((u for u in self._memory if u != unit), key=lambda u: next_use.get(u, 1 << 62))
             self._forget(victim)
             self.stats.evictions += 1
+        return value
 
     def _forget(self, unit: Unit) -> None:
         value = self._memory.pop(unit, None)
@@ -362,8 +385,7 @@ class FeatureProvider:
                 return value
             value = self._disk_load(unit)
             if value is not None:
-                self._remember(unit, value, {u: next_use(u) for u in self._memory} | {unit: next_use(unit)})
-                return value
+                return self._remember(unit, value, {u: next_use(u) for u in self._memory} | {unit: next_use(unit)})
         fut = jobs.get(unit)
         if fut is None and self.enabled:
             # Prepared for a later episode of the window (the first to need it collects it).
@@ -381,8 +403,16 @@ class FeatureProvider:
         value = self._compute(unit, prepared)
         if self.enabled:
             self._disk_save(unit, value)
-            self._remember(unit, value, {u: next_use(u) for u in self._memory} | {unit: next_use(unit)})
+            value = self._remember(unit, value, {u: next_use(u) for u in self._memory} | {unit: next_use(unit)})
         return value
+
+
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """An input on the device: to a GPU from pinned memory without blocking the host."""
+    tensor = torch.from_numpy(array)
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def _stack(ep: EpisodeLike, values: dict[Unit, tuple]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from weights_convert.formats.prototxt import load_net
-from weights_convert.graph import CaffeNet
 
 RECIPES = Path(__file__).parent / "recipes"
 TRAIN_PROTOTXT = RECIPES / "train_ss_os_fc.prototxt"
@@ -17,6 +15,9 @@ SETUP_SHAPES = {"first_img": (1, 3, 224, 224), "first_label": (1, 1, 224, 224),
 
 def train_net_blobs(prototxt: str | Path = TRAIN_PROTOTXT) -> tuple[dict[str, list[tuple[int, ...]]], dict[str, str]]:
     """(layer -> blob shapes, layer -> type) of the train net's learnable layers; no weights allocated."""
+    from weights_convert.formats.prototxt import load_net  # here: the commands' parser reads the paths above
+    from weights_convert.graph import CaffeNet
+
     net = CaffeNet(load_net(prototxt), phase="TRAIN", source=str(prototxt), device="meta",
                    data_shapes={k: v for k, v in SETUP_SHAPES.items()})
     layers = net.param_layers()

@@ -13,6 +13,8 @@ Layout (every file atomic except the journal, which is appended and fsync'd):
                       that resumed, cached and uncached runs give byte-identical files
     timings.json      wall times, forward counts and cache statistics of the last session
     iou_results.txt   test.py's layout
+    data.json         sha256 (16 hex digits) of each image and mask file the episodes read, by image
+                      name: a resume on changed files is refused, naming them
     sources.json      where the data set, weights and prototxt were (for `figure` and `report`;
                       not part of the manifest, so a moved data set still resumes)
     pred/soft, pred/hard  mask PNGs with --save-masks (test.py's %05d.png names)
@@ -31,12 +33,13 @@ from reproduce.episodes import episodes_to_json, load_episodes
 from reproduce.errors import ReproduceError
 from reproduce.provenance import describe_changes
 from reproduce.scoring import format_csv_row, parse_csv_line
-from weights_convert.atomic import atomic_path, atomic_write_text
+from weights_convert.atomic import atomic_path, atomic_write_text, naming_os_errors
 from weights_convert.folder_lock import folder_lock
 
 RUN_FORMAT = "oslsm-repro-run/1"
 CSV_NAME = "all_results.csv"
 SOURCES_NAME = "sources.json"
+DATA_NAME = "data.json"
 LOCK_NAME = ".run.lock"
 # Manifest fields that may grow when a finished run is extended to more episodes.
 _EXTENSIBLE = ("n_episodes", "episodes_sha256", "reference")
@@ -59,14 +62,21 @@ class RunFolder:
         with folder_lock(self.path, LOCK_NAME, "evaluation", ReproduceError):
             yield self
 
-    def start(self, manifest: dict, episodes: Sequence, fold: int, shots: int, n_items: int) -> None:
-        """Write the manifest and the episode list of a new run, or check that the folder holds this
-        run (or a shorter run over the same first episodes, which this one extends)."""
-        if self.manifest_path.exists():
+    def start(self, manifest: dict, episodes: Sequence, fold: int, shots: int, n_items: int,
+              data: dict[str, str]) -> None:
+        """Write the manifest, the episode list and the data digests of a new run, or check that the
+        folder holds this run on the same data (or a shorter run over the same first episodes, which
+        this one extends). A folder where no episode was scored yet never blocks another request.
+        `data`: image name -> digest of the files an episode reads of it."""
+        scored = self.csv_path.exists() and b"\n" in self.csv_path.read_bytes()
+        if self.manifest_path.exists() and scored:
             self._check_manifest(manifest, episodes)
-        elif self.csv_path.exists():
+            self._check_data(data)
+        elif scored:
             raise ReproduceError(f"{self.csv_path} exists without a manifest.json; it is not a run of this tool")
         atomic_write_text(self.manifest_path, to_json(manifest))
+        known = self._read_data() if scored else {}
+        atomic_write_text(self.path / DATA_NAME, to_json(known | data))
         if not (self.path / "episodes.json").exists() or not self._episode_file_matches(manifest):
             # The same file format as `python -m reproduce episodes`: usable as --episodes-file.
             episodes_to_json(self.path / "episodes.json", episodes, fold, shots, n_items)
@@ -102,6 +112,27 @@ class RunFolder:
                                  "remove the run folder to start over")
         return old
 
+    def _read_data(self) -> dict[str, str]:
+        path = self.path / DATA_NAME
+        if not path.exists():
+            return {}  # a run from before the data was recorded
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ReproduceError(f"{path}: unreadable data digests ({exc}); remove the run folder to start over") \
+                from None
+        return data if isinstance(data, dict) else {}
+
+    def _check_data(self, data: dict[str, str]) -> None:
+        """The files the scored episodes read must be the ones read now: one run, one data set."""
+        old = self._read_data()
+        changed = sorted(name for name in data if name in old and old[name] != data[name])
+        if changed:
+            listed = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+            raise ReproduceError(f"{self.path} was scored on other data: the image or mask of {listed} changed "
+                                 f"since (digests in {DATA_NAME}). Resume with the data it was run on, or choose "
+                                 "another --out to start anew")
+
     def _extends(self, old: dict, episodes: Sequence) -> bool:
         """The old run's episodes are the first ones of `episodes`: a longer run continues it."""
         path = self.path / "episodes.json"
@@ -121,9 +152,10 @@ class RunFolder:
 
     @staticmethod
     def append_row(journal: IO[bytes], row: list) -> None:
-        journal.write(format_csv_row(row).encode())
-        journal.flush()
-        os.fsync(journal.fileno())
+        with naming_os_errors(journal.name):  # a full disk's error names no file
+            journal.write(format_csv_row(row).encode())
+            journal.flush()
+            os.fsync(journal.fileno())
 
     def mask_paths(self, index: int) -> dict[str, Path]:
         return {kind: self.path / "pred" / kind / f"{index:05d}.png" for kind in ("soft", "hard")}

@@ -53,8 +53,22 @@ def load_run(run_dir: str | os.PathLike) -> dict:
     for key in ("fold", "shots", "miou", "fb_iou", "n_episodes", "protocol"):
         if key not in summary:
             raise ReproduceError(f"{path}: missing field {key!r}")
+    _refuse_stale_summary(Path(run_dir), summary)
     summary["run_dir"] = str(run_dir)
     return summary
+
+
+def _refuse_stale_summary(run_dir: Path, summary: dict) -> None:
+    """A run extended to more episodes and stopped before it finished holds more rows than its
+    summary counts: the summary is the shorter run's, not this folder's present state."""
+    rows = run_dir / "all_results.csv"
+    if not rows.exists():
+        return
+    count = rows.read_bytes().count(b"\n")
+    if count != summary["n_episodes"]:
+        raise ReproduceError(f"{run_dir}: summary.json counts {summary['n_episodes']} episodes but "
+                             f"all_results.csv holds {count} (an extension that did not finish?); run the same "
+                             "evaluate command again to finish it")
 
 
 def _runs_by_fold(table: int, run_dirs: Sequence[str | os.PathLike]) -> dict[int, dict]:

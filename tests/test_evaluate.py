@@ -228,6 +228,31 @@ def test_resume_after_sigkill_of_the_cli(env, reference_runs):
     assert _timings(out)["resumed_from"] == done
 
 
+def test_sigterm_stops_after_an_episode_and_the_same_command_resumes(env, reference_runs):
+    """SIGTERM (a scheduler's stop) is handled like Ctrl-C: one line, exit 143, nothing half-written."""
+    off, _, _ = reference_runs
+    out = env["tmp"] / "terminated"
+    cmd = [sys.executable, "-m", "reproduce", "evaluate", "--voc", str(env["voc"]), "--weights",
+           str(env["weights"][0]), "--fold", "0", "--shots", "1", "--episodes", str(len(env["eps0"])),
+           "--episodes-file", str(env["ep0"]), "--out", str(out), "--no-cache", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    csv = out / "all_results.csv"
+    deadline = time.time() + 40
+    while time.time() < deadline and proc.poll() is None:
+        if csv.exists() and csv.read_bytes().count(b"\n") >= 2:
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.01)
+    err = proc.communicate(timeout=60)[1].decode()
+    assert proc.returncode == 143, err
+    assert "run the same command again to resume" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    rc = subprocess.run(cmd, capture_output=True)
+    assert rc.returncode == 0, rc.stderr.decode()
+    for name in RESULT_FILES:
+        assert (out / name).read_bytes() == (off / name).read_bytes(), name
+
+
 def test_a_different_run_in_the_same_folder_is_refused(env, reference_runs):
     with pytest.raises(ReproduceError, match=r"holds a different run: protocol was 'original', now 'modern'. Resume with"):
         _run(env, "off", cache=False, protocol="modern")
@@ -457,3 +482,66 @@ def test_nonfinite_weights_are_reported_at_conversion_and_refused(env, tmp_path,
     _run(env, "unused", weights=weights, out_dir=tmp_path / "nan_run", n_episodes=1, cache=False,
          allow_nonfinite=True)
     assert len(_rows(tmp_path / "nan_run")) == 1
+
+
+def _writable_copy(voc: Path, dest: Path) -> Path:
+    shutil.copytree(voc, dest)
+    for path in [dest, *dest.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return dest
+
+
+def test_files_the_episodes_read_are_checked_before_the_folder_is_made(env, tmp_path):
+    voc = _writable_copy(env["voc"], tmp_path / "VOC2012")
+    gone = env["eps0"][3].supports[0]
+    (voc / "JPEGImages" / f"{gone}.jpg").unlink()
+    out = tmp_path / "run"
+    with pytest.raises(ReproduceError, match=rf"do not exist: .*JPEGImages/{gone}\.jpg"):
+        _run(env, "unused", voc=voc, out_dir=out, cache=False)
+    assert not out.exists()
+
+
+def test_a_folder_with_nothing_scored_never_blocks_a_changed_request(env, tmp_path):
+    out = tmp_path / "run"
+    _run(env, "unused", out_dir=out, n_episodes=2, cache=False)
+    (out / "all_results.csv").write_bytes(b"")  # as a run stopped before its first episode leaves it
+    _run(env, "unused", out_dir=out, cache=False, protocol="modern")
+    assert len(_rows(out)) == len(env["eps0"])
+    assert json.loads((out / "manifest.json").read_text())["protocol"] == "modern"
+
+
+def test_a_resume_on_changed_data_is_refused_naming_the_file(env, reference_runs, tmp_path):
+    """Stop after 5 episodes, change an image those episodes read, resume: refused in words."""
+    voc = _writable_copy(env["voc"], tmp_path / "VOC2012")
+    out = tmp_path / "run"
+    _run(env, "unused", voc=voc, out_dir=out, n_episodes=5, cache=False)
+    changed = env["eps0"][1].query
+    image = voc / "JPEGImages" / f"{changed}.jpg"
+    image.write_bytes(image.read_bytes() + b"\0")
+    with pytest.raises(ReproduceError, match=rf"scored on other data: the image or mask of {changed} changed"):
+        _run(env, "unused", voc=voc, out_dir=out, cache=False)
+    assert len(_rows(out)) == 5
+    digests = json.loads((out / "data.json").read_text())
+    assert set(digests) == {n for ep in env["eps0"][:5] for n in (ep.query, *ep.supports)}
+
+
+def test_damaged_feature_cache_entries_are_recomputed_never_used(env, reference_runs, tmp_path, capsys):
+    """A cache entry whose bytes changed (one flipped byte) or that was cut short is recomputed,
+    with a warning naming it; the run's files stay those of the uncached run."""
+    off, _, _ = reference_runs
+    cache = tmp_path / "cache"
+    _run(env, "unused", out_dir=tmp_path / "fill", cache=True, cache_dir=cache)
+    entries = sorted((cache / "features" / "query").rglob("*.safetensors"))
+    flipped, cut = entries[0], entries[1]
+    data = bytearray(flipped.read_bytes())
+    data[-1] ^= 0xFF  # the last tensor byte
+    flipped.write_bytes(bytes(data))
+    cut.write_bytes(cut.read_bytes()[:100])
+    capsys.readouterr()
+    out = tmp_path / "reused"
+    _run(env, "unused", out_dir=out, cache=True, cache_dir=cache)
+    err = capsys.readouterr().err
+    assert f"{flipped} is damaged (its tensors do not match" in err and f"{cut} is damaged (unreadable" in err
+    assert _timings(out)["forwards"]["query"] == 2
+    for name in ("all_results.csv", "summary.json"):
+        assert (out / name).read_bytes() == (off / name).read_bytes(), name

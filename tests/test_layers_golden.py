@@ -25,15 +25,15 @@ def params_from_npz(path) -> dict[str, list[np.ndarray]]:
     return {layer: [blobs[i] for i in range(len(blobs))] for layer, blobs in grouped.items()}
 
 
-def run_case(case: str, params=None) -> tuple[dict, dict]:
+def run_case(case: str, params=None, device: str = "cpu") -> tuple[dict, dict]:
     case_dir = GOLDEN / case
-    net = CaffeNet.from_prototxt(case_dir / "net.prototxt", phase=MANIFEST[case]["phase"])
+    net = CaffeNet.from_prototxt(case_dir / "net.prototxt", phase=MANIFEST[case]["phase"], device=device)
     if params is not None:
         net.load_params(params)
     golden = dict(np.load(case_dir / "blobs.npz"))
     with torch.no_grad():
-        blobs = net(**{name: golden[name] for name in MANIFEST[case]["inputs"]})
-    return {k: v.numpy() for k, v in blobs.items()}, golden
+        blobs = net(**{name: torch.from_numpy(golden[name]).to(device) for name in MANIFEST[case]["inputs"]})
+    return {k: v.cpu().numpy() for k, v in blobs.items()}, golden
 
 
 def assert_blobs_match(blobs: dict, golden: dict) -> float:
@@ -59,8 +59,8 @@ def case_params(case: str):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_every_blob_matches_caffe(case):
-    blobs, golden = run_case(case, case_params(case))
+def test_every_blob_matches_caffe(case, device):
+    blobs, golden = run_case(case, case_params(case), device)
     assert_blobs_match(blobs, golden)
     # the inputs are returned unchanged and nothing Caffe computes is missing or extra
     for name in MANIFEST[case]["inputs"]:
@@ -70,8 +70,8 @@ def test_every_blob_matches_caffe(case):
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.startswith("oslsm_thin")])
-def test_oslsm_binary_mask_identical(case):
-    blobs, golden = run_case(case, case_params(case))
+def test_oslsm_binary_mask_identical(case, device):
+    blobs, golden = run_case(case, case_params(case), device)
     ref = golden["pre_score2"]
     decided = np.abs(ref) > 1e-4
     assert decided.mean() > 0.5  # the comparison covers most pixels

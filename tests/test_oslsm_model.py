@@ -20,8 +20,8 @@ def golden_blobs(case):
         return {k: data[k] for k in data.files}
 
 
-def inputs(blobs):
-    return [torch.from_numpy(blobs[n]) for n in ("first_img", "first_label", "second_img")]
+def inputs(blobs, device="cpu"):
+    return [torch.from_numpy(blobs[n]).to(device) for n in ("first_img", "first_label", "second_img")]
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +31,18 @@ def thin_params():
 
 @pytest.fixture(scope="module", params=[(case, layout) for case in OSLSM_CASES for layout in ("plain", "channels_last")],
                 ids=lambda p: f"{p[0]}-{p[1]}")
-def case_run(request):
+def case_run(request, device):
     """The golden case through oslsm_from_caffe (contiguous weights) and through load_oslsm, the
-    evaluation's loader (channels_last weights: other kernels, other rounding)."""
+    evaluation's loader (channels_last weights: other kernels, other rounding); on --device."""
     case, layout = request.param
     if layout == "plain":
-        model = oslsm_from_caffe(GOLDEN / case / "net.prototxt", GOLDEN / case / "weights.caffemodel")
+        model = oslsm_from_caffe(GOLDEN / case / "net.prototxt", GOLDEN / case / "weights.caffemodel").to(device)
     else:
-        model = load_oslsm(GOLDEN / case / "weights.caffemodel", GOLDEN / case / "net.prototxt")
+        model = load_oslsm(GOLDEN / case / "weights.caffemodel", GOLDEN / case / "net.prototxt", device=device)
         assert model.segmentation.trunk.conv1_1.weight.is_contiguous(memory_format=torch.channels_last)
     blobs = golden_blobs(case)
     with torch.no_grad():
-        ours = {k: v.numpy() for k, v in model.forward_blobs(*inputs(blobs)).items()}
+        ours = {k: v.cpu().numpy() for k, v in model.forward_blobs(*inputs(blobs, device)).items()}
     return case, model, blobs, ours
 
 
@@ -73,7 +73,8 @@ def test_binary_mask_identical_where_logit_is_clear(case_run):
 
 def test_public_api_composes_to_forward(case_run):
     _, model, golden, ours = case_run
-    first_img, first_label, second_img = inputs(golden)
+    device = next(model.parameters()).device
+    first_img, first_label, second_img = inputs(golden, device)
     with torch.no_grad():
         w, b = model.condition(first_img, first_label)
         feats = model.query_features(second_img)
@@ -82,7 +83,7 @@ def test_public_api_composes_to_forward(case_run):
     k = first_img.shape[0]
     assert w.shape == (k, model.widths.fc) and b.shape == (k,)
     assert feats.shape == golden["fc7s"].shape
-    assert torch.equal(logits, torch.from_numpy(ours["pre_score2"]))
+    assert torch.equal(logits.cpu(), torch.from_numpy(ours["pre_score2"]))
     assert torch.equal(score, torch.sigmoid(logits))
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from reproduce.errors import ReproduceError
-from reproduce.tables import PAPER_DIR, build_table, load_paper, write_table
+from reproduce.tables import PAPER_DIR, build_table, load_paper, load_run, write_table
 
 REFERENCE = {"table1_1shot": {"fold0": 33.6, "fold1": 55.3, "fold2": 40.9, "fold3": 33.5, "mean": 40.8},
              "table2_5shot": {"fold0": 35.9, "fold1": 58.1, "fold2": 42.7, "fold3": 39.1, "mean": 43.9}}
@@ -68,3 +68,17 @@ def test_wrong_runs_are_refused(tmp_path):
         build_table(1, [tmp_path / "nothing"])
     with pytest.raises(ReproduceError, match="--table must be 1"):
         build_table(3, [a])
+
+
+def test_a_summary_older_than_its_rows_is_refused(tmp_path):
+    """A finished run extended to more episodes and stopped: the summary is the shorter run's."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"fold": 0, "shots": 1, "miou": 0.5, "fb_iou": 0.5,
+                                                  "n_episodes": 2, "protocol": "original"}))
+    (run / "all_results.csv").write_text("0,0,0,1,1,1,1,0.5\n1,0,1,1,1,1,1,0.5\n")
+    assert load_run(run)["n_episodes"] == 2
+    with open(run / "all_results.csv", "a") as fh:
+        fh.write("2,0,2,1,1,1,1,0.5\n")
+    with pytest.raises(ReproduceError, match=r"counts 2 episodes but all_results.csv holds 3"):
+        load_run(run)

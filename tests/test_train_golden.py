@@ -43,11 +43,11 @@ def step_tolerance(caffe_t: np.ndarray, caffe_0: np.ndarray) -> float:
 
 # ---------------------------------------------------------------------------- one pass
 @pytest.fixture(scope="module")
-def gradients(tmp_path_factory):
+def gradients(tmp_path_factory, device):
     out = tmp_path_factory.mktemp("grad") / "g.npz"
     assert main(["gradients", "--prototxt", str(GOLDEN / "net.prototxt"), "--weights",
                  str(GOLDEN / "weights.caffemodel"), "--inputs", str(GOLDEN / "inputs.npz"),
-                 "--blob-diffs", "--out", str(out)]) == 0
+                 "--blob-diffs", "--device", device, "--out", str(out)]) == 0
     return np.load(out)
 
 
@@ -79,22 +79,23 @@ def test_every_blob_diff_matches_caffe(gradients):
 
 
 # ---------------------------------------------------------------------------- solver runs
-def run_case(tmp_path_factory, case: str, iterations: int) -> Path:
+def run_case(tmp_path_factory, case: str, iterations: int, device: str) -> Path:
     out = tmp_path_factory.mktemp(case) / "run"
     assert main(["train", "--solver", str(GOLDEN / case / "solver.prototxt"), "--weights",
                  str(GOLDEN / "weights.caffemodel"), "--inputs", str(GOLDEN / "inputs.npz"),
-                 "--iters", str(iterations), "--snapshot-every", "1", "--no-progress", "--out", str(out)]) == 0
+                 "--iters", str(iterations), "--snapshot-every", "1", "--no-progress", "--device", device,
+                 "--out", str(out)]) == 0
     return out
 
 
 @pytest.fixture(scope="module")
-def visible(tmp_path_factory):
-    return run_case(tmp_path_factory, "train_steps_visible", 5)
+def visible(tmp_path_factory, device):
+    return run_case(tmp_path_factory, "train_steps_visible", 5, device)
 
 
 @pytest.fixture(scope="module")
-def faithful(tmp_path_factory):
-    return run_case(tmp_path_factory, "train_steps_faithful", 3)
+def faithful(tmp_path_factory, device):
+    return run_case(tmp_path_factory, "train_steps_faithful", 3, device)
 
 
 def losses_csv(out: Path) -> list[dict]:

@@ -66,14 +66,16 @@ def test_sigkill_then_same_command_gives_identical_files(tmp_path, uninterrupted
     assert run_files(out) == uninterrupted
 
 
-def test_ctrl_c_snapshots_last_iteration_and_resumes_identically(tmp_path, uninterrupted, capsys):
+@pytest.mark.parametrize("stop,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_a_stop_request_snapshots_last_iteration_and_resumes_identically(tmp_path, uninterrupted, stop, status):
+    """Ctrl-C, and SIGTERM as `timeout`, SLURM and Kubernetes send it, alike but for the exit status."""
     out = tmp_path / "run"
     proc = start(out)
     wait_for(out / "snapshot_iter_2.trainstate.json", proc)
     time.sleep(0.4)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == status, err
     assert "run the same command again to resume" in err and "Traceback" not in err
     train_process(out)
     files = run_files(out)
@@ -171,3 +173,25 @@ def test_snapshot_converts_forwards_and_evaluates(tmp_path, uninterrupted):
                            "--shots", "1", "--episodes", "2", "--no-progress", "--out", str(run)]) == 0
     summary = (run / "summary.json").read_text()
     assert '"n_episodes": 2' in summary
+
+
+def test_a_damaged_snapshot_is_refused_naming_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    train_process(out, 2)
+    model = out / "snapshot_iter_2.caffemodel"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    model.write_bytes(bytes(data))
+    assert main(train_args(out, 4)) == 2
+    err = capsys.readouterr().err
+    assert f"{model} is damaged" in err and "Delete snapshot_iter_2.*" in err
+
+
+def test_iters_below_a_finished_run_says_so(tmp_path, capsys):
+    out = tmp_path / "run"
+    train_process(out, 4)
+    before = run_files(out)
+    assert main(train_args(out, 2)) == 2
+    err = capsys.readouterr().err
+    assert "already at iteration 4, past --iters 2" in err and str(out / "snapshot_iter_2.caffemodel") in err
+    assert run_files(out) == before

@@ -1,24 +1,31 @@
-"""Give freed feature maps back to the system.
+"""Long-lived tensors in memory of their own, returned to the system when they are freed.
 
-An evaluation holds hundreds of query feature maps (about 5 MB each at full size) and frees them
-in episode order, between the transient activations of forward passes. glibc's malloc raises its
-mmap threshold each time it frees a mapped block (up to 32 MB), so after the first forward such
-blocks come from the heap, interleaved with activations, and freed ones stay resident: on the
-VOC-scale rehearsal a fold's RSS kept growing after its live features had peaked (5.5 GiB at the
-end for 1.9 GiB of features at their peak). A fixed threshold puts every block of 1 MiB or more in
-its own mapping, returned when freed (bench/RESULTS.md, "VOC-scale rehearsal")."""
+An evaluation keeps hundreds of query feature maps (about 5 MB each at full size) and frees them
+in episode order, between the transient activations of forward passes. Left to glibc's malloc,
+those maps come from the heap among the activations (its mmap threshold rises to 32 MB after the
+first large free), and freed ones stay resident: on the VOC-scale rehearsal a fold's RSS kept
+growing after its live features had peaked (5.5 GiB for 1.9 GiB of features).
+
+Fixing the mmap threshold for the whole process bounds that, but maps and unmaps every activation
+of 1 MiB or more on each use: on virtual machines, where page faults are dear, that made the demo
+1.75x slower (bench/RESULTS.md). So only the store's own tensors get a mapping; activations keep
+malloc's defaults."""
 from __future__ import annotations
 
-import ctypes
-import platform
+import mmap
 
-M_MMAP_THRESHOLD = -3   # glibc's mallopt parameter (malloc.h)
-THRESHOLD_BYTES = 1 << 20
+import torch
+
+OWN_MAPPING_BYTES = 1 << 20  # below this a tensor stays on the heap (a mapping costs a page fault per page)
 
 
-def map_large_blocks(threshold: int = THRESHOLD_BYTES) -> bool:
-    """Fix glibc's mmap threshold for this process (stops its dynamic raising); True when set.
-    Other C libraries are left as they are (False)."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    return ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, int(threshold)) == 1
+def in_own_mapping(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` (a CPU tensor of at least OWN_MAPPING_BYTES) copied into an anonymous mapping that
+    is unmapped when the returned tensor is freed; any other tensor is returned as it is."""
+    nbytes = tensor.numel() * tensor.element_size()
+    if tensor.device.type != "cpu" or nbytes < OWN_MAPPING_BYTES:
+        return tensor
+    region = mmap.mmap(-1, nbytes)  # torch.frombuffer holds a reference: unmapped with the tensor
+    owned = torch.frombuffer(region, dtype=tensor.dtype, count=tensor.numel()).reshape(tensor.shape)
+    owned.copy_(tensor)
+    return owned

@@ -57,10 +57,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _sync_directory(path.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
+        _raise_naming(exc, tmp, path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -79,9 +79,36 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield Path(tmp)
         os.replace(tmp, path)
         _sync_directory(path.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _raise_naming(exc, tmp, path)
+
+
+def _raise_naming(exc: BaseException, tmp: str, path: Path) -> None:
+    """Re-raise `exc`; an OSError that names no file (a write on a full disk) or names our
+    temporary file names the user's `path` instead."""
+    if isinstance(exc, OSError) and exc.filename2 is None and exc.filename in (None, tmp, Path(tmp)):
+        raise _named(exc, path) from exc
+    raise exc
+
+
+def _named(exc: OSError, path: str | os.PathLike) -> OSError:
+    try:
+        return type(exc)(exc.errno, exc.strerror or str(exc), os.fspath(path))
+    except TypeError:  # an OSError subclass with a constructor of its own
+        return OSError(exc.errno, exc.strerror or str(exc), os.fspath(path))
+
+
+@contextlib.contextmanager
+def naming_os_errors(path: str | os.PathLike) -> Iterator[None]:
+    """An OSError raised within that names no file (writes and fsyncs on a full disk do not) is
+    raised again naming `path`, so that every message says which file failed."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.filename2 is None:
+            raise _named(exc, path) from exc
         raise
 
 

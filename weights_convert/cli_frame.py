@@ -4,11 +4,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
+import os
 import sys
 import traceback
 from typing import Sequence
 
+from weights_convert.devices import DeviceError, checked_device
 from weights_convert.errors import Interrupted
+from weights_convert.stop_signals import exit_status, sigterm_as_interrupt
 
 
 def build_parser(prog: str, description: str | None, package: str, modules: Sequence[str]) -> argparse.ArgumentParser:
@@ -25,7 +28,11 @@ def build_parser(prog: str, description: str | None, package: str, modules: Sequ
         mod = importlib.import_module(f"{package}.{name}")
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        own = getattr(mod, "is_own_output", None)
+        if own is not None:
+            p.add_argument("--force", action="store_true",
+                           help="replace an existing --out file that is not of the kind this command writes")
+        p.set_defaults(_run=mod.run, _is_own_output=own)
     return parser
 
 
@@ -33,25 +40,70 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None,
                 expected: tuple[type[BaseException], ...]) -> int:
     """Run the chosen subcommand; an expected error (bad input) or an operating-system error
     (permission, disk full, a file where a folder should be) becomes one `error: ...` line and
-    exit 2; a requested stop (Interrupted, Ctrl-C) its message and exit 130. No traceback."""
+    exit 2; a requested stop (Interrupted, Ctrl-C, SIGTERM) its message and exit 130, or 143 after
+    SIGTERM. No traceback."""
     args = parser.parse_args(argv)
     if args.quiet and hasattr(args, "no_progress"):
         args.no_progress = True
     try:
-        return int(args._run(args) or 0)
-    except expected as exc:
-        _explain(args, f"error: {exc}")
+        with sigterm_as_interrupt():
+            # Every command, before it creates anything.
+            refuse_outputs_that_are_inputs(args)
+            refuse_foreign_out_file(args)
+            if getattr(args, "device", None) is not None:
+                args.device = checked_device(args.device)
+            return int(args._run(args) or 0)
+    except (*expected, DeviceError, OutputIsInput, MemoryError) as exc:
+        _explain(args, f"error: {exc or 'out of memory'}")
         return 2
     except OSError as exc:
         _explain(args, f"error: {describe_os_error(exc)}")
         return 2
     except Interrupted as exc:
         print(exc, file=sys.stderr)
-        return 130
+        return exit_status()
     except KeyboardInterrupt:
         print("interrupted; what was finished is saved, and running the same command again resumes it",
               file=sys.stderr)
-        return 130
+        return exit_status()
+
+
+OUTPUT_OPTIONS = ("out", "report")
+
+
+class OutputIsInput(ValueError):
+    """An output option names a file that the command reads, or one it did not write."""
+
+
+def refuse_outputs_that_are_inputs(args: argparse.Namespace) -> None:
+    """An output (--out, --report) that is the same file as any other argument would be replaced
+    by what the command writes: refused, whatever the command."""
+    inputs = {}
+    for option, value in vars(args).items():
+        if option in OUTPUT_OPTIONS or option.startswith("_"):
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, (str, os.PathLike)) and os.path.isfile(item):
+                inputs[os.path.realpath(item)] = option
+    for option in OUTPUT_OPTIONS:
+        out = getattr(args, option, None)
+        if isinstance(out, (str, os.PathLike)) and os.path.realpath(out) in inputs:
+            flag = "--" + inputs[os.path.realpath(out)].replace("_", "-")
+            raise OutputIsInput(f"--{option} {out} is the file given as {flag}; writing it would destroy an "
+                                f"input: name another output file")
+
+
+def refuse_foreign_out_file(args: argparse.Namespace) -> None:
+    """A command that writes one file (module attribute `is_own_output(path) -> bool`) replaces an
+    existing --out only when it is of the kind the command writes, or with --force."""
+    own, out = getattr(args, "_is_own_output", None), getattr(args, "out", None)
+    if own is None or out is None or getattr(args, "force", False) or not os.path.exists(out):
+        return
+    if os.path.isdir(out):
+        raise OutputIsInput(f"--out {out} is a folder; expected a file name")
+    if not own(out):
+        raise OutputIsInput(f"--out {out} exists and is not a file of the kind this command writes; it is left "
+                            "alone: name another file, or pass --force to replace it")
 
 
 def _explain(args, message: str) -> None:

@@ -25,7 +25,7 @@ from weights_convert.atomic import atomic_write_text
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.prototxt import load_net
 from weights_convert.formats.safetensors_io import (LateValue, TensorEntry, caffemodel_to_safetensors, inspected,
-                                                    write_safetensors_streaming)
+                                                    safetensors_metadata, write_safetensors_streaming)
 from weights_convert.formats.schema import pb
 from weights_convert.formats.weights_io import BlobHandle, sniff_format
 from weights_convert.provenance import sha256_file
@@ -133,15 +133,34 @@ def _looks_like_oslsm(net: pb.NetParameter) -> bool:
 # ---------------------------------------------------------------- conversion
 
 
+def refuse_foreign_output(out: str) -> None:
+    """An existing file at `out` that is not a .safetensors this converter wrote (a caffemodel, a
+    prototxt, anything else) is the user's: refused, naming what it is."""
+    if not os.path.exists(out):
+        return
+    if os.path.isdir(out):
+        raise CaffeFormatError(f"--out {out} is a folder; expected a .safetensors file path")
+    try:
+        ours = sniff_format(out) == "safetensors" and safetensors_metadata(out).get("format") == FORMAT_NAME
+    except CaffeFormatError:
+        ours = False
+    if not ours:
+        raise CaffeFormatError(f"--out {out} exists and is not a conversion written by this kit; it is left "
+                               "alone: name another file, or pass --force to replace it")
+
+
 def convert(prototxt: str | os.PathLike, weights: str | os.PathLike, out: str | os.PathLike,
             model: str = "graph", fold: int | None = None, report: str | os.PathLike | None = None,
-            source_sha256: str | None = None) -> dict:
+            source_sha256: str | None = None, force: bool = False) -> dict:
     """Convert `weights` (checked against `prototxt`) to `out`; returns the report (also written
     to `report` when given). `source_sha256` may be passed when the caller already hashed it.
-    Non-finite values (NaN, infinity) are counted per tensor on the way and listed in the report."""
+    Non-finite values (NaN, infinity) are counted per tensor on the way and listed in the report.
+    An existing `out` is replaced only when it is a conversion of ours, or with `force`."""
     if model not in MODEL_FORMS:
         raise ValueError(f"model must be one of {MODEL_FORMS}, got {model!r}")
     prototxt, weights, out = os.fspath(prototxt), os.fspath(weights), os.fspath(out)
+    if not force:
+        refuse_foreign_output(out)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     net = load_net(prototxt)

@@ -77,10 +77,11 @@ def episode_arrays(arrays: Mapping[str, np.ndarray], episode: int, source: str) 
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
-        with np.load(path) as data:
+        with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise CaffeFormatError(f"{os.fspath(path)}: cannot read .npz: {exc}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # a truncated file: BadZipFile or EOF
+        raise CaffeFormatError(f"{os.fspath(path)}: cannot read .npz (is it truncated or not an .npz?): "
+                               f"{exc}") from None
 
 
 def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:

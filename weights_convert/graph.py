@@ -108,6 +108,14 @@ def _shape(t) -> tuple[int, ...]:
     return tuple(int(d) for d in t.shape)
 
 
+def _input_on(value, device: torch.device) -> torch.Tensor:
+    """An input as float32 on the net's device; to a GPU from pinned memory, without blocking the host."""
+    tensor = torch.as_tensor(value, dtype=torch.float32)
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 class Blobs(dict):
     """Every blob by name after one forward, plus `outputs`: the blobs no later layer consumes."""
 
@@ -410,7 +418,7 @@ class CaffeNet(nn.Module):
         device = self.device
         for name in self.input_names:
             value = given[name]
-            blobs[name] = torch.as_tensor(value, dtype=torch.float32, device=device)
+            blobs[name] = _input_on(value, device)
             if on_top is not None:
                 on_top(name, blobs[name])
         for layer in self.layers:

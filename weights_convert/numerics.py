@@ -12,7 +12,11 @@ import torch
 def _fp32_backends() -> list:
     """The backends whose float32 precision torch lets one choose (TF32 on GPUs, bf16 on CPUs)."""
     b = torch.backends
-    return [b.cuda.matmul, b.cudnn.conv, b.cudnn.rnn, b.mkldnn.matmul, b.mkldnn.conv, b.mkldnn.rnn]
+    backends = [b.cuda.matmul, b.cudnn.conv, b.cudnn.rnn, b.mkldnn.matmul, b.mkldnn.conv, b.mkldnn.rnn]
+    if not all(hasattr(be, "fp32_precision") for be in backends):
+        raise RuntimeError(f"torch {torch.__version__} has no fp32_precision settings, which keep every float32 "
+                           "product exact (no TF32); use torch 2.11 or later")
+    return backends
 
 
 @functools.cache
@@ -25,6 +29,19 @@ def _settle_lazy_kernels() -> None:
     one = torch.ones(1)
     for op in (torch.exp, torch.log, torch.log1p, torch.tanh, torch.sigmoid, torch.sqrt):
         op(one)
+
+
+DETERMINISTIC_CUBLAS = (":4096:8", ":16:8")  # the workspace settings cuBLAS is deterministic with
+
+
+def _check_cublas_workspace() -> None:
+    """cuBLAS reads CUBLAS_WORKSPACE_CONFIG when it starts (the package sets it on import); with
+    another value set by the user, faithful results cannot be had on a GPU in this process."""
+    value = os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", DETERMINISTIC_CUBLAS[0])
+    if value not in DETERMINISTIC_CUBLAS and torch.cuda.is_available():
+        raise RuntimeError(f"CUBLAS_WORKSPACE_CONFIG is {value!r}: cuBLAS is deterministic "
+                           f"only with {' or '.join(DETERMINISTIC_CUBLAS)}. Unset it (the kit sets {DETERMINISTIC_CUBLAS[0]}) "
+                           "or set one of those before the process starts")
 
 
 class faithful_mode(contextlib.ContextDecorator):
@@ -40,8 +57,7 @@ class faithful_mode(contextlib.ContextDecorator):
         backends = _fp32_backends()
         self._saved = ([be.fp32_precision for be in backends], torch.are_deterministic_algorithms_enabled(),
                        torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
-        # cuBLAS is only deterministic with a fixed workspace; read when CUDA starts.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        _check_cublas_workspace()
         for be in backends:
             be.fp32_precision = "ieee"
         torch.backends.cudnn.benchmark = False

@@ -1,6 +1,10 @@
 """`figure`: episode panels of a finished run, like the paper's qualitative figure."""
 from __future__ import annotations
 
+from weights_convert.own_outputs import is_png
+
+is_own_output = is_png
+
 NAME = "figure"
 HELP = "panels of chosen episodes of a finished run: supports, query with ground truth, prediction"
 

@@ -7,6 +7,9 @@ from reproduce.cli_arguments import add_data_arguments, open_data
 from reproduce.episodes import resolve_episodes
 from reproduce.preprocess import episode_inputs
 from weights_convert.atomic import atomic_write
+from weights_convert.own_outputs import is_npz
+
+is_own_output = is_npz
 
 NAME = "inputs"
 HELP = "write the network inputs (first_img, first_label, second_img, second_label) of N episodes"

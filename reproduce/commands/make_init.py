@@ -10,9 +10,13 @@ from reproduce.errors import ReproduceError
 from reproduce.recipe import TRAIN_PROTOTXT, train_net_blobs
 from weights_convert.atomic import atomic_write_text
 from weights_convert.formats.caffemodel import write_caffemodel
-from weights_convert.oslsm.loading import read_params
-from weights_convert.oslsm.surgery import check_against, from_os_pretrained, from_vgg16
+from weights_convert.own_outputs import json_with_keys
 from weights_convert.provenance import sha256_file
+
+def is_own_output(path) -> bool:
+    """A start model is ours when the record this command writes beside it is there."""
+    return json_with_keys(f"{path}.json", ("source", "source_sha256", "hashing_seed", "how"))
+
 
 NAME = "make-init"
 HELP = "write the OSLSM start model (train net layers) from os_pretrained.caffemodel or VGG-16"
@@ -28,6 +32,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    # Imported here: `--help` and the light commands start without loading torch.
+    from weights_convert.oslsm.loading import read_params
+    from weights_convert.oslsm.surgery import check_against, from_os_pretrained, from_vgg16
+
     shapes, types = train_net_blobs(args.prototxt)
     seed = secrets.randbits(32) if args.seed is None else args.seed
     source = args.os_pretrained or args.vgg16

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reproduce.errors import collect, raise_problems
-from reproduce.eval_config import argument_problems
-from reproduce.table_pipeline import check_models, ensure_converted, evaluate_folds, require_voc, write_table_and_report
-from reproduce.voc import refuse_inside_dataset
 from weights_convert.pascal5i import FOLDS
 
 NAME = "table-run"
@@ -38,6 +34,13 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    # Imported here: `--help` and the light commands start without loading torch.
+    from reproduce.errors import collect, raise_problems
+    from reproduce.eval_config import argument_problems
+    from reproduce.table_pipeline import (check_models, ensure_converted, evaluate_folds, require_voc,
+                                          write_table_and_report)
+    from reproduce.voc import refuse_inside_dataset
+
     out = Path(args.out)
     prototxt = Path(args.prototxt) if args.prototxt else None
     # Every refusal before the first write (a conversion is a write).

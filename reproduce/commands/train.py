@@ -6,7 +6,6 @@ from pathlib import Path
 
 from reproduce.cli_arguments import add_training_data_arguments, open_checked_training_sets
 from reproduce.errors import ReproduceError
-from reproduce.fold_training import train_fold
 from reproduce.recipe import SOLVER_PROTOTXT
 from reproduce.voc import VOCDataset
 
@@ -39,6 +38,8 @@ def check_no_test_images(sets, voc: str) -> None:
 
 
 def run(args) -> int:
+    from reproduce.fold_training import train_fold  # here: `--help` starts without loading torch
+
     sets = open_checked_training_sets(args)
     if not args.allow_val_images:
         check_no_test_images(sets, args.voc)

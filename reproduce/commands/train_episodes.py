@@ -7,6 +7,11 @@ from reproduce.cli_arguments import add_training_data_arguments, open_checked_tr
 from reproduce.episodes import episodes_sha256
 from reproduce.training import TrainingEpisodes, build_training_items, system_seed
 from weights_convert.atomic import atomic_write_text
+from weights_convert.own_outputs import json_with_keys
+
+def is_own_output(path) -> bool:
+    return json_with_keys(path, ("fold", "shots", "n_items", "seed", "sets", "episodes", "sha256"))
+
 
 NAME = "train-episodes"
 HELP = "write the training episodes (query, class, supports, sets) the original data layer draws"

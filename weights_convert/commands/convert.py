@@ -16,11 +16,13 @@ def add_arguments(parser) -> None:
                         help="graph: every blob as <layer>/<index>; oslsm: the OSLSM PyTorch module's state")
     parser.add_argument("--fold", type=int, choices=FOLDS, help="PASCAL-5i fold, recorded in the metadata")
     parser.add_argument("--report", help="write the conversion report (JSON) here")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out file that is not a "
+                        "conversion of ours (refused without it)")
 
 
 def run(args) -> int:
     report = convert(args.prototxt, args.caffemodel, args.out, model=args.model, fold=args.fold,
-                     report=args.report)
+                     report=args.report, force=args.force)
     warn_nonfinite(report)
     hashing = report["hashing"]
     found = ", ".join(f"{k} {v['form']}" + (f" ({v['size_ratio']:.0f}x smaller)" if v["form"] == "hashing" else "")

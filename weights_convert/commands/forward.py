@@ -1,7 +1,11 @@
 """`forward`: run a Caffe net with the Caffe-exact graph interpreter and save every blob."""
 from __future__ import annotations
 
+from weights_convert.own_outputs import is_npz
+
 from weights_convert.forward_pass import episode_arrays, load_npz, run_graph, save_npz
+
+is_own_output = is_npz  # an existing --out is replaced only when it is an .npz
 
 NAME = "forward"
 HELP = "run a net (prototxt + .caffemodel / .h5 / our .safetensors) on inputs from an .npz; save every blob"

@@ -1,6 +1,10 @@
 """`gradients`: the loss and every param's gradient of one forward/backward pass of a train net."""
 from __future__ import annotations
 
+from weights_convert.own_outputs import is_npz
+
+is_own_output = is_npz  # an existing --out is replaced only when it is an .npz
+
 NAME = "gradients"
 HELP = "one forward/backward of a train net on the first episode: the loss and every param's gradient"
 

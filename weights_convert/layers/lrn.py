@@ -26,8 +26,8 @@ class LRN(CaffeLayer):
         half = (self.size - 1) // 2
         if self.region == pb.LRNParameter.ACROSS_CHANNELS:
             padded = F.pad(sq, (0, 0, 0, 0, half, half))
-            # windowed sum over channels: a (size, 1, 1) box filter over (N, 1, C, H, W)
-            sums = F.avg_pool3d(padded.unsqueeze(1), (self.size, 1, 1), stride=1, divisor_override=1).squeeze(1)
+            # windowed sum over channels (not avg_pool3d: its CUDA backward has no deterministic kernel)
+            sums = padded.unfold(1, self.size, 1).sum(-1)
             scale = self.k + (self.alpha / self.size) * sums
         else:
             # Caffe builds this from AVE pooling (pad half, stride 1: always size*size divisor),

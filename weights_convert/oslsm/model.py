@@ -17,31 +17,43 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from weights_convert.oslsm.frame import Frame, framed_conv2d
 from weights_convert.oslsm.hashing import WeightHashing
 from weights_convert.oslsm.layout import (CONDITIONING_INPUT_HW, CROP_OFFSET, FC6_KERNEL, QUERY_PAD,
-                                          UPSAMPLE_KERNEL, VGG_BLOCKS, OSLSMWidths, conv_layer_shapes)
+                                          UPSAMPLE_KERNEL, UPSAMPLE_STRIDE, VGG_BLOCKS, OSLSMWidths, conv_layer_shapes)
 from weights_convert.oslsm.upsample import HalfOverlapDeconv
 
 Taps = dict  # Caffe blob name -> tensor, filled when asked for
 
 
 class VGGTrunk(nn.Module):
-    """VGG-16's 13 convolutions (3x3, ReLU) and 5 max pools (2/2, Caffe's ceil rounding)."""
+    """VGG-16's 13 convolutions (3x3, ReLU) and 5 max pools (2/2, Caffe's ceil rounding).
+    With `skip_constant_frame`, each convolution computes only where its output may differ from
+    one value per channel (frame.py: the query branch's padding of 121)."""
 
-    def __init__(self, widths: OSLSMWidths, first_pad: int = 1):
+    def __init__(self, widths: OSLSMWidths, first_pad: int = 1, skip_constant_frame: bool = False):
         super().__init__()
+        self.skip_constant_frame = skip_constant_frame
         for name, (out_ch, in_ch) in conv_layer_shapes(widths).items():
             pad = first_pad if name == "conv1_1" else 1
             self.add_module(name, nn.Conv2d(in_ch, out_ch, 3, padding=pad))
 
     def forward(self, x: torch.Tensor, taps: Taps | None = None, suffix: str = "") -> torch.Tensor:
+        frame = Frame.of_image(*x.shape[2:]) if self.skip_constant_frame else None
         for block, n in VGG_BLOCKS:
             for i in range(1, n + 1):
                 name = f"conv{block}_{i}"
-                x = F.relu(getattr(self, name)(x))
+                # In place: a fresh activation of this size is a fresh mapping to fault in.
+                if frame is None:
+                    x = F.relu(getattr(self, name)(x), inplace=True)
+                else:
+                    x, frame = framed_conv2d(x, frame, getattr(self, name))
+                    x, frame = F.relu(x, inplace=True), frame.after_relu()
                 _tap(taps, name + suffix, x)
             # Caffe rounds pooled sizes up (no padding here, so ceil_mode matches it exactly).
             x = F.max_pool2d(x, 2, 2, ceil_mode=True)
+            if frame is not None:
+                frame = frame.after_max_pool(tuple(x.shape[2:]), 2, 2)
             _tap(taps, f"pool{block}{suffix}", x)
         return x
 
@@ -75,12 +87,16 @@ class SegmentationBranch(nn.Module):
 
     def __init__(self, widths: OSLSMWidths):
         super().__init__()
-        self.trunk = VGGTrunk(widths, first_pad=QUERY_PAD)
+        self.trunk = VGGTrunk(widths, first_pad=QUERY_PAD, skip_constant_frame=True)
         self.fc6 = nn.Conv2d(widths.conv5, widths.fc, FC6_KERNEL)
         self.fc7 = nn.Conv2d(widths.fc, widths.fc, 1)
 
-    def forward(self, second_img: torch.Tensor, taps: Taps | None = None) -> torch.Tensor:
+    def forward(self, second_img: torch.Tensor, taps: Taps | None = None,
+                cells: tuple[int, int] | None = None) -> torch.Tensor:
+        """fc7s; with `cells` (rows, columns), only its first cells (fc6s reads no more of pool5)."""
         x = self.trunk(second_img, taps, "s")
+        if cells is not None:
+            x = x[:, :, :cells[0] + FC6_KERNEL - 1, :cells[1] + FC6_KERNEL - 1]
         x = F.relu(self.fc6(x))
         _tap(taps, "fc6s", x)
         x = F.relu(self.fc7(x))
@@ -117,11 +133,15 @@ class OSLSM(nn.Module):
         _tap(taps, "rb1s", b.reshape(-1, 1))
         return w, b
 
-    def query_features(self, second_img: torch.Tensor, taps: Taps | None = None) -> torch.Tensor:
-        """Query image (1,3,H,W) -> fc7s after ReLU (1, C7, h, w)."""
+    def query_features(self, second_img: torch.Tensor, taps: Taps | None = None, *,
+                       head_cells_only: bool = False) -> torch.Tensor:
+        """Query image (1,3,H,W) -> fc7s after ReLU (1, C7, h, w). With `head_cells_only`, only the
+        cells whose upsampled prediction reaches the H x W crop (the last row and column of a
+        500x500 query's 18x18 never do): `head` gives bit for bit the same logits from them."""
         if second_img.dim() != 4 or second_img.shape[0] != 1:
             raise ValueError(f"expected second_img (1,3,H,W); got {tuple(second_img.shape)}")
-        return self.segmentation(second_img, taps)
+        cells = tuple(cells_reaching_crop(n) for n in second_img.shape[2:]) if head_cells_only else None
+        return self.segmentation(second_img, taps, cells)
 
     def head(self, features: torch.Tensor, w: torch.Tensor, b: torch.Tensor, out_hw: tuple[int, int],
              taps: Taps | None = None) -> torch.Tensor:
@@ -162,6 +182,12 @@ class OSLSM(nn.Module):
         logits = self.head(self.query_features(second_img, taps), w, b, tuple(second_img.shape[2:]), taps)
         taps["score"] = torch.sigmoid(logits)
         return taps
+
+
+def cells_reaching_crop(size: int) -> int:
+    """fc7s cells along an axis whose upsampling (cell i covers [stride*i, stride*i + kernel)) reaches
+    the crop [CROP_OFFSET, CROP_OFFSET + size)."""
+    return -(-(CROP_OFFSET + size) // UPSAMPLE_STRIDE)
 
 
 def _tap(taps: Taps | None, name: str, value: torch.Tensor) -> None:

@@ -22,13 +22,15 @@ from typing import Iterator
 
 import torch
 
-from weights_convert.atomic import atomic_write_text
+from weights_convert.atomic import atomic_write_text, naming_os_errors
+from weights_convert.devices import checked_device
 from weights_convert.errors import CaffeFormatError, Interrupted
 from weights_convert.folder_lock import folder_lock
 from weights_convert.graph import CaffeNet
 from weights_convert.numerics import faithful_mode
 from weights_convert.progress import Progress
 from weights_convert.provenance import hardware, sha256_file
+from weights_convert import stop_signals
 from weights_convert.train.data import DataSource
 from weights_convert.train.solver_file import SolverFile
 from weights_convert.train.trainer import IterationRecord, Trainer, load_weights_for_training, snapshot_stem
@@ -83,6 +85,7 @@ def train(request: TrainRequest) -> Path | None:
         trainer = Trainer(request.solver, net, request.data, manifest["seed"])
         if resume is not None:
             exact = trainer.restore(resume)
+            _refuse_going_back(trainer.iteration, target, request.out)
             print(f"resuming from {resume} (iteration {trainer.iteration})"
                   + ("" if exact else "; a Caffe state: data continue at iteration x iter_size, "
                      "loss smoothing and dropout streams start afresh"), file=sys.stderr)
@@ -94,6 +97,16 @@ def train(request: TrainRequest) -> Path | None:
         atomic_write_text(request.out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         with faithful_mode():
             return _loop(trainer, request, target, every, param.snapshot_after_train)
+
+
+def _refuse_going_back(iteration: int, target: int, out: Path) -> None:
+    """A run already past the asked-for iteration cannot train to it; say where its snapshot is."""
+    if iteration <= target:
+        return
+    earlier = out / f"{snapshot_stem(target)}.caffemodel"
+    where = f"; its snapshot at iteration {target} is {earlier}" if earlier.is_file() else ""
+    raise CaffeFormatError(f"the run in {out} is already at iteration {iteration}, past --iters {target}: nothing "
+                           f"to train{where}. Ask for {iteration} or more to continue it")
 
 
 def _loop(trainer: Trainer, request: TrainRequest, target: int, every: int, after_train: bool) -> Path | None:
@@ -144,12 +157,14 @@ def _manifest(request: TrainRequest) -> dict:
         "solver": os.path.abspath(solver.path), "solver_sha256": sha256_file(solver.path),
         "net": solver.net_source, "net_sha256": hashlib.sha256(net_text).hexdigest(),
         "start": start, "data_sha256": request.data_digest, "seed": seed,
-        "device": str(torch.device(request.device)), "torch": torch.__version__,
+        "device": checked_device(str(request.device)), "torch": torch.__version__,
         # a resume is only byte-identical on the same kernels and thread count
         "hardware": hardware(request.device),
     }
     if previous is not None:
         previous.setdefault("hardware", manifest["hardware"])  # runs from before it was recorded
+        if previous.get("device", "").startswith("cpu"):  # written as cpu:0 before names were canonical
+            previous["device"] = "cpu"
         changed = [f"{key}: {previous.get(key)!r} -> {manifest[key]!r}" for key in manifest
                    if previous.get(key) != manifest[key]]
         if changed:
@@ -201,6 +216,7 @@ def _stop_requests() -> Iterator:
 
     def handler(signum, frame):
         requested.append(signum)
+        stop_signals.note(signum)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -226,11 +242,13 @@ class _LossLog:
         self._fh = open(path, "a", newline="")
 
     def write(self, r: IterationRecord) -> None:
-        self._fh.write(f"{r.iteration},{float(r.smoothed_loss)!r},{float(r.loss)!r},{float(r.rate)!r}\n")
+        with naming_os_errors(self._fh.name):  # a full disk's error names no file
+            self._fh.write(f"{r.iteration},{float(r.smoothed_loss)!r},{float(r.loss)!r},{float(r.rate)!r}\n")
 
     def flush(self) -> None:
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        with naming_os_errors(self._fh.name):
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
 
     def __enter__(self) -> "_LossLog":
         return self

@@ -15,12 +15,14 @@ import numpy as np
 import torch
 
 from weights_convert.atomic import atomic_write_text
+from weights_convert.devices import explained_out_of_memory
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.caffemodel import write_caffemodel
 from weights_convert.formats.solverstate import read_solverstate, write_solverstate
 from weights_convert.graph import CaffeNet
 from weights_convert.layers.dropout import Dropout
 from weights_convert.oslsm.loading import read_params
+from weights_convert.provenance import sha256_file
 from weights_convert.train.data import DataSource
 from weights_convert.train.passes import forward_backward
 from weights_convert.train.sgd import CaffeSGD, learnable_params
@@ -98,7 +100,10 @@ class Trainer:
                 self.passes -= k
                 self.generator.set_state(generator_state)
                 return None
-            result = forward_backward(self.net, self.data.batch(self.passes))
+            batch = self.data.batch(self.passes)
+            shapes = ", ".join(f"{name} {tuple(v.shape)}" for name, v in batch.items())
+            with explained_out_of_memory(f"training pass {self.passes} (iteration {self.iteration}; {shapes})"):
+                result = forward_backward(self.net, batch)
             self.passes += 1
             loss = np.float32(loss + result.loss)
         loss = np.float32(loss / np.float32(self.iter_size))
@@ -127,6 +132,8 @@ class Trainer:
             "generator": base64.b64encode(self.generator.get_state().numpy().tobytes()).decode("ascii"),
             # a data source with a state (e.g. a seeded episode stream) continues from it on resume
             "data": self.data.state(self.passes) if hasattr(self.data, "state") else None,
+            # checked on resume: a damaged snapshot is refused, never trained on
+            "sha256": {path.name: sha256_file(path) for path in (model, state)},
         }
         atomic_write_text(folder / f"{stem}.trainstate.json", json.dumps(extras, indent=1) + "\n")
         return state
@@ -137,11 +144,13 @@ class Trainer:
         from Caffe's own state the data continue at iteration x iter_size and the smoothing and
         dropout streams start afresh, as Caffe's own restore does."""
         state_path = os.fspath(state_path)
+        extras_path = Path(state_path).with_suffix(".trainstate.json")
+        if extras_path.is_file():
+            _check_snapshot_digests(extras_path)
         state = read_solverstate(state_path)
         load_weights_for_training(self.net, state.learned_net_path(state_path))
         self.sgd.iteration, self.sgd.current_step = state.iteration, state.current_step
         self.sgd.load_history(state.history, state_path)
-        extras_path = Path(state_path).with_suffix(".trainstate.json")
         if not extras_path.is_file():
             self.passes = state.iteration * self.iter_size
             self.smoother = LossSmoother(int(self.param.average_loss), start_iter=state.iteration)
@@ -162,6 +171,23 @@ class Trainer:
             raise CaffeFormatError(f"{extras_path}: not a usable train state ({exc}); delete it to resume "
                                    "as from a plain Caffe .solverstate") from None
         return True
+
+
+def _check_snapshot_digests(extras_path: Path) -> None:
+    """The snapshot's files are the bytes written with it (digests in its .trainstate.json; states
+    from before digests were recorded are taken as they are)."""
+    try:
+        digests = json.loads(extras_path.read_text()).get("sha256") or {}
+    except (OSError, ValueError, AttributeError) as exc:
+        raise CaffeFormatError(f"{extras_path}: unreadable train state ({exc}); delete it to resume as from a "
+                               "plain Caffe .solverstate") from None
+    stem = extras_path.name[:-len(".trainstate.json")]
+    for name, digest in digests.items():
+        path = extras_path.parent / name
+        if not path.is_file() or sha256_file(path) != digest:
+            raise CaffeFormatError(f"{path} is {'missing' if not path.is_file() else 'damaged'}: its sha256 is not "
+                                   f"the one written with the snapshot ({extras_path.name}). Delete {stem}.* in "
+                                   f"{extras_path.parent} to resume from the snapshot before it")
 
 
 def load_weights_for_training(net: CaffeNet, path: str | os.PathLike) -> list[str]:

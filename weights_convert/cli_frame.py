@@ -100,7 +100,7 @@ def refuse_foreign_out_file(args: argparse.Namespace) -> None:
     if own is None or out is None or getattr(args, "force", False) or not os.path.exists(out):
         return
     if os.path.isdir(out):
-        raise OutputIsInput(f"--out {out} is a folder; expected a file name")
+        raise OutputIsInput(f"{out} is a folder; --out expects a file name")
     if not own(out):
         raise OutputIsInput(f"--out {out} exists and is not a file of the kind this command writes; it is left "
                             "alone: name another file, or pass --force to replace it")

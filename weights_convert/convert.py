@@ -139,7 +139,7 @@ def refuse_foreign_output(out: str) -> None:
     if not os.path.exists(out):
         return
     if os.path.isdir(out):
-        raise CaffeFormatError(f"--out {out} is a folder; expected a .safetensors file path")
+        raise CaffeFormatError(f"{out} is a folder; --out expects a .safetensors file path")
     try:
         ours = sniff_format(out) == "safetensors" and safetensors_metadata(out).get("format") == FORMAT_NAME
     except CaffeFormatError:

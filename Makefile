@@ -51,7 +51,7 @@ demo: install
 
 # Convert the four fold models: MODELS=dir (names containing fold0..fold3) or FOLD0=.. FOLD3=..
 convert: install
-	$(PY) -m weights_convert convert-folds --models $(call quote,$(MODELS)) \
+	$(PY) -m reproduce convert-folds --models $(call quote,$(MODELS)) \
 	  $(if $(FOLD0),--fold0 $(call quote,$(FOLD0))) $(if $(FOLD1),--fold1 $(call quote,$(FOLD1))) \
 	  $(if $(FOLD2),--fold2 $(call quote,$(FOLD2))) $(if $(FOLD3),--fold3 $(call quote,$(FOLD3))) \
 	  $(if $(PROTOTXT),--prototxt $(call quote,$(PROTOTXT))) --out $(call quote,$(RESULTS)/models)

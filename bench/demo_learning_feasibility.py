@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from reproduce.synthetic_voc import make_synthetic_voc  # noqa: E402
+from reproduce.data.synthetic_voc import make_synthetic_voc  # noqa: E402
 
 MEAN = np.array([104.0, 117.0, 123.0], np.float32)
 SIZE = (64, 48)

@@ -117,7 +117,7 @@ def full_query_forward(device: torch.device, reps: int = 3) -> dict:
 
 
 def prepare(work: Path, widths: OSLSMWidths, images: int, fold: int, seed: int) -> tuple[Path, Path]:
-    from reproduce.synthetic_voc import make_synthetic_voc
+    from reproduce.data.synthetic_voc import make_synthetic_voc
     from weights_convert.convert import convert
     from weights_convert.netspec import write_net
     from weights_convert.oslsm.random_init import random_oslsm_params, write_oslsm_caffemodel
@@ -140,13 +140,13 @@ def prepare(work: Path, widths: OSLSMWidths, images: int, fold: int, seed: int) 
     write_net(net, prototxt)
     params = random_oslsm_params(widths, seed=seed, hashing=True)
     write_oslsm_caffemodel(caffemodel, params)
-    convert(prototxt, caffemodel, weights, model="oslsm", fold=fold)
+    convert(prototxt, caffemodel, weights, model="oslsm", labels={"fold": fold})
     atomic_write_text(stamp, json.dumps(recipe) + "\n")
     return voc, weights
 
 
 def timed_eval(voc, weights, fold, shots, episodes, device, out: Path, cache: bool, cache_dir=None) -> dict:
-    from reproduce.evaluate import evaluate
+    from reproduce.evaluation.evaluate import evaluate
 
     if out.exists():
         shutil.rmtree(out)

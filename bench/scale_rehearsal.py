@@ -47,7 +47,7 @@ def timed_process(command: list[str], log: Path) -> tuple[float, float]:
 
 def build_inputs(work: Path, folds: list[int]) -> dict[str, float]:
     """The reference-item VOC set and one random full-size caffemodel per fold (kept between runs)."""
-    from reproduce.synthetic_voc import make_reference_voc
+    from reproduce.data.synthetic_voc import make_reference_voc
     from weights_convert.oslsm import OSLSMWidths
     from weights_convert.oslsm.random_init import random_oslsm_params, write_oslsm_caffemodel
 
@@ -94,8 +94,8 @@ def main(argv=None) -> int:
     prototxt = ROOT / "prototxt" / "deploy_1shot.prototxt"
     convert_s, convert_peak = 0.0, 0.0
     for fold in args.folds:  # `make convert`, fold by fold (convert-folds wants all four)
-        wall, peak = timed_process([*python, "-m", "weights_convert", "convert", "--model", "oslsm", "--fold",
-                                    str(fold), "--prototxt", str(prototxt), "--caffemodel",
+        wall, peak = timed_process([*python, "-m", "weights_convert", "convert", "--model", "oslsm", "--label",
+                                    f"fold={fold}", "--prototxt", str(prototxt), "--caffemodel",
                                     str(work / "caffemodels" / f"oslsm_full_fold{fold}.caffemodel"),
                                     "--out", str(results / "models" / f"fold{fold}.safetensors")],
                                    work / f"convert_fold{fold}.log")

@@ -6,7 +6,7 @@ from weights_convert.cli_frame import build_parser as _build_parser
 from weights_convert.cli_frame import run_command
 from weights_convert.errors import CaffeFormatError
 
-COMMAND_MODULES = ["evaluate", "table", "table_run", "demo", "episodes", "inputs", "train_episodes",
+COMMAND_MODULES = ["convert_folds", "evaluate", "table", "table_run", "demo", "episodes", "inputs", "train_episodes",
                    "sbd_to_voc", "make_init", "train", "figure", "report", "check_voc"]
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from reproduce.errors import collect, raise_problems
-from reproduce.voc import VOCDataset, refuse_inside_dataset
-from weights_convert.pascal5i import FOLDS
+from reproduce.data.voc import VOCDataset, refuse_inside_dataset
+from reproduce.data.pascal5i import FOLDS
 
 
 def add_data_arguments(parser) -> None:
@@ -45,7 +45,7 @@ def open_data(args) -> VOCDataset:
 def open_checked_training_sets(args, episodes: int | None = None) -> dict:
     """The SBD and VOC training sets once the checks `train` and `train-episodes` share have all
     passed, reported together: the data sets, an output outside both, the episode count."""
-    from reproduce.training import open_training_sets
+    from reproduce.training.episodes import open_training_sets
 
     problems = [] if episodes is None or episodes >= 1 else [f"--episodes must be >= 1, got {episodes}"]
     sets = collect(problems, open_training_sets, args.sbd, args.voc)

@@ -118,11 +118,42 @@ def test_dependencies_point_one_way():
     assert _violations(("weights_convert.oslsm",), ("weights_convert.graph", "weights_convert.convert",
                                                     "weights_convert.train"), graph) == []
     assert _violations(("weights_convert",), ("reproduce",), graph) == []
-    # data below episodes below evaluation
-    data = ("reproduce.voc", "reproduce.items", "reproduce.episodes", "reproduce.preprocess", "reproduce.resize2017",
-            "reproduce.scoring", "reproduce.dataset_inputs", "reproduce.feature_cache", "reproduce.provenance")
-    assert _violations(data, ("reproduce.evaluate", "reproduce.run_folder", "reproduce.table_pipeline",
-                              "reproduce.report", "reproduce.figure"), graph) == []
+
+
+# reproduce/ in the order of the data's way through it: a package imports only from those before it.
+REPRODUCE_LAYERS = ("data", "evaluation", "training", "presentation", "workflows", "commands")
+
+
+def test_reproduce_packages_import_only_packages_below_them():
+    graph = import_graph()
+    layer = {name: i for i, name in enumerate(REPRODUCE_LAYERS)}
+
+    def package(module: str):
+        parts = module.split(".")
+        return parts[1] if len(parts) > 2 and parts[0] == "reproduce" and parts[1] in layer else None
+
+    upward = sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps
+                    if package(m) and package(d) and layer[package(d)] > layer[package(m)])
+    assert upward == []
+    files = _modules()
+    loose = sorted(m for m in graph if m.startswith("reproduce.") and m.count(".") == 1
+                   and files[m].name != "__init__.py")
+    assert loose == ["reproduce.__main__", "reproduce.cli", "reproduce.cli_arguments", "reproduce.errors"]
+    assert set(REPRODUCE_LAYERS) == {m.split(".")[1] for m in graph if m.count(".") >= 2 and m.startswith("reproduce.")}
+
+
+def test_each_package_says_its_job():
+    for name in REPRODUCE_LAYERS[:-1]:
+        doc = ast.get_docstring(ast.parse((ROOT / "reproduce" / name / "__init__.py").read_text()))
+        assert doc and len(doc.splitlines()) <= 2, name
+
+
+def test_the_converter_knows_no_data_set():
+    graph = import_graph()
+    pascal = [m for m in graph if m.startswith("weights_convert")
+              and any(part.startswith(("pascal", "fold_", "voc")) or part.endswith("_folds") for part in m.split("."))]
+    assert pascal == []
+    assert _violations(("weights_convert",), ("reproduce",), graph) == []
 
 
 def test_commands_end_the_import_chains():
@@ -141,7 +172,7 @@ def test_the_model_file_holds_the_architecture_only():
 
 def test_feature_provenance_reads_sources_without_importing_them():
     graph = import_graph()
-    assert graph["reproduce.provenance"] <= {"weights_convert.provenance"}
+    assert graph["reproduce.evaluation.provenance"] <= {"weights_convert.provenance"}
 
 
 def test_library_functions_are_short():

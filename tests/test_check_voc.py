@@ -12,11 +12,11 @@ from PIL import Image
 
 from helpers import tree_digest
 from reproduce.cli import main
-from reproduce.episodes import Episode, load_episodes
-from reproduce.reference_episodes import (VOC2012_VAL_IMAGES, first_difference, reference_episodes,
+from reproduce.data.episodes import Episode, load_episodes
+from reproduce.data.reference_episodes import (VOC2012_VAL_IMAGES, first_difference, reference_episodes,
                                           reference_items, reference_status)
-from reproduce.synthetic_voc import make_reference_voc
-from reproduce.voc import VOCDataset
+from reproduce.data.synthetic_voc import make_reference_voc
+from reproduce.data.voc import VOCDataset
 
 # A copy of ../shared/reference/real-voc-episodes (the original's print, provenance inside).
 ORIGINAL = Path(__file__).parent / "reference" / "original-real-voc-episodes.json"
@@ -121,9 +121,9 @@ def test_reference_status_and_first_difference():
 
 
 def test_every_run_records_whether_its_episodes_are_the_originals(reference_voc, tmp_path, capsys):
-    from reproduce.episodes import episodes_to_json
-    from reproduce.evaluate import evaluate
-    from reproduce.tables import build_table, table_markdown
+    from reproduce.data.episodes import episodes_to_json
+    from reproduce.evaluation.evaluate import evaluate
+    from reproduce.presentation.tables import build_table, table_markdown
     from weights_convert.netspec import write_net
     from weights_convert.oslsm import OSLSMWidths
     from weights_convert.oslsm.random_init import random_oslsm_params, write_oslsm_caffemodel

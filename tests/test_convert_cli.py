@@ -1,7 +1,6 @@
-"""convert / forward / verify / convert-folds end to end through the CLI's main(argv)."""
+"""convert / forward / verify end to end through the CLI's main(argv)."""
 import hashlib
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -25,7 +24,7 @@ def convert_args(case, out, *extra):
 @pytest.mark.parametrize("form", ["graph", "oslsm"])
 def test_convert_writes_file_metadata_and_report(tmp_path, form, capsys):
     out, report = tmp_path / f"{form}.safetensors", tmp_path / f"{form}.json"
-    assert main(convert_args(CASE5, out, "--model", form, "--fold", "2", "--report", str(report))) == 0
+    assert main(convert_args(CASE5, out, "--model", form, "--label", "fold=2", "--report", str(report))) == 0
     assert "hashing: rw1s hashing (8x smaller), rb1s hashing (8x smaller)" in capsys.readouterr().out
     sha = hashlib.sha256((CASE5 / "weights.caffemodel").read_bytes()).hexdigest()
     meta = safetensors_metadata(out)
@@ -33,7 +32,7 @@ def test_convert_writes_file_metadata_and_report(tmp_path, form, capsys):
     assert meta["source"] == "weights.caffemodel" and meta["shots"] == "any" and meta["format_version"] == "1"
     rep = json.loads(report.read_text())
     params = np.load(CASE5 / "params.npz")
-    assert rep["source_sha256"] == sha and rep["output"] == str(out) and rep["fold"] == 2
+    assert rep["source_sha256"] == sha and rep["output"] == str(out) and rep["labels"] == {"fold": "2"}
     assert rep["param_count"] == sum(params[k].size for k in params.files) == 29_421
     assert rep["hashing"]["found"] and rep["hashing"]["layers"]["rw1s"]["form"] == "hashing"
     assert {l["name"]: l["blobs"] for l in rep["layers"]}["fc6f"] == [[16, 392], [16]]
@@ -175,67 +174,6 @@ def test_verify_without_weights_only_for_nets_without_learnable_layers(capsys):
     assert "layer(s) c have learnable blobs; pass their weights with --weights" in capsys.readouterr().err
 
 
-# ---------------------------------------------------------------- convert-folds
-
-@pytest.fixture
-def fold_dir(tmp_path):
-    models = tmp_path / "models"
-    models.mkdir()
-    for fold in range(4):
-        shutil.copy(CASE / "weights.caffemodel", models / f"oslsm_fold{fold}_trained.caffemodel")
-    (models / "notes.txt").write_text("not a model")
-    return models
-
-
-def folds_args(models, out, *extra):
-    return ["convert-folds", "--models", str(models), "--out", str(out),
-            "--prototxt", str(CASE / "net.prototxt"), *extra]
-
-
-def test_convert_folds_converts_and_resumes(tmp_path, fold_dir, capsys):
-    out = tmp_path / "results" / "models"
-    assert main(folds_args(fold_dir, out)) == 0
-    for fold in range(4):
-        meta = safetensors_metadata(out / f"fold{fold}.safetensors")
-        assert meta["model"] == "oslsm" and meta["fold"] == str(fold)
-        assert json.loads((out / f"fold{fold}.report.json").read_text())["fold"] == fold
-    capsys.readouterr()
-    assert main(folds_args(fold_dir, out)) == 0
-    assert capsys.readouterr().out.count("skipped") == 4
-    # A changed source (different sha256) is converted again.
-    params = read_weights(fold_dir / "oslsm_fold1_trained.caffemodel")
-    params["fc8f"][1] = params["fc8f"][1] + 1
-    write_caffemodel(fold_dir / "oslsm_fold1_trained.caffemodel", params)
-    assert main(folds_args(fold_dir, out)) == 0
-    assert capsys.readouterr().out.count("skipped") == 3
-
-
-def test_convert_folds_missing_fold_lists_files_and_says_where_models_come_from(tmp_path, fold_dir, capsys):
-    (fold_dir / "oslsm_fold3_trained.caffemodel").unlink()
-    assert main(folds_args(fold_dir, tmp_path / "out")) == 2
-    err = capsys.readouterr().err
-    assert "fold 3: no file with 'fold3' in its name" in err
-    assert "oslsm_fold0_trained.caffemodel" in err and "lzzcd001/OSLSM" in err and "data/models" in err
-    assert not (tmp_path / "out").exists()
-    # An explicit --fold3 fills the gap.
-    extra = fold_dir.parent / "other.caffemodel"
-    shutil.copy(CASE / "weights.caffemodel", extra)
-    assert main(folds_args(fold_dir, tmp_path / "out", "--fold3", str(extra))) == 0
-
-
-def test_convert_folds_ambiguity_is_an_error(tmp_path, fold_dir, capsys):
-    shutil.copy(CASE / "weights.caffemodel", fold_dir / "fold2_copy.caffemodel")
-    assert main(folds_args(fold_dir, tmp_path / "out")) == 2
-    err = capsys.readouterr().err
-    assert "fold 2: 2 candidates (fold2_copy.caffemodel, oslsm_fold2_trained.caffemodel)" in err
-
-
-def test_convert_folds_without_models_dir(tmp_path, capsys):
-    assert main(["convert-folds", "--models", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err
-    assert "does not exist" in err and "lzzcd001/OSLSM" in err
-
-
 def test_full_size_oslsm_entries_stream_without_reading_big_blobs():
     """The oslsm-form conversion of a full VGG-16-width model, on shapes only: every state tensor
     is planned with the module's shape and dtype, and only the two hashing maps are decoded."""
@@ -356,3 +294,12 @@ def test_forward_takes_one_episode_of_an_inputs_file(tmp_path, capsys):
     with np.load(tmp_path / "blobs.npz") as blobs, np.load(inputs) as given:
         assert np.array_equal(blobs["second_img"], given["1/second_img"])
         assert blobs["score"].shape == (1, 1, 500, 500)
+
+
+def test_conversion_bytes_are_those_of_the_code_before_the_reorganisation(tmp_path):
+    """The digest recorded from commit 53b48e5 (before `reproduce/` became packages and the
+    converter's --fold became --label fold=F) for the golden 5-shot case in the oslsm form."""
+    out = tmp_path / "fold2.safetensors"
+    assert main(convert_args(CASE5, out, "--model", "oslsm", "--label", "fold=2")) == 0
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == \
+        "5016eecf261de986f53d7ed089cb360e0a8c855f180fa27d6aa5bfa15310da2d"

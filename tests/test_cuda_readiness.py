@@ -66,7 +66,7 @@ def host_transfers(monkeypatch):
 
 
 def test_an_episode_moves_only_its_score_to_the_host(host_transfers):
-    from reproduce.evaluate import score_map
+    from reproduce.evaluation.evaluate import score_map
 
     case = GOLDEN / "oslsm_thin_5shot_500x500"
     model = load_oslsm(case / "weights.caffemodel", case / "net.prototxt")

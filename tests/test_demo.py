@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from reproduce.cli import main
-from reproduce.demo_model import DEMO_WIDTHS, demo_params
+from reproduce.training.demo_model import DEMO_WIDTHS, demo_params
 from weights_convert.formats.caffemodel import read_caffemodel
 from weights_convert.formats.prototxt import load_net
 from weights_convert.oslsm.loading import oslsm_from_params

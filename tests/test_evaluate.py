@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-import reproduce.evaluate as ev
-from reproduce.dataset_inputs import query_label_grid
-from reproduce.episodes import Episode, episodes_to_json
+import reproduce.evaluation.evaluate as ev
+from reproduce.data.dataset_inputs import query_label_grid
+from reproduce.data.episodes import Episode, episodes_to_json
 from reproduce.errors import ReproduceError
-from reproduce.evaluate import evaluate
-from reproduce.preprocess import binary_mask, prep_query
-from reproduce.scoring import episode_counts
-from reproduce.voc import VOCDataset
+from reproduce.evaluation.evaluate import evaluate
+from reproduce.data.preprocess import binary_mask, prep_query
+from reproduce.evaluation.scoring import episode_counts
+from reproduce.data.voc import VOCDataset
 from weights_convert.errors import Interrupted
 from helpers import GOLDEN, copy_golden_voc, mixed_thin_params, tree_digest, write_mixed_thin_caffemodel
 from weights_convert.convert import convert
@@ -50,7 +50,7 @@ def env(tmp_path_factory):
         caffemodel = tmp / f"thin_fold{fold}.caffemodel"
         write_mixed_thin_caffemodel(caffemodel, seed=13)
         weights[fold] = tmp / f"fold{fold}.safetensors"
-        convert(prototxt, caffemodel, weights[fold], model="oslsm", fold=fold)
+        convert(prototxt, caffemodel, weights[fold], model="oslsm", labels={"fold": fold})
     golden = json.loads((EPISODES / "episodes.json").read_text())["episodes"]
     # Fold 0, 1-shot: the original's episodes 0..5, then 6 later ones whose queries repeat, so
     # that the cache has something to reuse.
@@ -154,7 +154,7 @@ def test_a_model_with_the_same_query_branch_reuses_its_cached_features(env, refe
         params[layer][0] = params[layer][0] * np.float32(factor)
         write_oslsm_caffemodel(tmp_path / f"{name}.caffemodel", params)
         convert(env["prototxt"], tmp_path / f"{name}.caffemodel", tmp_path / f"{name}.safetensors",
-                model="oslsm", fold=0)
+                model="oslsm", labels={"fold": 0})
         return tmp_path / f"{name}.safetensors"
 
     eps = env["eps0"]
@@ -298,9 +298,9 @@ def test_five_shot_and_modern_protocol(env):
 
 def test_generated_episodes_are_the_originals(env, monkeypatch):
     """Without an episode file the run generates the original data layer's list (seed 1385)."""
-    import reproduce.items
+    import reproduce.data.items
 
-    monkeypatch.setattr(reproduce.items, "_MEMO", {})  # another test may have scanned this data set
+    monkeypatch.setattr(reproduce.data.items, "_MEMO", {})  # another test may have scanned this data set
     _, out = _run(env, "generated", n_episodes=3, episodes_file=None, cache_dir=env["tmp"] / "gen_cache")
     golden = json.loads((EPISODES / "episodes.json").read_text())["episodes"]["fold0_1shot"]["list"][:3]
     ours = json.loads((out / "episodes.json").read_text())["episodes"]
@@ -324,7 +324,7 @@ def test_evaluation_runs_in_faithful_mode(env):
 
 def test_cache_keys_follow_code_and_hardware(monkeypatch):
     """Cached tensors are only reused where the same kernels would recompute them bit for bit."""
-    from reproduce.provenance import code_version
+    from reproduce.evaluation.provenance import code_version
 
     base = code_version("cpu")
     assert code_version("cpu") == base
@@ -373,7 +373,7 @@ def test_resume_refusal_says_what_changed_in_words(env, reference_runs, tmp_path
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["code"]["torch"] = "1.0.0"
     manifest["code"]["hardware"] = manifest["code"]["hardware"].replace("threads=", "threads=9")
-    manifest["code"]["sources"]["reproduce/scoring.py"] = "0" * 16
+    manifest["code"]["sources"]["reproduce/evaluation/scoring.py"] = "0" * 16
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ReproduceError) as err:
         evaluate(env["voc"], env["weights"][0], 0, 1, n_episodes=len(env["eps0"]), episodes_file=env["ep0"],
@@ -381,7 +381,7 @@ def test_resume_refusal_says_what_changed_in_words(env, reference_runs, tmp_path
     message = str(err.value)
     assert "torch was '1.0.0', now" in message
     assert "hardware was " in message and "threads=9" in message
-    assert "source files changed: reproduce/scoring.py" in message
+    assert "source files changed: reproduce/evaluation/scoring.py" in message
     assert "code_version" not in message
 
 

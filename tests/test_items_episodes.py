@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reproduce import items as items_mod
-from reproduce.episodes import (Episode, EpisodeSampler, episodes_sha256, episodes_to_json, load_episodes,
+from reproduce.data import items as items_mod
+from reproduce.data.episodes import (Episode, EpisodeSampler, episodes_sha256, episodes_to_json, load_episodes,
                                 make_episodes, py2_shuffle)
 from reproduce.errors import ReproduceError
-from reproduce.items import FoldItems, build_items, change_coordinates, fold_items_from_scan, scan_dataset
-from reproduce.voc import VOCDataset, fold_classes
+from reproduce.data.items import FoldItems, build_items, change_coordinates, fold_items_from_scan, scan_dataset
+from reproduce.data.voc import VOCDataset, fold_classes
 
 from helpers import GOLDEN
 

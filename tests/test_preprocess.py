@@ -4,11 +4,11 @@ import json
 import numpy as np
 import pytest
 
-from reproduce.episodes import Episode
+from reproduce.data.episodes import Episode
 from reproduce.errors import ReproduceError
-from reproduce.preprocess import (MEAN_BGR, binary_mask, episode_inputs, prep_query,
+from reproduce.data.preprocess import (MEAN_BGR, binary_mask, episode_inputs, prep_query,
                                   prep_support)
-from reproduce.voc import VOCDataset
+from reproduce.data.voc import VOCDataset
 
 from helpers import GOLDEN
 

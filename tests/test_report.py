@@ -11,12 +11,12 @@ from PIL import Image
 
 from helpers import GOLDEN, copy_golden_voc, tree_digest, write_mixed_thin_caffemodel
 from reproduce.cli import main
-from reproduce.episodes import Episode, episodes_to_json
+from reproduce.data.episodes import Episode, episodes_to_json
 from reproduce.errors import ReproduceError
-from reproduce.evaluate import evaluate
-from reproduce.figure import recompute_scores, saved_score
-from reproduce.finished_run import episode_indices, open_run
-from reproduce.voc import VOCDataset
+from reproduce.evaluation.evaluate import evaluate
+from reproduce.presentation.figure import recompute_scores, saved_score
+from reproduce.presentation.finished_run import episode_indices, open_run
+from reproduce.data.voc import VOCDataset
 from weights_convert.netspec import write_net
 from weights_convert.oslsm import OSLSMWidths
 from weights_convert.oslsm.spec import oslsm_deploy_net
@@ -138,7 +138,7 @@ def test_report_pages_link_what_exists_and_show_the_runs_numbers(runs):
 
 
 def test_loss_curve_has_loss_and_learning_rate(tmp_path):
-    from reproduce.loss_curve import write_loss_curve
+    from reproduce.presentation.loss_curve import write_loss_curve
 
     csv = tmp_path / "losses.csv"
     csv.write_text("iteration,smoothed_loss,loss,lr\n")

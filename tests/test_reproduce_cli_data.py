@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from reproduce.cli import main
-from reproduce.synthetic_voc import make_synthetic_voc
+from reproduce.data.synthetic_voc import make_synthetic_voc
 
 from helpers import GOLDEN
 
@@ -186,12 +186,12 @@ def test_class_with_too_few_images_for_five_shots(capsys, small_voc, tmp_path):
 
 
 def test_data_set_never_written_by_a_full_run(capsys, small_voc, tmp_path, monkeypatch):
-    import reproduce.items
+    import reproduce.data.items
 
     before = snapshot(small_voc)
     env_cache = tmp_path / "c"
     monkeypatch.setenv("OSLSM_CACHE", str(env_cache))
-    monkeypatch.setattr(reproduce.items, "_MEMO", {})  # an earlier test may have scanned this set
+    monkeypatch.setattr(reproduce.data.items, "_MEMO", {})  # an earlier test may have scanned this set
     assert run_cli(capsys, "inputs", "--voc", small_voc, "--fold", 3, "--shots", 1,
                    "--episodes", 2, "--out", tmp_path / "in.npz")[0] == 0
     assert snapshot(small_voc) == before

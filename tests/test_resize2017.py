@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reproduce.errors import ReproduceError
-from reproduce.resize2017 import (_plan, _resize_matrix, _source_coords, estimate_affine_2017,
+from reproduce.data.resize2017 import (_plan, _resize_matrix, _source_coords, estimate_affine_2017,
                                   resize_2017, round_half_away)
 
 
@@ -169,7 +169,7 @@ def test_other_blas_bits_are_refused_not_used(tmp_path):
     import subprocess
     import sys
 
-    code = ("import numpy as np\nfrom reproduce.resize2017 import resize_2017\n"
+    code = ("import numpy as np\nfrom reproduce.data.resize2017 import resize_2017\n"
             "resize_2017(np.zeros((64, 224)), (2, 7), order=0, preserve_range=True)\n")
     env = dict(os.environ, OPENBLAS_CORETYPE="Prescott")
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)

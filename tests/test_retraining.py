@@ -11,7 +11,7 @@ from scipy.io import savemat
 
 from helpers import tree_digest
 from reproduce.cli import main
-from reproduce.recipe import train_net_blobs
+from reproduce.training.recipe import train_net_blobs
 from weights_convert.formats.caffemodel import read_caffemodel, write_caffemodel, write_caffemodel_v1
 from weights_convert.graph import CaffeNet
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from reproduce.errors import ReproduceError
-from reproduce.scoring import (Counts, FoldScore, csv_row, episode_counts, fold_score_from_rows,
+from reproduce.evaluation.scoring import (Counts, FoldScore, csv_row, episode_counts, fold_score_from_rows,
                                format_csv_row, iou_results_text, parse_csv_line, py2_str,
                                write_iou_results_txt)
 

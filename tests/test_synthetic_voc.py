@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reproduce.episodes import make_episodes
+from reproduce.data.episodes import make_episodes
 from reproduce.errors import ReproduceError
-from reproduce.items import build_items
-from reproduce.synthetic_voc import make_synthetic_voc
-from reproduce.voc import voc_palette
-from reproduce.voc import VOID, VOCDataset, fold_classes
+from reproduce.data.items import build_items
+from reproduce.data.synthetic_voc import make_synthetic_voc
+from reproduce.data.voc import voc_palette
+from reproduce.data.voc import VOID, VOCDataset, fold_classes
 from helpers import tree_digest
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from reproduce.errors import ReproduceError
-from reproduce.tables import PAPER_DIR, build_table, load_paper, load_run, write_table
+from reproduce.presentation.tables import PAPER_DIR, build_table, load_paper, load_run, write_table
 
 REFERENCE = {"table1_1shot": {"fold0": 33.6, "fold1": 55.3, "fold2": 40.9, "fold3": 33.5, "mean": 40.8},
              "table2_5shot": {"fold0": 35.9, "fold1": 58.1, "fold2": 42.7, "fold3": 39.1, "mean": 43.9}}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from reproduce.cli import main
-from reproduce.training import (TrainingData, TrainingEpisodes, build_training_items, open_training_sets,
+from reproduce.training.episodes import (TrainingData, TrainingEpisodes, build_training_items, open_training_sets,
                                 training_classes)
 
 GOLDEN = Path(__file__).parent / "golden_train" / "episodes"

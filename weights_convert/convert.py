@@ -150,11 +150,12 @@ def refuse_foreign_output(out: str) -> None:
 
 
 def convert(prototxt: str | os.PathLike, weights: str | os.PathLike, out: str | os.PathLike,
-            model: str = "graph", fold: int | None = None, report: str | os.PathLike | None = None,
+            model: str = "graph", labels: Mapping[str, str] | None = None, report: str | os.PathLike | None = None,
             source_sha256: str | None = None, force: bool = False) -> dict:
     """Convert `weights` (checked against `prototxt`) to `out`; returns the report (also written
     to `report` when given). `source_sha256` may be passed when the caller already hashed it.
     Non-finite values (NaN, infinity) are counted per tensor on the way and listed in the report.
+    `labels` (e.g. the caller's {"fold": "2"}) go into the file's metadata and the report as given.
     An existing `out` is replaced only when it is a conversion of ours, or with `force`."""
     if model not in MODEL_FORMS:
         raise ValueError(f"model must be one of {MODEL_FORMS}, got {model!r}")
@@ -181,8 +182,8 @@ def convert(prototxt: str | os.PathLike, weights: str | os.PathLike, out: str | 
         metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "model": model,
                     "source": Path(weights).name, "source_sha256": LateValue(64, hashed.result),
                     "prototxt": Path(prototxt).name, "shots": "any", **extra_meta}
-        if fold is not None:
-            metadata["fold"] = str(fold)
+        labels = _checked_labels(labels, metadata)
+        metadata.update(labels)
         if hashing_info is not None:
             metadata["hashing"] = ",".join(f"{k}:{v['form']}" for k, v in hashing_info.items())
         t = time.perf_counter()
@@ -193,7 +194,7 @@ def convert(prototxt: str | os.PathLike, weights: str | os.PathLike, out: str | 
         else:  # atomic (temporary file + rename)
             write_safetensors_streaming(out, [inspected(e, nonfinite) for e in entries], metadata)
         timings["write_s"] = time.perf_counter() - t
-        result = _report(net, source, model, prototxt, fold, out, hashed.result(), entries, hashing_info)
+        result = _report(net, source, model, prototxt, labels, out, hashed.result(), entries, hashing_info)
     result["nonfinite"] = nonfinite.by_key
     result["timings"] = {**timings, "total_s": time.perf_counter() - start}
     if report is not None:
@@ -234,13 +235,21 @@ def _planned_entries(net: pb.NetParameter, source: WeightSource, model: str, pro
     return entries, hashing_info, {}
 
 
-def _report(net, source: WeightSource, model: str, prototxt: str, fold: int | None, out: str, sha: str,
+def _checked_labels(labels: Mapping[str, str] | None, metadata: Mapping[str, object]) -> dict[str, str]:
+    labels = {str(k): str(v) for k, v in (labels or {}).items()}
+    taken = sorted(set(labels) & set(metadata))
+    if taken:
+        raise CaffeFormatError(f"label(s) {', '.join(taken)} would replace what the converter records; use other names")
+    return labels
+
+
+def _report(net, source: WeightSource, model: str, prototxt: str, labels: dict[str, str], out: str, sha: str,
             entries: Sequence[TensorEntry], hashing_info: dict | None) -> dict:
     layers = source.layers
     return {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "model": model,
         "source": source.path, "source_sha256": sha, "source_bytes": os.path.getsize(source.path),
-        "prototxt": prototxt, "fold": fold, "output": out, "output_bytes": os.path.getsize(out),
+        "prototxt": prototxt, "labels": labels, "output": out, "output_bytes": os.path.getsize(out),
         "layers": [{"name": name, "type": source.types.get(name, _net_type(net, name)),
                     "blobs": [None if b is None else list(b.shape) for b in blobs]} for name, blobs in layers.items()],
         "param_count": int(sum(int(np.prod(b.shape)) for blobs in layers.values() for b in blobs if b is not None)),

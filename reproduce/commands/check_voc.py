@@ -12,7 +12,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from reproduce.check_voc import check_voc
+    from reproduce.data.check_voc import check_voc
 
     result = check_voc(args.voc, cache_dir=args.cache_dir)
     for check in result.lists:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from reproduce.errors import raise_problems
-from weights_convert.pascal5i import FOLDS, N_CLASSES
+from reproduce.data.pascal5i import FOLDS, N_CLASSES
 
 NAME = "demo"
 HELP = "synthetic data, thin OSLSM models trained on CPU, convert, evaluate before and after training, both tables (minutes)"
@@ -54,16 +54,16 @@ def make_demo_inputs(work: Path, args) -> DemoInputs:
     """Synthetic VOC2012, the four start caffemodels and the demo's nets and solver under `work`,
     rebuilt with everything derived from them (conversions, cache, training, the runs beside
     `work`) when the recipe changed."""
-    from reproduce.demo_model import DEMO_WIDTHS
-    from reproduce.provenance import source_digests
-    from reproduce.tables import TABLES
+    from reproduce.training.demo_model import DEMO_WIDTHS
+    from reproduce.evaluation.provenance import source_digests
+    from reproduce.presentation.tables import TABLES
     from weights_convert.atomic import atomic_write_text
 
     inputs = DemoInputs(work / "VOC2012", work / "caffemodels", work / "deploy_1shot_demo.prototxt",
                         work / "solver_demo.prototxt")
     recipe = {"images": args.images, "train_images": args.train_images, "seed": args.seed,
               "episodes": args.episodes, "train_iters": args.train_iters, "widths": list(DEMO_WIDTHS.as_tuple()),
-              "code": source_digests(("reproduce/demo_model.py", "reproduce/synthetic_voc.py"))}
+              "code": source_digests(("reproduce/training/demo_model.py", "reproduce/data/synthetic_voc.py"))}
     stamp = work / "recipe.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == recipe:
         return inputs
@@ -79,8 +79,8 @@ def make_demo_inputs(work: Path, args) -> DemoInputs:
 
 
 def _write_demo_inputs(inputs: DemoInputs, args) -> None:
-    from reproduce.demo_model import DEMO_WIDTHS, demo_params, demo_solver_text, demo_train_net
-    from reproduce.synthetic_voc import make_synthetic_voc
+    from reproduce.training.demo_model import DEMO_WIDTHS, demo_params, demo_solver_text, demo_train_net
+    from reproduce.data.synthetic_voc import make_synthetic_voc
     from weights_convert.atomic import atomic_write_text
     from weights_convert.netspec import write_net
     from weights_convert.oslsm.random_init import write_oslsm_caffemodel
@@ -96,8 +96,8 @@ def _write_demo_inputs(inputs: DemoInputs, args) -> None:
 
 
 def run(args) -> int:
-    from reproduce.table_pipeline import ensure_converted, evaluate_folds, write_table_and_report
-    from weights_convert.fold_models import convert_fold_models
+    from reproduce.workflows.table_pipeline import ensure_converted, evaluate_folds, write_table_and_report
+    from reproduce.workflows.fold_models import convert_fold_models
 
     start = time.perf_counter()
     out = Path(args.out)
@@ -127,8 +127,8 @@ def run(args) -> int:
 
 def _train(args, inputs: DemoInputs, out: Path, fold: int) -> Path:
     """Fold `fold` trained from its start model (resumed if a run was cut); its last caffemodel."""
-    from reproduce.fold_training import train_fold
-    from reproduce.training import open_training_sets
+    from reproduce.workflows.fold_training import train_fold
+    from reproduce.training.episodes import open_training_sets
 
     # The one synthetic training split stands for both SBD and VOC train (so every item is twice
     # in the original's merged list, as VOC train images are that also are in SBD).
@@ -142,7 +142,7 @@ def _train(args, inputs: DemoInputs, out: Path, fold: int) -> Path:
 
 def refuse_bad_arguments(args, out: Path) -> None:
     """Every problem with the arguments and the output folder, together, before anything is written."""
-    from reproduce.eval_config import argument_problems
+    from reproduce.evaluation.eval_config import argument_problems
 
     problems = argument_problems(n_episodes=args.episodes, workers=args.workers, device=args.device,
                                  folders={"--out": out})

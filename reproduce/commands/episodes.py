@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from weights_convert.own_outputs import json_with_keys
 from reproduce.cli_arguments import add_data_arguments, open_data
-from reproduce.episodes import episodes_to_json, resolve_episodes
+from reproduce.data.episodes import episodes_to_json, resolve_episodes
 
 def is_own_output(path) -> bool:
     return json_with_keys(path, ("fold", "shots", "n_items", "episodes", "sha256"))

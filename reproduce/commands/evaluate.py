@@ -1,7 +1,7 @@
 """`evaluate`: one fold's test episodes through a converted OSLSM model, scored as test.py."""
 from __future__ import annotations
 
-from weights_convert.pascal5i import FOLDS
+from reproduce.data.pascal5i import FOLDS
 
 NAME = "evaluate"
 HELP = "evaluate a converted OSLSM model on one PASCAL-5i fold (resumable; writes RUN_DIR)"
@@ -33,8 +33,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from reproduce.episodes import load_episodes
-    from reproduce.evaluate import evaluate, summary_lines
+    from reproduce.data.episodes import load_episodes
+    from reproduce.evaluation.evaluate import evaluate, summary_lines
 
     n_episodes = args.episodes
     if n_episodes is None:

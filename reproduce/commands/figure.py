@@ -23,8 +23,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from reproduce.figure import write_figure
-    from reproduce.finished_run import episode_indices, open_run
+    from reproduce.presentation.figure import write_figure
+    from reproduce.presentation.finished_run import episode_indices, open_run
 
     run_ = open_run(args.run)
     indices = episode_indices(run_, args.episodes, args.pick)

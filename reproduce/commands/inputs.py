@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from reproduce.cli_arguments import add_data_arguments, open_data
-from reproduce.episodes import resolve_episodes
-from reproduce.preprocess import episode_inputs
+from reproduce.data.episodes import resolve_episodes
+from reproduce.data.preprocess import episode_inputs
 from weights_convert.atomic import atomic_write
 from weights_convert.own_outputs import is_npz
 

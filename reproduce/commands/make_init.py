@@ -7,7 +7,7 @@ import secrets
 import numpy as np
 
 from reproduce.errors import ReproduceError
-from reproduce.recipe import TRAIN_PROTOTXT, train_net_blobs
+from reproduce.training.recipe import TRAIN_PROTOTXT, train_net_blobs
 from weights_convert.atomic import atomic_write_text
 from weights_convert.formats.caffemodel import write_caffemodel
 from weights_convert.own_outputs import json_with_keys

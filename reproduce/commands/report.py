@@ -14,7 +14,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from reproduce.report import write_report
+    from reproduce.presentation.report import write_report
 
     index = write_report(args.run, args.out, title=args.title, voc=args.voc, device=args.device)
     print(f"wrote {index}")

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from reproduce.errors import ReproduceError
-from reproduce.sbd import DEFAULT_LISTS, convert_sbd
-from reproduce.voc import VOCDataset
+from reproduce.data.sbd import DEFAULT_LISTS, convert_sbd
+from reproduce.data.voc import VOCDataset
 
 NAME = "sbd-to-voc"
 HELP = "convert SBD (benchmark_RELEASE/dataset) to the VOC layout, without VOC 2012 val images"

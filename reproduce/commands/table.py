@@ -12,7 +12,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from reproduce.tables import write_table
+    from reproduce.presentation.tables import write_table
 
     paths = write_table(args.table, args.runs, args.out)
     print(paths["md"].read_text())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from weights_convert.pascal5i import FOLDS
+from reproduce.data.pascal5i import FOLDS
 
 NAME = "table-run"
 HELP = "convert the fold models, evaluate the 4 folds (k=1 for table 1, k=5 for table 2), write the table"
@@ -36,10 +36,10 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     # Imported here: `--help` and the light commands start without loading torch.
     from reproduce.errors import collect, raise_problems
-    from reproduce.eval_config import argument_problems
-    from reproduce.table_pipeline import (check_models, ensure_converted, evaluate_folds, require_voc,
+    from reproduce.evaluation.eval_config import argument_problems
+    from reproduce.workflows.table_pipeline import (check_models, ensure_converted, evaluate_folds, require_voc,
                                           write_table_and_report)
-    from reproduce.voc import refuse_inside_dataset
+    from reproduce.data.voc import refuse_inside_dataset
 
     out = Path(args.out)
     prototxt = Path(args.prototxt) if args.prototxt else None

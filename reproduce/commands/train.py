@@ -6,8 +6,8 @@ from pathlib import Path
 
 from reproduce.cli_arguments import add_training_data_arguments, open_checked_training_sets
 from reproduce.errors import ReproduceError
-from reproduce.recipe import SOLVER_PROTOTXT
-from reproduce.voc import VOCDataset
+from reproduce.training.recipe import SOLVER_PROTOTXT
+from reproduce.data.voc import VOCDataset
 
 NAME = "train"
 HELP = "re-train one fold's OSLSM model as the authors did (upstream train net and solver, Caffe's SGD)"
@@ -38,7 +38,7 @@ def check_no_test_images(sets, voc: str) -> None:
 
 
 def run(args) -> int:
-    from reproduce.fold_training import train_fold  # here: `--help` starts without loading torch
+    from reproduce.workflows.fold_training import train_fold  # here: `--help` starts without loading torch
 
     sets = open_checked_training_sets(args)
     if not args.allow_val_images:

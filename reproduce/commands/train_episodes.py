@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 from reproduce.cli_arguments import add_training_data_arguments, open_checked_training_sets
-from reproduce.episodes import episodes_sha256
-from reproduce.training import TrainingEpisodes, build_training_items, system_seed
+from reproduce.data.episodes import episodes_sha256
+from reproduce.training.episodes import TrainingEpisodes, build_training_items, system_seed
 from weights_convert.atomic import atomic_write_text
 from weights_convert.own_outputs import json_with_keys
 

@@ -1,0 +1,112 @@
+"""Will a user's VOC 2012 give the original's episodes? The layout checked file by file, then
+the items of all folds and the 8 episode lists compared with the lists the original printed
+on the real VOC 2012 val set; a difference is traced to the (image, class) items behind it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reproduce.data.episodes import make_episodes
+from reproduce.errors import ReproduceError
+from reproduce.data.items import FoldItems, build_items
+from reproduce.data.reference_episodes import SHOTS, VOC2012_VAL_IMAGES, first_difference, reference_items
+from reproduce.data.voc import VOCDataset, class_name
+from reproduce.data.pascal5i import FOLDS
+
+SHOWN = 10  # problems or items listed by name before "and N more"
+WHY = ("Filter decisions that differ usually mean another VOC release (the 2012 val masks are "
+       "needed, not 2007-2011 or the SBD ones) or masks that were re-encoded (saved as RGB or JPEG, "
+       "resized, recoloured): the original's small-object filter turns on single pixels near an "
+       "object's edge.")
+
+
+@dataclass
+class ListCheck:
+    fold: int
+    shots: int
+    difference: int | None       # first differing episode, None when identical
+
+    def line(self) -> str:
+        verdict = "identical" if self.difference is None else f"differs at episode {self.difference}"
+        return f"fold {self.fold} {self.shots}-shot: {verdict}"
+
+
+@dataclass
+class VOCCheck:
+    lists: list[ListCheck] = field(default_factory=list)
+    diagnosis: list[str] = field(default_factory=list)
+
+    @property
+    def identical(self) -> bool:
+        return all(c.difference is None for c in self.lists)
+
+
+def _listed(items, more_than: int = SHOWN) -> str:
+    items = sorted(items)
+    shown = ", ".join(f"{name} class {cls} ({class_name(cls)})" for name, cls in items[:more_than])
+    return shown + (f" and {len(items) - more_than} more" if len(items) > more_than else "")
+
+
+def layout_problems(dataset: VOCDataset) -> list[str]:
+    """Every problem of the val split's files: count, missing files, mask values, sizes."""
+    problems = []
+    if len(dataset.names) != VOC2012_VAL_IMAGES:
+        problems.append(f"{dataset.split_file}: {len(dataset.names)} names; VOC 2012 val has {VOC2012_VAL_IMAGES}")
+    for name in dataset.names:
+        image, mask = dataset.image_path(name), dataset.mask_path(name)
+        missing = [str(p) for p in (image, mask) if not p.is_file()]
+        if missing:
+            problems.append(f"missing: {', '.join(missing)}")
+            continue
+        try:
+            dataset.check_mask_size(name, dataset.read_mask(name).shape)
+        except ReproduceError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def diagnose(items: FoldItems) -> list[str]:
+    """Which items of this data set's fold are not the original's, and why they may differ."""
+    ours, original = set(items.items), reference_items(items.fold)
+    dropped_here = set(items.dropped)
+    lines = []
+    kept_only_here = ours - original
+    if kept_only_here:
+        lines.append(f"fold {items.fold}: kept here, dropped by the original (or not in its masks): "
+                     + _listed(kept_only_here))
+    filtered_here = (original - ours) & dropped_here
+    if filtered_here:
+        lines.append(f"fold {items.fold}: kept by the original, dropped here by the small-object filter: "
+                     + _listed(filtered_here))
+    absent_here = (original - ours) - dropped_here
+    if absent_here:
+        lines.append(f"fold {items.fold}: kept by the original, absent here (image not in val.txt or "
+                     "class not in its mask): " + _listed(absent_here))
+    if not lines and ours == original:
+        order = [n for n, _ in items.items]
+        if order != sorted(order):
+            lines.append(f"fold {items.fold}: the items are the original's but val.txt is not in its "
+                         "(sorted) order, which the episode draw follows")
+    return lines
+
+
+def check_voc(voc: str | Path, cache_dir=None) -> VOCCheck:
+    """Raises ReproduceError listing every layout problem; otherwise compares the 8 lists."""
+    dataset = VOCDataset(voc)
+    problems = layout_problems(dataset)
+    if problems:
+        shown = "\n  - ".join(problems[:SHOWN])
+        more = f"\n  and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
+        raise ReproduceError(f"{dataset.root} is not a complete VOC 2012 val set ({len(problems)} "
+                             f"problem(s)):\n  - {shown}{more}")
+    result = VOCCheck()
+    for fold in FOLDS:
+        items = build_items(dataset, fold, cache_dir=cache_dir)
+        for shots in SHOTS:
+            episodes = make_episodes(items, fold, shots)
+            result.lists.append(ListCheck(fold, shots, first_difference(episodes, fold, shots)))
+        if any(c.difference is not None for c in result.lists if c.fold == fold):
+            result.diagnosis += diagnose(items)
+    if not result.identical:
+        result.diagnosis.append(WHY)
+    return result

@@ -1,0 +1,100 @@
+"""Episode panels of a finished run: predictions from its saved masks (--save-masks), or
+recomputed with the run's own model, checked against the counts the run recorded."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from reproduce.data.dataset_inputs import DatasetInputs
+from reproduce.errors import ReproduceError
+from reproduce.evaluation.evaluate import score_map
+from reproduce.evaluation.feature_cache import FeatureProvider
+from reproduce.presentation.finished_run import FinishedRun
+from reproduce.presentation.panels import EpisodePanel, draw_panels
+from reproduce.evaluation.run_folder import RunFolder
+from reproduce.evaluation.scoring import episode_counts
+from reproduce.data.voc import VOID, VOCDataset, class_name
+from weights_convert.numerics import faithful_mode
+from weights_convert.oslsm import load_oslsm
+from weights_convert.provenance import sha256_file
+
+
+def saved_score(run: FinishedRun, index: int) -> np.ndarray | None:
+    """The run's 8-bit soft mask of episode `index` as a [0, 1] map, if it saved one."""
+    path = RunFolder(run.path).mask_paths(index)["soft"]
+    if not path.is_file():
+        return None
+    with Image.open(path) as im:
+        return np.asarray(im, dtype=np.float32) / 255.0
+
+
+def _source(run: FinishedRun, key: str, given, flag: str) -> Path:
+    value = given or run.sources.get(key)
+    if not value:
+        raise ReproduceError(f"{run.path}: the run does not say where its {key} was; pass {flag}")
+    path = Path(value)
+    if not path.exists():
+        raise ReproduceError(f"{path}: the run's {key} is not there any more; pass {flag}")
+    return path
+
+
+def recompute_scores(run: FinishedRun, indices: Sequence[int], dataset, weights=None, prototxt=None,
+                     device: str = "cpu") -> dict[int, np.ndarray]:
+    """Score maps of the given episodes, computed as `evaluate` computed them. A model other than
+    the run's is refused; a prediction whose counts differ from the run's row is reported."""
+    weights = _source(run, "weights", weights, "--weights")
+    digest = sha256_file(weights)
+    if digest != run.summary.get("model_sha256"):
+        raise ReproduceError(f"{weights} (sha256 {digest[:12]}) is not the model of {run.path} "
+                             f"(sha256 {str(run.summary.get('model_sha256'))[:12]})")
+    prototxt = prototxt or run.sources.get("prototxt")
+    dev = torch.device(device)
+    scores = {}
+    with faithful_mode():
+        model = load_oslsm(weights, prototxt=prototxt, device=dev)
+        inputs = DatasetInputs(dataset)
+        provider = FeatureProvider(model, inputs, model_sha256=digest, device=dev, workers=1)
+        with_void = run.summary["protocol"] == "modern"
+        episodes = [run.episodes[i] for i in indices]
+        units = provider.iter_episodes(episodes, extra=lambda _, ep: inputs.query_label(ep.query, ep.cls, with_void))
+        for j, _, feats, w, b, (label, void) in units:
+            index = indices[j]
+            scores[index] = score_map(model, feats, w, b)
+            c = episode_counts(scores[index], label, void, protocol=run.summary["protocol"])
+            if (c.tp, c.tn, c.fp, c.fn) != run.counts(index):
+                print(f"warning: episode {index} of {run.path}: the recomputed prediction scores "
+                      f"{(c.tp, c.tn, c.fp, c.fn)} (tp, tn, fp, fn), the run recorded {run.counts(index)} "
+                      f"(another device or data set?)", file=sys.stderr)
+    return scores
+
+
+def episode_panels(run: FinishedRun, indices: Sequence[int], voc=None, weights=None, prototxt=None,
+                   device: str = "cpu") -> list[EpisodePanel]:
+    dataset = VOCDataset(_source(run, "voc", voc, "--voc"))
+    scores = {i: s for i in indices if (s := saved_score(run, i)) is not None}
+    missing = [i for i in indices if i not in scores]
+    if missing:
+        scores.update(recompute_scores(run, missing, dataset, weights, prototxt, device))
+    panels = []
+    for i in indices:
+        ep = run.episodes[i]
+        masks = [dataset.read_mask(name) == ep.cls for name in ep.supports]
+        truth = dataset.read_mask(ep.query)
+        truth = np.where(truth == VOID, VOID, truth == ep.cls).astype(np.uint8)
+        panels.append(EpisodePanel(
+            title=f"episode {i} - {class_name(ep.cls)} - IoU {run.iou(i):.2f}",
+            supports=[dataset.read_image(name) for name in ep.supports], support_masks=masks,
+            query=dataset.read_image(ep.query), truth=truth, score=scores[i]))
+    return panels
+
+
+def write_figure(run: FinishedRun, indices: Sequence[int], out_png: str | os.PathLike, *, voc=None,
+                 weights=None, prototxt=None, device: str = "cpu", show_score: bool = False) -> Path:
+    draw_panels(episode_panels(run, indices, voc, weights, prototxt, device), out_png, show_score)
+    return Path(out_png)

@@ -1,0 +1,219 @@
+"""The paper's Table 1 (1-shot) and Table 2 (5-shot) beside our runs: Markdown, CSV and a bar chart.
+
+Published numbers come from results/paper/table{1_1shot,2_5shot}.json; ours from the runs'
+summary.json (one run per fold).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+from reproduce.errors import ReproduceError
+from reproduce.presentation.plots import OURS, PAPER, SECOND, pyplot, save_png
+from weights_convert.atomic import atomic_write_text
+from reproduce.data.pascal5i import FOLDS, N_FOLDS
+
+TABLES = {1: ("table1_1shot", 1), 2: ("table2_5shot", 5)}
+PAPER_DIR = Path(__file__).resolve().parents[2] / "results" / "paper"
+
+
+def table_stem(table: int) -> str:
+    if table not in TABLES:
+        raise ReproduceError(f"--table must be 1 (1-shot) or 2 (5-shot), got {table!r}")
+    return TABLES[table][0]
+
+
+def load_paper(table: int, paper_dir: str | os.PathLike = PAPER_DIR) -> dict:
+    path = Path(paper_dir) / f"{table_stem(table)}.json"
+    try:
+        data = json.loads(path.read_text())
+        numbers = data["OSLSM"]
+        return {"folds": {f: float(numbers[f"fold{f}"]) for f in FOLDS}, "mean": float(numbers["mean"]),
+                "fb_iou": data.get("fb_iou_reported_by_later_work"), "source": data.get("source", str(path))}
+    except FileNotFoundError:
+        raise ReproduceError(f"{path}: the published numbers are missing (part of the repository)") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ReproduceError(f"{path}: expected {{'OSLSM': {{'fold0'..'fold3', 'mean'}}}} ({exc!r})") from None
+
+
+def load_run(run_dir: str | os.PathLike) -> dict:
+    path = Path(run_dir) / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ReproduceError(f"{path}: no summary; is {run_dir} a finished `evaluate` run?") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReproduceError(f"{path}: unreadable summary ({exc})") from None
+    if not isinstance(summary, dict):
+        raise ReproduceError(f"{path}: the summary is not a JSON object")
+    for key in ("fold", "shots", "miou", "fb_iou", "n_episodes", "protocol"):
+        if key not in summary:
+            raise ReproduceError(f"{path}: missing field {key!r}")
+    _refuse_stale_summary(Path(run_dir), summary)
+    summary["run_dir"] = str(run_dir)
+    return summary
+
+
+def _refuse_stale_summary(run_dir: Path, summary: dict) -> None:
+    """A run extended to more episodes and stopped before it finished holds more rows than its
+    summary counts: the summary is the shorter run's, not this folder's present state."""
+    rows = run_dir / "all_results.csv"
+    if not rows.exists():
+        return
+    count = rows.read_bytes().count(b"\n")
+    if count != summary["n_episodes"]:
+        raise ReproduceError(f"{run_dir}: summary.json counts {summary['n_episodes']} episodes but "
+                             f"all_results.csv holds {count} (an extension that did not finish?); run the same "
+                             "evaluate command again to finish it")
+
+
+def _runs_by_fold(table: int, run_dirs: Sequence[str | os.PathLike]) -> dict[int, dict]:
+    shots = TABLES[table][1]
+    runs: dict[int, dict] = {}
+    for rd in run_dirs:
+        s = load_run(rd)
+        if int(s["shots"]) != shots:
+            raise ReproduceError(f"{rd}: a {s['shots']}-shot run; table {table} is {shots}-shot")
+        fold = int(s["fold"])
+        if fold in runs:
+            raise ReproduceError(f"two runs for fold {fold}: {runs[fold]['run_dir']} and {rd}")
+        runs[fold] = s
+    if not runs:
+        raise ReproduceError("no runs given")
+    return runs
+
+
+def build_table(table: int, run_dirs: Sequence[str | os.PathLike], paper_dir=PAPER_DIR,
+                baseline: tuple[str, Sequence[str | os.PathLike]] | None = None) -> dict:
+    """Rows per fold and the mean: paper, ours (x100), ours - paper, our FB-IoU (x100), and with
+    `baseline` (label, run folders) the mIoU of other runs to compare ours with (e.g. before training)."""
+    stem = table_stem(table)
+    shots = TABLES[table][1]
+    paper = load_paper(table, paper_dir)
+    runs = _runs_by_fold(table, run_dirs)
+    others = _runs_by_fold(table, baseline[1]) if baseline else {}
+    protocols = sorted({s["protocol"] for s in [*runs.values(), *others.values()]})
+    if len(protocols) > 1:
+        raise ReproduceError(f"runs mix scoring protocols {protocols}; a table needs one")
+    rows = []
+    for f in FOLDS:
+        s = runs.get(f)
+        ours = None if s is None else 100.0 * float(s["miou"])
+        rows.append({"fold": f"fold{f}", "paper_miou": paper["folds"][f], "ours_miou": ours,
+                     "difference": None if ours is None else ours - paper["folds"][f],
+                     "ours_fb_iou": None if s is None else 100.0 * float(s["fb_iou"]),
+                     "episodes": None if s is None else int(s["n_episodes"]),
+                     "baseline_miou": 100.0 * float(others[f]["miou"]) if f in others else None})
+    complete = len(runs) == len(FOLDS)
+    mean_ours = sum(r["ours_miou"] for r in rows) / N_FOLDS if complete else None
+    mean_fb = sum(r["ours_fb_iou"] for r in rows) / N_FOLDS if complete else None
+    mean_baseline = sum(r["baseline_miou"] for r in rows) / N_FOLDS if len(others) == len(FOLDS) else None
+    rows.append({"fold": "mean", "paper_miou": paper["mean"], "ours_miou": mean_ours,
+                 "difference": None if mean_ours is None else mean_ours - paper["mean"],
+                 "ours_fb_iou": mean_fb, "episodes": None, "baseline_miou": mean_baseline})
+    return {"table": table, "stem": stem, "shots": shots, "protocol": protocols[0], "rows": rows,
+            "baseline_label": baseline[0] if baseline else None,
+            "paper_source": paper["source"], "paper_fb_iou": paper["fb_iou"],
+            "runs": {f: {"run_dir": runs[f]["run_dir"], "model_sha256": runs[f].get("model_sha256"),
+                         "weights_sha256": runs[f].get("weights_sha256", runs[f].get("model_sha256")),
+                         "episodes_sha256": runs[f].get("episodes_sha256"),
+                         "reference": runs[f].get("reference", "not recorded")} for f in sorted(runs)}}
+
+
+def _fmt(v, signed: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{v:+.1f}" if signed else f"{v:.1f}"
+
+
+def table_markdown(t: dict, note: str = "") -> str:
+    heads = [r["fold"] for r in t["rows"]]
+    lines = [f"# Table {t['table']}: OSLSM {t['shots']}-shot mIoU (%) on PASCAL-5i, paper vs this reproduction", ""]
+    if note:
+        lines += [note, ""]
+    if t["protocol"] != "original":
+        lines += [f"**Not the paper's scoring:** ours use protocol `{t['protocol']}` (void pixels ignored); the "
+                  "paper's numbers count void as background (protocol `original`), so the difference row "
+                  "compares two different measures.", ""]
+    lines += ["| | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
+    lines.append("| paper | " + " | ".join(_fmt(r["paper_miou"]) for r in t["rows"]) + " |")
+    lines.append("| ours | " + " | ".join(_fmt(r["ours_miou"]) for r in t["rows"]) + " |")
+    if t["baseline_label"]:
+        lines.append(f"| {t['baseline_label']} | " + " | ".join(_fmt(r["baseline_miou"]) for r in t["rows"]) + " |")
+    difference = "ours - paper" if t["protocol"] == "original" else f"ours ({t['protocol']}) - paper (original)"
+    lines.append(f"| {difference} | " + " | ".join(_fmt(r["difference"], True) for r in t["rows"]) + " |")
+    lines.append("| ours FB-IoU | " + " | ".join(_fmt(r["ours_fb_iou"]) for r in t["rows"]) + " |")
+    eps = sorted({r["episodes"] for r in t["rows"] if r["episodes"] is not None})
+    lines += ["", f"- Paper: {t['paper_source']}.",
+              f"- Ours: scoring protocol `{t['protocol']}`, {', '.join(map(str, eps))} episodes per fold "
+              f"(the paper: 1000); mIoU is the mean IoU of a fold's 5 test classes, x100.",
+              f"- FB-IoU is not in the paper; later work quotes {t['paper_fb_iou']} for OSLSM {t['shots']}-shot."]
+    missing = [r["fold"] for r in t["rows"][:N_FOLDS] if r["ours_miou"] is None]
+    if missing:
+        lines.append(f"- Missing runs: {', '.join(missing)} (no mean for ours).")
+    for f, r in t["runs"].items():
+        lines.append(f"- fold{f}: {r['run_dir']} (weights sha256 {str(r['weights_sha256'])[:12]}, "
+                     f"episodes sha256 {str(r['episodes_sha256'])[:12]}; the original's episode list on "
+                     f"VOC 2012: {r['reference']})")
+    return "\n".join(lines) + "\n"
+
+
+def table_csv(t: dict) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    columns = ["paper_miou", "ours_miou", "difference", "ours_fb_iou", "episodes"]
+    columns += ["baseline_miou"] if t["baseline_label"] else []
+    writer.writerow(["fold", *columns, "protocol"])
+    for r in t["rows"]:
+        writer.writerow([r["fold"]] + ["" if r[k] is None else (f"{r[k]:.4f}" if isinstance(r[k], float) else r[k])
+                                       for k in columns] + [t["protocol"]])
+    return buf.getvalue()
+
+
+def table_png(t: dict, path: str | os.PathLike, note: str = "") -> None:
+    import textwrap
+
+    import numpy as np
+
+    plt = pyplot()
+    labels = [r["fold"] + ("" if r["difference"] is None else f"\n{r['difference']:+.1f}") for r in t["rows"]]
+    x = np.arange(len(labels))
+    series = [("paper", PAPER, [r["paper_miou"] for r in t["rows"]]),
+              ("ours", OURS, [np.nan if r["ours_miou"] is None else r["ours_miou"] for r in t["rows"]])]
+    if t["baseline_label"]:
+        series.append((t["baseline_label"], SECOND,
+                       [np.nan if r["baseline_miou"] is None else r["baseline_miou"] for r in t["rows"]]))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for i, (label, colour, values) in enumerate(series):
+        bars = ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=label, color=colour)
+        for bar, v in zip(bars, values):
+            if v == v:  # not NaN
+                ax.annotate(f"{v:.1f}", (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels)
+    ax.set_ylabel("mIoU (%)")
+    top = max([v for _, _, values in series for v in values if v == v] + [1.0])
+    ax.set_ylim(0, top * 1.15)
+    title = f"Table {t['table']}: OSLSM {t['shots']}-shot on PASCAL-5i"
+    ax.set_title("\n".join([title] + textwrap.wrap(note, 90)), fontsize=9)
+    ax.set_xlabel("fold (ours - paper below)", fontsize=8)
+    ax.legend()
+    save_png(fig, path)
+
+
+def write_table(table: int, run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
+                note: str = "", paper_dir=PAPER_DIR,
+                baseline: tuple[str, Sequence[str | os.PathLike]] | None = None) -> dict[str, Path]:
+    """Write table{T}_{k}shot.md/.csv/.png under out_dir; returns their paths."""
+    t = build_table(table, run_dirs, paper_dir, baseline)
+    out = Path(out_dir)
+    paths = {ext: out / f"{t['stem']}.{ext}" for ext in ("md", "csv", "png")}
+    atomic_write_text(paths["md"], table_markdown(t, note))
+    atomic_write_text(paths["csv"], table_csv(t))
+    table_png(t, paths["png"], note)
+    return paths

@@ -80,7 +80,8 @@ reproduce-tables: install
 	  --device $(call quote,$(DEVICE)) --out $(call quote,$(RESULTS))
 
 # Re-train one fold's model as the authors did: SBD in the VOC layout (python -m reproduce sbd-to-voc),
-# a start model (python -m reproduce make-init), the upstream train net and solver.
+# a start model (python -m reproduce make-init), the upstream train net and solver; 60,000 iterations
+# (the released snapshots') unless ITERS says otherwise.
 FOLD ?= 0
 SBD ?= data/SBD_VOC
 INIT ?= data/models/oslsm_init.caffemodel

@@ -184,3 +184,16 @@ def test_train_refuses_test_images_among_the_training_images(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "VOC 2012 val (test) images" in err and "sbd-to-voc --voc" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_authors_solver_trains_to_the_released_iteration_by_default():
+    """60,000 (the released snapshots, ss_os_fc_iter_60000), not the solver's max_iter of 1,000,000;
+    another solver keeps its own max_iter; --iters decides over both."""
+    from reproduce.commands.train import default_iterations
+    from reproduce.training.recipe import SOLVER_PROTOTXT
+    from weights_convert.train.solver_file import read_solver
+
+    assert read_solver(SOLVER_PROTOTXT).param.max_iter == 1_000_000
+    assert default_iterations(None, str(SOLVER_PROTOTXT)) == 60_000
+    assert default_iterations(None, "other_solver.prototxt") is None
+    assert default_iterations(500, str(SOLVER_PROTOTXT)) == 500

@@ -82,3 +82,16 @@ def test_a_summary_older_than_its_rows_is_refused(tmp_path):
         fh.write("2,0,2,1,1,1,1,0.5\n")
     with pytest.raises(ReproduceError, match=r"counts 2 episodes but all_results.csv holds 3"):
         load_run(run)
+
+
+def test_the_released_model_rerun_is_its_own_row(tmp_path):
+    """A user who gets 34.6 on fold 0 with the released model sees that number beside the paper's:
+    the third-party run of the original code on it (fold 0 only), in its own row, source named."""
+    assert load_paper(1)["rerun"]["folds"] == {0: 34.6} and load_paper(2)["rerun"]["folds"] == {0: 39.9}
+    runs = [_run(tmp_path, f, 1, 0.4, 0.6) for f in range(4)]
+    paths = write_table(1, runs, tmp_path / "out")
+    md = paths["md"].read_text()
+    assert "| original code, released model, third-party run | 34.6 | - | - | - | - |" in md
+    assert "dongzhuoyao/OSLSM" in md and "#9" in md
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert [r["rerun_miou"] for r in rows] == ["34.6000", "", "", "", ""]

@@ -149,7 +149,7 @@ def test_snapshot_converts_forwards_and_evaluates(tmp_path, uninterrupted):
     write_net(oslsm_deploy_net(1, OSLSMWidths(4, 6, 8, 8, 8, 16, 10)), deploy)
     converted = tmp_path / "fold0.safetensors"
     assert main(["convert", "--prototxt", str(deploy), "--caffemodel", str(snapshot), "--model", "oslsm",
-                 "--fold", "0", "--out", str(converted)]) == 0
+                 "--label", "fold=0", "--out", str(converted)]) == 0
 
     # Iteration 2 trained on episodes 1, 2, 3 with exactly these weights: the deploy net run by
     # `forward` gives the same loss as the train net logged (dropout ratio 0 in this net).

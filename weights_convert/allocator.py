@@ -8,11 +8,15 @@ growing after its live features had peaked (5.5 GiB for 1.9 GiB of features).
 
 Fixing the mmap threshold for the whole process bounds that, but maps and unmaps every activation
 of 1 MiB or more on each use: on virtual machines, where page faults are dear, that made the demo
-1.75x slower (bench/RESULTS.md). So only the store's own tensors get a mapping; activations keep
-malloc's defaults."""
+1.75x slower (bench/RESULTS.md). So the store's own tensors get a mapping of their own, and when
+the store lets go of one, `return_free_memory` hands the heap's free pages back (malloc_trim):
+once per released unit, not per activation; activations keep malloc's defaults."""
 from __future__ import annotations
 
+import ctypes
+import functools
 import mmap
+import platform
 
 import torch
 
@@ -29,3 +33,17 @@ def in_own_mapping(tensor: torch.Tensor) -> torch.Tensor:
     owned = torch.frombuffer(region, dtype=tensor.dtype, count=tensor.numel()).reshape(tensor.shape)
     owned.copy_(tensor)
     return owned
+
+
+@functools.cache
+def _glibc():
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    return ctypes.CDLL(None)
+
+
+def return_free_memory() -> bool:
+    """Give the C heap's free pages back to the system (glibc's malloc_trim(0), every arena);
+    True when something was returned. Elsewhere nothing is done (False)."""
+    libc = _glibc()
+    return bool(libc.malloc_trim(0)) if libc is not None else False

@@ -2,12 +2,17 @@
 original's training episodes (SBD + VOC train), Caffe's SGD; resumable; loss curve."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from reproduce.cli_arguments import add_training_data_arguments, open_checked_training_sets
 from reproduce.errors import ReproduceError
 from reproduce.training.recipe import SOLVER_PROTOTXT
 from reproduce.data.voc import VOCDataset
+
+# The iteration of the authors' released models (upstream issue lzzcd001/OSLSM #9 names
+# snapshots/fold2/ss_os_fc_iter_60000.caffemodel; github dongzhuoyao/OSLSM's README the fold-0 one).
+RELEASED_ITERATION = 60_000
 
 NAME = "train"
 HELP = "re-train one fold's OSLSM model as the authors did (upstream train net and solver, Caffe's SGD)"
@@ -18,7 +23,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--init", help="start model (from `make-init`); not needed to resume")
     parser.add_argument("--solver", default=str(SOLVER_PROTOTXT),
                         help="solver prototxt (default: the authors' solver_ss_os_fc.prototxt and train net)")
-    parser.add_argument("--iters", type=int, help="train until this iteration (default: the solver's max_iter)")
+    parser.add_argument("--iters", type=int,
+                        help=f"train until this iteration (default with the authors' solver {RELEASED_ITERATION:,}: "
+                             "their released snapshots, ss_os_fc_iter_60000, not its max_iter of 1,000,000; with "
+                             "another --solver, its max_iter)")
     parser.add_argument("--snapshot-every", type=int, help="snapshot interval (default: the solver's, 5000)")
     parser.add_argument("--allow-val-images", action="store_true",
                         help="train even if training images are VOC 2012 val (test) images")
@@ -37,6 +45,12 @@ def check_no_test_images(sets, voc: str) -> None:
                              "or pass --allow-val-images knowingly")
 
 
+def default_iterations(iters: int | None, solver: str) -> int | None:
+    if iters is not None:
+        return iters
+    return RELEASED_ITERATION if Path(solver).resolve() == SOLVER_PROTOTXT.resolve() else None
+
+
 def run(args) -> int:
     from reproduce.workflows.fold_training import train_fold  # here: `--help` starts without loading torch
 
@@ -45,8 +59,10 @@ def run(args) -> int:
         check_no_test_images(sets, args.voc)
     out = Path(args.out)
     last = train_fold(sets, args.fold, solver=args.solver, out=out, init=args.init, shots=args.shots,
-                      seed=args.seed, iterations=args.iters, snapshot_every=args.snapshot_every,
+                      seed=args.seed, iterations=default_iterations(args.iters, args.solver),
+                      snapshot_every=args.snapshot_every,
                       device=args.device, progress=not args.no_progress, cache_dir=args.cache_dir,
                       use_cache=not args.no_cache)
-    print(f"last snapshot {last}; loss curve {out / 'loss_curve.png'}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"last snapshot {last}; loss curve {out / 'loss_curve.png'}")
     return 0

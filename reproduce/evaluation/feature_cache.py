@@ -33,7 +33,7 @@ import torch
 
 from reproduce.errors import ReproduceError
 from reproduce.evaluation.provenance import code_version
-from weights_convert.allocator import in_own_mapping
+from weights_convert.allocator import in_own_mapping, return_free_memory
 from weights_convert.atomic import atomic_path
 from weights_convert.devices import explained_out_of_memory
 
@@ -307,10 +307,11 @@ class FeatureProvider:
             self.stats.evictions += 1
         return value
 
-    def _forget(self, unit: Unit) -> None:
+    def _forget(self, unit: Unit) -> bool:
         value = self._memory.pop(unit, None)
         if value is not None:
             self._memory_size -= self._nbytes(value)
+        return value is not None
 
     # ------------------------------------------------------------------ the episode stream
     def iter_episodes(self, episodes: Sequence[EpisodeLike], start: int = 0,
@@ -347,10 +348,13 @@ class FeatureProvider:
                 extra_value = fut_extra.result() if fut_extra is not None else None
                 self.stats.seconds["wait_extra"] += time.perf_counter() - t0
                 # Advance the use cursors, then free what no later episode needs.
+                released = False
                 for unit in values:
                     cursor[unit] += 1
                     if self.enabled and next_use(unit) == 1 << 62:
-                        self._forget(unit)
+                        released |= self._forget(unit)
+                if released:
+                    return_free_memory()  # what the forwards left on the heap goes back, too
                 yield (i, ep, *_stack(ep, values), extra_value)
         finally:
             # An interrupted run must not wait for prefetches it will never use.

@@ -135,7 +135,10 @@ class TrainingData:
         return training_inputs(self.sets, self.episode(index))
 
     def state(self, index: int) -> dict:
-        """The stream's state before episode `index` (the next one a resumed run asks for)."""
+        """The stream's state before episode `index` (the next one a resumed run asks for). A rank
+        of a data-parallel run that computed none of the last passes draws up to it first."""
+        if index > self.cursor:
+            self.episode(index - 1)
         if index == self.cursor:
             return {"index": index, **self.stream.state()}
         if index in self._recent:

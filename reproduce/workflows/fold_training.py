@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Mapping
@@ -31,9 +32,11 @@ def train_fold(sets: Mapping, fold: int, *, solver: str | Path, out: Path, init:
     request = TrainRequest(solver=read_solver(solver), data=data, data_digest=digest, out=out, weights=init,
                            iterations=iterations, snapshot_every=snapshot_every, seed=seed, device=device,
                            progress=progress)
-    print(f"fold {fold}: {items.n_items} training items, episode seed {seed}", file=sys.stderr)
+    lead = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone speaks and writes
+    if lead:
+        print(f"fold {fold}: {items.n_items} training items, episode seed {seed}", file=sys.stderr)
     try:
         return train(request)
     finally:
-        if (out / LOSSES).exists():
+        if lead and (out / LOSSES).exists():
             write_loss_curve(out / LOSSES, out / "loss_curve.png", title or f"OSLSM fold {fold} training")

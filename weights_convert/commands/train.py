@@ -1,10 +1,12 @@
 """`train`: run a Caffe solver (SGD) on a net the way Caffe would, from a solver prototxt."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 NAME = "train"
-HELP = "train a Caffe net from its solver prototxt exactly as Caffe's SGD solver does"
+HELP = ("train a Caffe net from its solver prototxt exactly as Caffe's SGD solver does; data-parallel under "
+        "`torchrun --nproc_per_node N -m weights_convert train ...` (each iteration's passes shared by the ranks)")
 
 
 def add_arguments(parser) -> None:
@@ -43,6 +45,7 @@ def run(args) -> int:
         last = train(request)
     finally:
         data.close()
-    print(f"trained to iteration {args.iters if args.iters is not None else solver.param.max_iter}; "
-          + (f"last snapshot {last}" if last else "no snapshot (snapshot_after_train: false)"))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the job
+        print(f"trained to iteration {args.iters if args.iters is not None else solver.param.max_iter}; "
+              + (f"last snapshot {last}" if last else "no snapshot (snapshot_after_train: false)"))
     return 0

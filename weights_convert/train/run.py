@@ -7,7 +7,9 @@ run; a changed solver, net, data, start or device is refused in words. Ctrl-C or
 at the next pass and snapshot the last finished iteration."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,6 +24,7 @@ from typing import Iterator
 
 import torch
 
+from weights_convert import stop_signals
 from weights_convert.atomic import atomic_write_text, naming_os_errors
 from weights_convert.devices import checked_device
 from weights_convert.errors import CaffeFormatError, Interrupted
@@ -30,8 +33,8 @@ from weights_convert.graph import CaffeNet
 from weights_convert.numerics import faithful_mode
 from weights_convert.progress import Progress
 from weights_convert.provenance import hardware, sha256_file
-from weights_convert import stop_signals
 from weights_convert.train.data import DataSource
+from weights_convert.train.distributed import SINGLE, Ranks, any_rank, from_lead, join, leave
 from weights_convert.train.solver_file import SolverFile
 from weights_convert.train.trainer import IterationRecord, Trainer, load_weights_for_training, snapshot_stem
 
@@ -72,31 +75,61 @@ def train(request: TrainRequest) -> Path | None:
     if request.resume is None and request.weights is None and _latest_snapshot(request.out) is None:
         raise CaffeFormatError("give --weights (the start weights) or --resume (a .solverstate): the kit does "
                                "not reproduce Caffe's random fillers")
-    for note in request.solver.notes():
-        print(f"note: {request.solver.path}: {note}", file=sys.stderr)
-    request.out.mkdir(parents=True, exist_ok=True)
-    with folder_lock(request.out, LOCK, "training", CaffeFormatError):
-        manifest = _manifest(request)
-        resume = _resume_point(request)
-        first = request.data.batch(0)
-        net = CaffeNet(request.solver.net, phase="TRAIN", level=request.solver.level,
-                       stages=request.solver.stages, source=request.solver.net_source, device=request.device,
-                       data_shapes={k: v.shape for k, v in first.items()})
-        trainer = Trainer(request.solver, net, request.data, manifest["seed"])
-        if resume is not None:
-            exact = trainer.restore(resume)
-            _refuse_going_back(trainer.iteration, target, request.out)
-            print(f"resuming from {resume} (iteration {trainer.iteration})"
-                  + ("" if exact else "; a Caffe state: data continue at iteration x iter_size, "
-                     "loss smoothing and dropout streams start afresh"), file=sys.stderr)
-        else:
-            ignored = load_weights_for_training(net, request.weights)
-            if ignored:
-                print(f"note: {request.weights}: layers not in the train net are ignored (as Caffe does): "
-                      f"{', '.join(ignored)}", file=sys.stderr)
-        atomic_write_text(request.out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    ranks, device = join(str(request.device))
+    try:
+        return _train_as(ranks, dataclasses.replace(request, device=device), target, every)
+    finally:
+        leave(ranks)
+
+
+def _train_as(ranks: Ranks, request: TrainRequest, target: int, every: int) -> Path | None:
+    """Rank 0 checks the folder, holds its lock and writes; every rank trains its share."""
+    with contextlib.ExitStack() as held:
+        start = None
+        if ranks.lead:
+            for note in request.solver.notes():
+                print(f"note: {request.solver.path}: {note}", file=sys.stderr)
+            request.out.mkdir(parents=True, exist_ok=True)
+            held.enter_context(folder_lock(request.out, LOCK, "training", CaffeFormatError))
+            try:
+                start = {"manifest": _manifest(request), "resume": _resume_point(request)}
+            except CaffeFormatError as exc:
+                from_lead(ranks, {"error": str(exc)})
+                raise
+        start = from_lead(ranks, start)
+        if "error" in start:
+            raise CaffeFormatError(start["error"])
+        trainer = _trainer(request, start["manifest"]["seed"], start["resume"], target, ranks)
+        if ranks.lead:
+            atomic_write_text(request.out / MANIFEST, json.dumps(start["manifest"], indent=1, sort_keys=True) + "\n")
         with faithful_mode():
-            return _loop(trainer, request, target, every, param.snapshot_after_train)
+            return _loop(trainer, request, target, every, request.solver.param.snapshot_after_train, ranks)
+
+
+def _trainer(request: TrainRequest, seed: int, resume: str | None, target: int, ranks: Ranks) -> Trainer:
+    first = request.data.batch(0)
+    net = CaffeNet(request.solver.net, phase="TRAIN", level=request.solver.level,
+                   stages=request.solver.stages, source=request.solver.net_source, device=request.device,
+                   data_shapes={k: v.shape for k, v in first.items()})
+    trainer = Trainer(request.solver, net, request.data, seed)
+    say = print if ranks.lead else (lambda *a, **k: None)
+    if resume is not None:
+        exact = trainer.restore(resume)
+        _refuse_going_back(trainer.iteration, target, request.out)
+        say(f"resuming from {resume} (iteration {trainer.iteration})"
+            + ("" if exact else "; a Caffe state: data continue at iteration x iter_size, "
+               "loss smoothing and dropout streams start afresh"), file=sys.stderr)
+    else:
+        ignored = load_weights_for_training(net, request.weights)
+        if ignored:
+            say(f"note: {request.weights}: layers not in the train net are ignored (as Caffe does): "
+                f"{', '.join(ignored)}", file=sys.stderr)
+    if ranks.world > 1:
+        if ranks.world > trainer.iter_size:
+            raise CaffeFormatError(f"{ranks.world} ranks for iter_size {trainer.iter_size}: each rank needs at least "
+                                   f"one pass of an iteration; use at most {trainer.iter_size} ranks")
+        say(f"data-parallel: {ranks.world} ranks share each iteration's {trainer.iter_size} passes", file=sys.stderr)
+    return trainer
 
 
 def _refuse_going_back(iteration: int, target: int, out: Path) -> None:
@@ -109,33 +142,36 @@ def _refuse_going_back(iteration: int, target: int, out: Path) -> None:
                            f"to train{where}. Ask for {iteration} or more to continue it")
 
 
-def _loop(trainer: Trainer, request: TrainRequest, target: int, every: int, after_train: bool) -> Path | None:
+def _loop(trainer: Trainer, request: TrainRequest, target: int, every: int, after_train: bool,
+          ranks: Ranks = SINGLE) -> Path | None:
     """Solver::Solve: step to `target`, snapshot every `every` iterations and, as Caffe's
-    snapshot_after_train, at the end unless that iteration was just snapshotted."""
-    log = _LossLog(request.out / LOSSES, keep_before=trainer.iteration)
+    snapshot_after_train, at the end unless that iteration was just snapshotted. Rank 0 alone
+    logs and snapshots; a stop request on any rank stops all after the iteration."""
+    lead = ranks.lead
+    log = _LossLog(request.out / LOSSES, keep_before=trainer.iteration) if lead else contextlib.nullcontext()
     last = None
     with _stop_requests() as stop, log, Progress(target, min(trainer.iteration, target), "training",
-                                                 request.progress, unit="iter") as bar:
+                                                 request.progress and lead, unit="iter") as bar:
         while trainer.iteration < target:
-            record = trainer.step(should_stop=stop)
-            if record is not None:
+            record = trainer.step(should_stop=stop, ranks=ranks)
+            if record is not None and lead:
                 log.write(record)
                 bar.note(f"loss {float(record.smoothed_loss):.6g}, lr {float(record.rate):.3g}")
                 bar.update(1)
             just_saved = record is not None and every and trainer.iteration % every == 0
-            if just_saved:
+            if just_saved and lead:
                 log.flush()
                 last = trainer.snapshot(request.out)
-            if stop():
-                log.flush()
-                raise TrainingInterrupted(trainer.iteration, target,
-                                          last if just_saved else trainer.snapshot(request.out))
-    if after_train and not (last is not None and trainer.iteration % every == 0):
+            if any_rank(ranks, stop()):
+                if lead:
+                    log.flush()
+                    last = last if just_saved else trainer.snapshot(request.out)
+                raise TrainingInterrupted(trainer.iteration, target, last)
+    if after_train and lead and not (last is not None and trainer.iteration % every == 0):
         last = trainer.snapshot(request.out)
     return last
 
 
-# ---------------------------------------------------------------------------- the folder
 def _manifest(request: TrainRequest) -> dict:
     """What the run is; a re-run must match it field by field to continue the same run."""
     solver = request.solver
@@ -158,6 +194,7 @@ def _manifest(request: TrainRequest) -> dict:
         "net": solver.net_source, "net_sha256": hashlib.sha256(net_text).hexdigest(),
         "start": start, "data_sha256": request.data_digest, "seed": seed,
         "device": checked_device(str(request.device)), "torch": torch.__version__,
+        "dropout_masks": "seeded per pass",  # (runs before this field drew them from one stream)
         # a resume is only byte-identical on the same kernels and thread count
         "hardware": hardware(request.device),
     }

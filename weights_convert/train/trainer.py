@@ -2,10 +2,10 @@
 forward/backward passes, average their losses, smooth (average_loss), apply the SGD update.
 Snapshots are Caffe's: weights as a .caffemodel and a binary .solverstate (iteration, step,
 momentum history), plus a small .trainstate.json with what Caffe does not keep but an identical
-resume needs (the data position, the loss-smoothing window, the dropout generator)."""
+resume needs (the data position, the loss-smoothing window)."""
 from __future__ import annotations
 
-import base64
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -24,6 +24,7 @@ from weights_convert.layers.dropout import Dropout
 from weights_convert.oslsm.loading import read_params
 from weights_convert.provenance import sha256_file
 from weights_convert.train.data import DataSource
+from weights_convert.train.distributed import SINGLE, Ranks, gather_pass_losses, sum_gradients
 from weights_convert.train.passes import forward_backward
 from weights_convert.train.sgd import CaffeSGD, learnable_params
 from weights_convert.train.solver_file import SolverFile
@@ -62,6 +63,12 @@ class IterationRecord:
     rate: np.float32
 
 
+def pass_seed(seed: int, index: int) -> int:
+    """The dropout seed of forward pass `index` of a run seeded `seed`."""
+    digest = hashlib.sha256(f"{int(seed)}:{int(index)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
 def snapshot_stem(iteration: int) -> str:
     return f"snapshot_iter_{iteration}"
 
@@ -87,30 +94,38 @@ class Trainer:
     def iteration(self) -> int:
         return self.sgd.iteration
 
-    def step(self, should_stop=lambda: False) -> IterationRecord | None:
+    def step(self, should_stop=lambda: False, ranks: Ranks = SINGLE) -> IterationRecord | None:
         """One solver iteration; None (and nothing changed) when `should_stop()` turns true
-        between its passes."""
+        between its passes. Under several ranks this one runs its share of the passes and the
+        gradients and losses are summed over the ranks before the update (stops are then decided
+        between iterations, by all ranks together)."""
         for p in self.sgd.params:
             p.tensor.grad = None
-        generator_state = self.generator.get_state()
+        losses = [np.float32(0.0)] * self.iter_size
+        for k in ranks.passes(self.iter_size):
+            if ranks.world == 1 and should_stop():
+                return None  # the abandoned passes are redone on resume: same batches, same masks
+            losses[k] = self._pass(self.passes + k)
+        losses = gather_pass_losses(ranks, losses)
+        sum_gradients(ranks, [p.tensor.grad for p in self.sgd.params if p.tensor.grad is not None])
+        self.passes += self.iter_size
         loss = np.float32(0.0)
-        for k in range(self.iter_size):
-            if should_stop():
-                # the abandoned passes are redone on resume: same batches, same dropout masks
-                self.passes -= k
-                self.generator.set_state(generator_state)
-                return None
-            batch = self.data.batch(self.passes)
-            shapes = ", ".join(f"{name} {tuple(v.shape)}" for name, v in batch.items())
-            with explained_out_of_memory(f"training pass {self.passes} (iteration {self.iteration}; {shapes})"):
-                result = forward_backward(self.net, batch)
-            self.passes += 1
-            loss = np.float32(loss + result.loss)
+        for value in losses:  # in pass order, as Caffe adds them
+            loss = np.float32(loss + value)
         loss = np.float32(loss / np.float32(self.iter_size))
         iteration = self.iteration
         smoothed = self.smoother.update(loss, iteration)
         rate = self.sgd.apply_update()
         return IterationRecord(iteration, smoothed, loss, rate)
+
+    def _pass(self, index: int) -> np.float32:
+        """Forward/backward pass `index` of the run: its batch and its dropout masks are the
+        pass's own (seeded by the run's seed and the index), whichever rank computes it."""
+        self.generator.manual_seed(pass_seed(self.seed, index))
+        batch = self.data.batch(index)
+        shapes = ", ".join(f"{name} {tuple(v.shape)}" for name, v in batch.items())
+        with explained_out_of_memory(f"training pass {index} (iteration {self.iteration}; {shapes})"):
+            return forward_backward(self.net, batch).loss
 
     # ------------------------------------------------------------------ snapshots
     def snapshot(self, folder: str | os.PathLike) -> Path:
@@ -125,11 +140,10 @@ class Trainer:
         write_solverstate(state, self.iteration, self.sgd.current_step, model.name,
                           [h.detach().cpu().numpy() for h in self.sgd.history])
         extras = {
-            "format": TRAINSTATE_FORMAT, "version": 1, "iteration": self.iteration, "passes": self.passes,
+            "format": TRAINSTATE_FORMAT, "version": 2, "iteration": self.iteration, "passes": self.passes,
             "seed": self.seed,
             "smoother": {"start_iter": self.smoother.start_iter, "losses": self.smoother.losses,
                          "smoothed": self.smoother.smoothed},
-            "generator": base64.b64encode(self.generator.get_state().numpy().tobytes()).decode("ascii"),
             # a data source with a state (e.g. a seeded episode stream) continues from it on resume
             "data": self.data.state(self.passes) if hasattr(self.data, "state") else None,
             # checked on resume: a damaged snapshot is refused, never trained on
@@ -163,8 +177,6 @@ class Trainer:
             s = extras["smoother"]
             self.smoother = LossSmoother(int(self.param.average_loss), int(s["start_iter"]),
                                          [float(v) for v in s["losses"]], float(s["smoothed"]))
-            raw = np.frombuffer(base64.b64decode(extras["generator"]), dtype=np.uint8).copy()
-            self.generator.set_state(torch.from_numpy(raw))
             if extras.get("data") is not None and hasattr(self.data, "restore"):
                 self.data.restore(extras["data"])
         except (ValueError, KeyError, TypeError, RuntimeError) as exc:

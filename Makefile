@@ -18,7 +18,7 @@ PROTOTXT ?=
 # Shell-quotes a value so that any path works (spaces, quotes, unicode): '...' with each ' as '"'"'.
 quote = '$(subst ','"'"',$(1))'
 
-.PHONY: install proto test test-gpu selfcheck demo convert check-voc prototxt reproduce-table1 reproduce-table2 reproduce-tables train bench clean
+.PHONY: install proto test test-gpu selfcheck train-all demo convert check-voc prototxt reproduce-table1 reproduce-table2 reproduce-tables train bench clean
 
 # Re-installs when setup.py changes; torch is pinned there to the local CPU wheel.
 $(VENV)/.installed: setup.py
@@ -90,6 +90,15 @@ train: install
 	$(PY) -m reproduce train --fold $(call quote,$(FOLD)) --voc $(call quote,$(VOC)) --sbd $(call quote,$(SBD)) \
 	  --init $(call quote,$(INIT)) $(if $(ITERS),--iters $(call quote,$(ITERS))) --device $(call quote,$(DEVICE)) \
 	  --out $(call quote,$(RESULTS)/train/fold$(FOLD))
+
+# Every fold at once: one process per fold, queued on DEVICES (e.g. cuda:0,cuda:1); RANKS devices per fold.
+FOLDS ?= 0,1,2,3
+DEVICES ?= $(DEVICE)
+RANKS ?= 1
+train-all: install
+	$(PY) -m reproduce train-all --voc $(call quote,$(VOC)) --sbd $(call quote,$(SBD)) --init $(call quote,$(INIT)) \
+	  --folds $(call quote,$(FOLDS)) --devices $(call quote,$(DEVICES)) --ranks-per-fold $(call quote,$(RANKS)) \
+	  $(if $(ITERS),--iters $(call quote,$(ITERS))) --out $(call quote,$(RESULTS)/train)
 
 bench: install
 	$(PY) bench/convert_bench.py

@@ -1,0 +1,73 @@
+"""`train-all`: every fold's model re-trained, one process per fold, folds queued on the devices."""
+from __future__ import annotations
+
+from pathlib import Path
+
+NAME = "train-all"
+HELP = ("re-train the fold models: one `train` process per fold (a torchrun job with --ranks-per-fold R), "
+        "queued on --devices; resumable; each fold's newest snapshot copied to OUT/models/")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--voc", required=True, help="VOC2012 folder (train.txt is read)")
+    parser.add_argument("--sbd", required=True, help="SBD in the VOC layout (from `sbd-to-voc`)")
+    parser.add_argument("--init", help="start model (from `make-init`); not needed to resume")
+    parser.add_argument("--folds", default="0,1,2,3", help="comma-separated folds (default 0,1,2,3)")
+    parser.add_argument("--devices", default="cpu",
+                        help="comma-separated devices, e.g. cuda:0,cuda:1 (a fold at a time on each; repeat cpu "
+                             "to run folds side by side on the CPU)")
+    parser.add_argument("--ranks-per-fold", type=int, default=1,
+                        help="devices per fold: a torchrun job sharing each iteration's passes (default 1)")
+    parser.add_argument("--iters", type=int, help="as `train --iters` (default: the released 60,000)")
+    parser.add_argument("--solver", help="as `train --solver` (default: the authors')")
+    parser.add_argument("--seed", type=int, help="episode seed of fold 0; fold F uses seed + F (default: drawn)")
+    parser.add_argument("--allow-val-images", action="store_true")
+    parser.add_argument("--out", required=True, help="folder: fold{F}/ (each as `train` writes), logs/, models/")
+
+
+def run(args) -> int:
+    import sys
+
+    from reproduce.data.pascal5i import FOLDS
+    from reproduce.errors import raise_problems
+    from reproduce.workflows.all_folds import FoldJob, device_slots, publish_model, run_all
+    from weights_convert.devices import DeviceError, checked_device
+
+    out = Path(args.out)
+    problems = []
+    try:
+        folds = sorted({int(f) for f in args.folds.split(",") if f.strip()})
+    except ValueError:
+        folds, problems = [], [f"--folds {args.folds!r}: expected comma-separated fold numbers"]
+    problems += [f"--folds: {f} is not a PASCAL-5i fold ({FOLDS})" for f in folds if f not in FOLDS]
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+    for device in devices:
+        try:
+            checked_device(device)
+        except DeviceError as exc:
+            problems.append(str(exc).replace("--device", "--devices entry", 1))
+    if out.exists() and not out.is_dir():
+        problems.append(f"--out {out} is a file; expected a folder")
+    raise_problems(problems, heading="cannot start train-all")
+    slots = device_slots(devices, args.ranks_per_fold)
+    jobs = [FoldJob(f, out / f"fold{f}", _train_arguments(args, f)) for f in folds]
+    statuses = run_all(jobs, slots, out / "logs", args.iters or (None if args.solver else 60_000))
+    failed = sorted(f for f, status in statuses.items() if status != 0)
+    for fold in folds:
+        if fold in failed:
+            print(f"fold {fold}: FAILED (exit {statuses[fold]}); see {out / 'logs' / f'fold{fold}.log'}")
+        else:
+            print(f"fold {fold}: {publish_model(fold, out / f'fold{fold}', out / 'models')}")
+    if not failed:
+        print(f"models for `make reproduce-tables MODELS={out / 'models'}` (convert-folds finds them by fold)",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _train_arguments(args, fold: int) -> list[str]:
+    argv = ["--voc", args.voc, "--sbd", args.sbd]
+    for flag, value in (("--init", args.init), ("--iters", args.iters), ("--solver", args.solver),
+                        ("--seed", None if args.seed is None else args.seed + fold)):
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv + (["--allow-val-images"] if args.allow_val_images else [])

@@ -1,0 +1,88 @@
+"""`train-all` as users run it: two folds side by side on the CPU, each fold's folder what `train`
+writes, a SIGTERM stopping both and the same command resuming them, the models named by fold."""
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from reproduce.workflows.all_folds import device_slots
+from reproduce.workflows.fold_models import find_fold_models
+from test_retraining import DATA, GOLDEN, thin_solver
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def command(tmp_path: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "reproduce", "train-all", "--voc", str(DATA / "pascal"), "--sbd", str(DATA / "sbd"),
+            "--init", str(GOLDEN / "weights.caffemodel"), "--solver", str(thin_solver(tmp_path)), "--folds", "0,1",
+            "--devices", "cpu,cpu", "--seed", "7", "--allow-val-images", "--out", str(out)]
+
+
+def run_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix != ".lock" and p.name != "train.json"}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("all")
+    out = tmp / "train"
+    done = subprocess.run(command(tmp, out), cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "fold 0: started on cpu" in done.stderr and "fold 1: started on cpu" in done.stderr
+    return out
+
+
+@pytest.mark.slow
+def test_both_folds_train_as_train_does_and_their_models_are_named_by_fold(uninterrupted, tmp_path):
+    for fold in (0, 1):
+        assert (uninterrupted / f"fold{fold}" / "snapshot_iter_4.caffemodel").is_file()
+        assert (uninterrupted / f"fold{fold}" / "loss_curve.png").is_file()
+    models = find_fold_models(uninterrupted / "models", {}, folds=(0, 1))
+    assert {f: p.name for f, p in models.items()} == {0: "oslsm_fold0_iter_4.caffemodel",
+                                                     1: "oslsm_fold1_iter_4.caffemodel"}
+    assert models[1].read_bytes() == (uninterrupted / "fold1" / "snapshot_iter_4.caffemodel").read_bytes()
+    # Fold 1 is what `train --fold 1 --seed 8` writes by itself.
+    alone = tmp_path / "alone"
+    done = subprocess.run([sys.executable, "-m", "reproduce", "train", "--voc", str(DATA / "pascal"), "--sbd",
+                           str(DATA / "sbd"), "--fold", "1", "--seed", "8", "--init", str(GOLDEN / "weights.caffemodel"),
+                           "--solver", str(thin_solver(tmp_path)), "--allow-val-images", "--no-progress", "--out",
+                           str(alone)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert run_files(alone) == run_files(uninterrupted / "fold1")
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_fold_and_the_same_command_resumes(uninterrupted, tmp_path):
+    out = tmp_path / "train"
+    proc = subprocess.Popen(command(tmp_path, out), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    while not (out / "fold0" / "snapshot_iter_2.trainstate.json").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-2000:]
+    assert not (out / "models").exists()
+    done = subprocess.run(command(tmp_path, out), cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for fold in (0, 1):
+        assert run_files(out / f"fold{fold}") == run_files(uninterrupted / f"fold{fold}"), fold
+
+
+def test_devices_split_into_slots_of_ranks_per_fold():
+    assert device_slots(["cuda:0", "cuda:1", "cuda:2", "cuda:3"], 2) == [["cuda:0", "cuda:1"], ["cuda:2", "cuda:3"]]
+    assert device_slots(["cpu"], 1) == [["cpu"]]
+    with pytest.raises(Exception, match="do not split into groups"):
+        device_slots(["cuda:0", "cuda:1", "cuda:2"], 2)
+
+
+def test_bad_folds_and_devices_are_refused_together(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "reproduce", "train-all", "--voc", "v", "--sbd", "s", "--folds", "0,7",
+                           "--devices", "cpu,cuda:5", "--out", str(tmp_path / "o")], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and "7 is not a PASCAL-5i fold" in done.stderr and "'cuda:5'" in done.stderr
+    assert not (tmp_path / "o").exists()

@@ -8,6 +8,7 @@ import pytest
 from helpers import GOLDEN, UPSTREAM
 from weights_convert.cli import main
 from weights_convert.convert import WeightSource
+from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.caffemodel import write_caffemodel
 from weights_convert.formats.safetensors_io import read_safetensors, safetensors_metadata
 from weights_convert.formats.weights_io import read_weights
@@ -297,9 +298,26 @@ def test_forward_takes_one_episode_of_an_inputs_file(tmp_path, capsys):
 
 
 def test_conversion_bytes_are_those_of_the_code_before_the_reorganisation(tmp_path):
-    """The digest recorded from commit 53b48e5 (before `reproduce/` became packages and the
-    converter's --fold became --label fold=F) for the golden 5-shot case in the oslsm form."""
+    """Digests recorded from commit 53b48e5 (before `reproduce/` became packages and the converter's
+    --fold became --label fold=F) for the golden 5-shot case in the oslsm form: the data section
+    byte for byte, and the header but for the data digest since added to it (`data_sha256`)."""
     out = tmp_path / "fold2.safetensors"
     assert main(convert_args(CASE5, out, "--model", "oslsm", "--label", "fold=2")) == 0
-    assert hashlib.sha256(out.read_bytes()).hexdigest() == \
-        "5016eecf261de986f53d7ed089cb360e0a8c855f180fa27d6aa5bfa15310da2d"
+    raw = out.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + size])
+    data_sha256 = header["__metadata__"].pop("data_sha256")
+    assert hashlib.sha256(raw[8 + size:]).hexdigest() == data_sha256 == \
+        "03badedb0eecee303adfd15a915cd72f629922141536f5e8fcdded7e255ff332"
+    assert hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest() == \
+        "39850ce9a928be79cb25e9c039e6dd695a22801896b1e16e4bf2ddd1bdf3a5af"
+
+
+def test_a_damaged_conversion_is_refused_when_read(tmp_path):
+    out = tmp_path / "model.safetensors"
+    assert main(convert_args(CASE5, out, "--model", "oslsm")) == 0
+    raw = bytearray(out.read_bytes())
+    raw[-5] ^= 0x10  # one bit of the last tensor
+    out.write_bytes(bytes(raw))
+    with pytest.raises(CaffeFormatError, match=r"damaged: its tensor bytes are not the ones written"):
+        read_safetensors(out)

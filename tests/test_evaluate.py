@@ -545,3 +545,27 @@ def test_damaged_feature_cache_entries_are_recomputed_never_used(env, reference_
     assert _timings(out)["forwards"]["query"] == 2
     for name in ("all_results.csv", "summary.json"):
         assert (out / name).read_bytes() == (off / name).read_bytes(), name
+
+
+def test_saved_masks_carry_their_digest_and_a_damaged_one_is_not_used(env, reference_runs, tmp_path, capsys):
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    from reproduce.evaluation.run_folder import MASK_DIGEST_KEY, RunFolder, read_saved_mask
+
+    _, on, _ = reference_runs
+    soft = RunFolder(on).mask_paths(3)["soft"]
+    intact = read_saved_mask(soft)
+    assert intact is not None and intact.shape == (500, 500)
+    with Image.open(soft) as im:
+        written = im.info[MASK_DIGEST_KEY]
+    altered = tmp_path / "altered.png"  # other pixels under the old digest
+    text = PngInfo()
+    text.add_text(MASK_DIGEST_KEY, written)
+    Image.fromarray(255 - intact).save(altered, format="PNG", pnginfo=text)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(soft.read_bytes()[:200])
+    capsys.readouterr()
+    assert read_saved_mask(altered) is None and read_saved_mask(cut) is None
+    err = capsys.readouterr().err
+    assert f"{altered} is damaged (its pixels do not match" in err and f"{cut} is damaged (unreadable" in err

@@ -21,8 +21,10 @@ Layout (every file atomic except the journal, which is appended and fsync'd):
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator, Sequence
@@ -40,6 +42,7 @@ RUN_FORMAT = "oslsm-repro-run/1"
 CSV_NAME = "all_results.csv"
 SOURCES_NAME = "sources.json"
 DATA_NAME = "data.json"
+MASK_DIGEST_KEY = "oslsm-repro-sha256"
 LOCK_NAME = ".run.lock"
 # Manifest fields that may grow when a finished run is extended to more episodes.
 _EXTENSIBLE = ("n_episodes", "episodes_sha256", "reference")
@@ -162,6 +165,7 @@ class RunFolder:
 
     def save_masks(self, index: int, score: np.ndarray) -> None:
         from PIL import Image
+        from PIL.PngImagePlugin import PngInfo
 
         # For looking at, not scoring: soft = the sigmoid map as 8-bit grey (test.py's skimage imsave
         # wrote 16-bit; 8 bits are our choice), hard = test.py's binarisation (0.5 counts as 1 in
@@ -169,11 +173,35 @@ class RunFolder:
         images = {"soft": np.clip(np.rint(score * 255.0), 0, 255).astype(np.uint8),
                   "hard": np.where(score >= 0.5, 255, 0).astype(np.uint8)}
         for kind, path in self.mask_paths(index).items():
+            text = PngInfo()  # the pixels' digest travels with them: a damaged mask is never used
+            text.add_text(MASK_DIGEST_KEY, hashlib.sha256(images[kind].tobytes()).hexdigest())
             with atomic_path(path) as tmp:
-                Image.fromarray(images[kind]).save(tmp, format="PNG")
+                Image.fromarray(images[kind]).save(tmp, format="PNG", pnginfo=text)
 
     def write_json(self, name: str, obj) -> None:
         atomic_write_text(self.path / name, to_json(obj))
+
+
+def read_saved_mask(path: Path) -> np.ndarray | None:
+    """A mask `save_masks` wrote, checked against the digest stored in it; None when it is absent,
+    unreadable or not the bytes written (a warning names it: the caller recomputes it)."""
+    from PIL import Image
+
+    if not path.is_file():
+        return None
+    try:
+        with Image.open(path) as im:
+            pixels, written = np.asarray(im), im.info.get(MASK_DIGEST_KEY)
+    except (OSError, ValueError, SyntaxError) as exc:
+        return _damaged_mask(path, f"unreadable: {exc}")
+    if written is not None and hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest() != written:
+        return _damaged_mask(path, "its pixels do not match the digest written with them")
+    return pixels
+
+
+def _damaged_mask(path: Path, why: str) -> None:
+    print(f"WARNING: saved mask {path} is damaged ({why}); recomputing the prediction instead", file=sys.stderr)
+    return None
 
 
 def read_done_rows(csv_path: Path, episodes: Sequence) -> list[list]:

@@ -9,7 +9,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from reproduce.data.dataset_inputs import DatasetInputs
 from reproduce.errors import ReproduceError
@@ -17,7 +16,7 @@ from reproduce.evaluation.evaluate import score_map
 from reproduce.evaluation.feature_cache import FeatureProvider
 from reproduce.presentation.finished_run import FinishedRun
 from reproduce.presentation.panels import EpisodePanel, draw_panels
-from reproduce.evaluation.run_folder import RunFolder
+from reproduce.evaluation.run_folder import RunFolder, read_saved_mask
 from reproduce.evaluation.scoring import episode_counts
 from reproduce.data.voc import VOID, VOCDataset, class_name
 from weights_convert.numerics import faithful_mode
@@ -27,11 +26,8 @@ from weights_convert.provenance import sha256_file
 
 def saved_score(run: FinishedRun, index: int) -> np.ndarray | None:
     """The run's 8-bit soft mask of episode `index` as a [0, 1] map, if it saved one."""
-    path = RunFolder(run.path).mask_paths(index)["soft"]
-    if not path.is_file():
-        return None
-    with Image.open(path) as im:
-        return np.asarray(im, dtype=np.float32) / 255.0
+    pixels = read_saved_mask(RunFolder(run.path).mask_paths(index)["soft"])
+    return None if pixels is None else pixels.astype(np.float32) / 255.0
 
 
 def _source(run: FinishedRun, key: str, given, flag: str) -> Path:

@@ -9,6 +9,7 @@ demand, so peak memory is about one tensor.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -25,6 +26,7 @@ DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", 
 _DTYPE_BY_NUMPY = {np.dtype(v).newbyteorder("<"): k for k, v in DTYPES.items()}
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the reference implementation's limit
 METADATA_KEY = "__metadata__"
+DATA_DIGEST_KEY = "data_sha256"  # our files: the sha256 of the data section, checked when read
 _COPY_CHUNK = 4 * 1024 * 1024
 
 
@@ -55,16 +57,33 @@ class LateValue:
         return f"<late {key}>".ljust(self.width, "#")[:self.width]
 
 
+class _HashingWriter:
+    """A file whose written bytes are hashed on the way (the data section's digest)."""
+
+    def __init__(self, fh: IO[bytes]):
+        self.fh, self.sha256 = fh, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        return self.fh.write(data)
+
+    def tell(self) -> int:
+        return self.fh.tell()
+
+
 def write_safetensors_streaming(path: str | os.PathLike, entries: Sequence[TensorEntry],
                                 metadata: Mapping[str, str | LateValue] | None) -> None:
-    """Header first, then each entry's bytes in order; written atomically."""
+    """Header first, then each entry's bytes in order; written atomically. The metadata records
+    the sha256 of the data section (DATA_DIGEST_KEY), which every read checks."""
     path = os.fspath(path)
-    metadata = dict(metadata or {})
+    data = None
+    metadata = {**(metadata or {}), DATA_DIGEST_KEY: LateValue(64, lambda: data.sha256.hexdigest())}
     late = {k: v for k, v in metadata.items() if isinstance(v, LateValue)}
     header = _build_header(path, entries, {k: v.placeholder(k) if k in late else v for k, v in metadata.items()})
-    with atomic_write(path) as fh:
-        fh.write(len(header).to_bytes(8, "little"))
-        fh.write(header)
+    with atomic_write(path) as raw:
+        raw.write(len(header).to_bytes(8, "little"))
+        raw.write(header)
+        fh = data = _HashingWriter(raw)
         for entry in entries:
             start = fh.tell()
             if entry.copy_to is not None:
@@ -79,8 +98,8 @@ def write_safetensors_streaming(path: str | os.PathLike, entries: Sequence[Tenso
             text = value.compute()
             if len(text) != value.width or not text.isalnum():
                 raise ValueError(f"late metadata {key!r}: {text!r} is not {value.width} letters and digits")
-            fh.seek(8 + header.index(value.placeholder(key).encode()))
-            fh.write(text.encode())
+            raw.seek(8 + header.index(value.placeholder(key).encode()))
+            raw.write(text.encode())
 
 
 def _build_header(path: str, entries: Sequence[TensorEntry], metadata: Mapping[str, str]) -> bytes:
@@ -149,14 +168,21 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
     with fh:
         size = os.fstat(fh.fileno()).st_size
         entries, metadata, data_start = read_safetensors_header(path, fh, size)
-        tensors = {}
-        for e in entries:
+        tensors, data = {}, hashlib.sha256()
+        for e in sorted(entries, key=lambda e: e.begin):
             array = np.empty(e.shape, dtype=np.dtype(DTYPES[e.dtype]))
             fh.seek(data_start + e.begin)
-            if fh.readinto(memoryview(array.reshape(-1).view(np.uint8))) != e.end - e.begin:
+            view = memoryview(array.reshape(-1).view(np.uint8))
+            if fh.readinto(view) != e.end - e.begin:
                 raise CaffeFormatError(f"{path}: byte {data_start + e.begin}: file ended inside tensor {e.key!r}")
+            data.update(view)
             tensors[e.key] = array.astype(array.dtype.newbyteorder("="), copy=False)
-        return tensors, metadata
+    metadata = dict(metadata)
+    written = metadata.pop(DATA_DIGEST_KEY, None)  # the file's own record, not the caller's metadata
+    if written is not None and data.hexdigest() != written:
+        raise CaffeFormatError(f"{path}: damaged: its tensor bytes are not the ones written (their sha256 is in its "
+                               "header); convert the model again")
+    return {e.key: tensors[e.key] for e in entries}, metadata
 
 
 def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -167,7 +193,7 @@ def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
             _, metadata, _ = read_safetensors_header(path, fh, os.fstat(fh.fileno()).st_size)
     except OSError as exc:
         raise CaffeFormatError(f"{path}: cannot read: {exc.strerror}") from None
-    return metadata
+    return {k: v for k, v in metadata.items() if k != DATA_DIGEST_KEY}
 
 
 def read_safetensors_header(path: str, fh, size: int) -> tuple[list[_HeaderEntry], dict[str, str], int]:

@@ -6,7 +6,7 @@ setup(
     description="Faithful Caffe-to-PyTorch reproduction kit for OSLSM (Shaban et al., BMVC 2017)",
     packages=find_packages(include=["weights_convert", "weights_convert.*", "reproduce", "reproduce.*"]),
     package_data={"weights_convert": ["proto/*.proto"], "reproduce.training": ["recipes/*"],
-                  "reproduce.data": ["reference/*.json"]},
+                  "reproduce.data": ["reference/*.json", "reference/hsnet/*"]},
     python_requires=">=3.10",
     install_requires=[
         # The CPU wheel; a looser pin pulls a multi-GB CUDA build.

@@ -9,8 +9,9 @@ from reproduce.data.voc import VOCDataset, refuse_inside_dataset
 from reproduce.data.pascal5i import FOLDS
 
 
-def add_data_arguments(parser) -> None:
-    parser.add_argument("--voc", required=True, help="VOC2012 folder (ImageSets, JPEGImages, SegmentationClass)")
+def add_data_arguments(parser, voc_required: bool = True) -> None:
+    parser.add_argument("--voc", required=voc_required,
+                        help="VOC2012 folder (ImageSets, JPEGImages, SegmentationClass)")
     parser.add_argument("--fold", type=int, required=True, choices=FOLDS, help="PASCAL-5i fold")
     parser.add_argument("--shots", type=int, required=True, help="support images per episode (1 or 5)")
     parser.add_argument("--cache-dir", default=None,

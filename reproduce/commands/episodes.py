@@ -1,4 +1,5 @@
-"""`episodes`: the original data layer's episode list of one fold, as a checked JSON file."""
+"""`episodes`: the episode list of one fold, as a checked JSON file: the original data layer's
+(from a VOC copy), or HSNet's (from its split files alone)."""
 from __future__ import annotations
 
 from weights_convert.own_outputs import json_with_keys
@@ -10,19 +11,34 @@ def is_own_output(path) -> bool:
 
 
 NAME = "episodes"
-HELP = "write the episode list (query, class, supports) the original OSLSM code tests on"
+HELP = ("write the episode list (query, class, supports) the original OSLSM code tests on, or with "
+        "--protocol hsnet the one HSNet's code tests on (no data set needed: its split files decide)")
 
 
 def add_arguments(parser) -> None:
-    add_data_arguments(parser)
+    add_data_arguments(parser, voc_required=False)
+    parser.add_argument("--protocol", choices=("original", "hsnet"), default="original",
+                        help="original: OSLSM's data layer on --voc (default); hsnet: HSNet's test episodes")
     parser.add_argument("--episodes", type=int, default=1000, help="number of episodes (default 1000)")
     parser.add_argument("--out", required=True, help="output JSON file")
 
 
 def run(args) -> int:
-    dataset = open_data(args)
-    episodes, n_items = resolve_episodes(dataset, args.fold, args.shots, args.episodes,
-                                         items_cache_dir=args.cache_dir, use_cache=not args.no_cache)
+    if args.protocol == "hsnet":
+        from reproduce.data.hsnet import hsnet_episodes, hsnet_items
+        from reproduce.errors import ReproduceError
+
+        if args.episodes < 1:
+            raise ReproduceError(f"--episodes must be >= 1, got {args.episodes}")
+        episodes, n_items = hsnet_episodes(args.fold, args.shots, args.episodes), len(hsnet_items(args.fold))
+    else:
+        if args.voc is None:
+            from reproduce.errors import ReproduceError
+
+            raise ReproduceError("--voc is needed for the original protocol's episodes (the data layer scans it)")
+        dataset = open_data(args)
+        episodes, n_items = resolve_episodes(dataset, args.fold, args.shots, args.episodes,
+                                             items_cache_dir=args.cache_dir, use_cache=not args.no_cache)
     digest = episodes_to_json(args.out, episodes, args.fold, args.shots, n_items)
     print(f"n_items {n_items}")
     print(f"sha256 {digest}")

@@ -67,29 +67,48 @@ def executed_flops(widths: OSLSMWidths, hw: tuple[int, int]) -> int:
     return total
 
 
+def previous_forward(branch, x: torch.Tensor) -> torch.Tensor:
+    """The segmentation branch as the code before the skipping computed it (commit 53b48e5): every
+    convolution on the whole map, a new tensor for each ReLU, all fc7s cells."""
+    import torch.nn.functional as F
+
+    from weights_convert.oslsm.layout import VGG_BLOCKS
+
+    for block, n in VGG_BLOCKS:
+        for i in range(1, n + 1):
+            x = F.relu(getattr(branch.trunk, f"conv{block}_{i}")(x))
+        x = F.max_pool2d(x, 2, 2, ceil_mode=True)
+    return F.relu(branch.fc7(F.relu(branch.fc6(x)))).contiguous()
+
+
 def ab_query_forward(hw: tuple[int, int], reps: int) -> dict:
-    """Median seconds of the plain and the skipping forward, alternated in one process."""
+    """Median seconds of the previous code's forward, today's with the skipping off and with it
+    on, alternated in one process on one model."""
     from weights_convert.numerics import faithful_mode
     from weights_convert.oslsm.model import OSLSM
 
     model = OSLSM(OSLSMWidths.FULL).to(memory_format=torch.channels_last).eval()  # load_oslsm's layout
     trunk = model.segmentation.trunk
     x = torch.randn(1, 3, *hw) * 50
+    variants = {"previous": lambda: previous_forward(model.segmentation, x),
+                "plain": lambda: model.query_features(x),
+                "skip": lambda: model.query_features(x, head_cells_only=True)}
 
-    def once(skip: bool) -> float:
-        trunk.skip_constant_frame = skip
+    def once(name: str) -> float:
+        trunk.skip_constant_frame = name == "skip"
         t = time.perf_counter()
-        model.query_features(x, head_cells_only=skip)
+        variants[name]()
         return time.perf_counter() - t
 
-    times = {False: [], True: []}
+    times = {name: [] for name in variants}
     with faithful_mode(), torch.inference_mode():
-        once(False), once(True)  # warm-up: oneDNN primitives for every shape
+        for name in variants:  # warm-up: oneDNN primitives for every shape
+            once(name)
         for _ in range(reps):
-            for skip in (False, True):
-                times[skip].append(once(skip))
-    return {"plain_s": statistics.median(times[False]), "skip_s": statistics.median(times[True]),
-            "all": {k: [round(v, 3) for v in vs] for k, vs in times.items()}}
+            for name in variants:
+                times[name].append(once(name))
+    return {**{f"{name}_s": statistics.median(ts) for name, ts in times.items()},
+            "all": {name: [round(v, 3) for v in ts] for name, ts in times.items()}}
 
 
 def support_forward_seconds(reps: int = 3) -> float:
@@ -141,12 +160,13 @@ def main(argv=None) -> int:
     lines = [SECTION, "", f"Measured {when} by `bench/query_forward_bench.py` on: {machine()} "
              f"({platform.platform()}). Full-width random OSLSM, channels_last weights (as `load_oslsm` gives), "
              f"faithful mode; median of {args.reps} alternated runs after a warm-up.", "",
-             "| query | plain forward (s) | skipping forward (s) | ratio | GFLOP plain | GFLOP run (useful) | share skipped |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| query | previous code (s) | today, skipping off (s) | today, skipping on (s) | on / previous | "
+             "on / off | GFLOP all | GFLOP run (useful) | share skipped |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for hw, ab, plain_flops, useful in rows:
-        lines.append(f"| {hw[0]}x{hw[1]} | {ab['plain_s']:.2f} | {ab['skip_s']:.2f} | "
-                     f"**{ab['skip_s'] / ab['plain_s']:.2f}x** | {plain_flops / 1e9:.1f} | {useful / 1e9:.1f} | "
-                     f"{100 * (1 - useful / plain_flops):.1f}% |")
+        lines.append(f"| {hw[0]}x{hw[1]} | {ab['previous_s']:.2f} | {ab['plain_s']:.2f} | {ab['skip_s']:.2f} | "
+                     f"**{ab['skip_s'] / ab['previous_s']:.2f}x** | {ab['skip_s'] / ab['plain_s']:.2f}x | "
+                     f"{plain_flops / 1e9:.1f} | {useful / 1e9:.1f} | {100 * (1 - useful / plain_flops):.1f}% |")
     achieved = main_useful / main_ab["skip_s"]
     projected = TABLE_QUERIES * main_ab["skip_s"] + TABLE_SUPPORTS * support_s
     lines += ["", f"Useful throughput of the skipping 500x500 forward: {achieved / 1e9:.0f} GFLOP/s, "
@@ -156,8 +176,12 @@ def main(argv=None) -> int:
               f"500x500 queries as the upper bound): {TABLE_QUERIES:,} x {main_ab['skip_s']:.2f} s + "
               f"{TABLE_SUPPORTS:,} x {support_s:.3f} s = {projected / 60:.0f} min of forwards on this machine "
               f"(plain: {(TABLE_QUERIES * main_ab['plain_s'] + TABLE_SUPPORTS * support_s) / 60:.0f} min).",
-              "", "Raw seconds (plain / skipping): " + "; ".join(
-                  f"{hw[0]}x{hw[1]}: {ab['all'][False]} / {ab['all'][True]}" for hw, ab, _, _ in rows)]
+              "", "Raw seconds (previous / off / on): " + "; ".join(
+                  f"{hw[0]}x{hw[1]}: {ab['all']['previous']} / {ab['all']['plain']} / {ab['all']['skip']}"
+                  for hw, ab, _, _ in rows),
+              "", "\"Previous code\" is the branch as commit 53b48e5 computed it (every convolution on the whole "
+              "map, a new tensor per ReLU, all fc7s cells), rebuilt in this script; \"today, skipping off\" keeps "
+              "today's in-place ReLUs."]
     if args.demo:
         demo = timed_demo()
         lines += ["", f"`python -m reproduce demo`: {demo['wall_s']:.0f} s wall, {demo['user_s']:.0f} s user, "

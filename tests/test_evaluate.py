@@ -203,9 +203,12 @@ def test_resume_after_interruption_is_byte_identical(env, reference_runs, monkey
     assert tree_digest(env["voc"]) == env["digest"]
 
 
-def test_resume_after_sigkill_of_the_cli(env, reference_runs):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_a_stopped_cli_run_resumes_to_the_same_files(env, reference_runs, stop):
+    """Killed, or stopped by SIGTERM (a scheduler's stop, handled as Ctrl-C: one line, exit 143),
+    after some episodes: the same command finishes with the uninterrupted run's files."""
     off, _, _ = reference_runs
-    out = env["tmp"] / "killed"
+    out = env["tmp"] / f"stopped_{stop.name}"
     cmd = [sys.executable, "-m", "reproduce", "evaluate", "--voc", str(env["voc"]), "--weights",
            str(env["weights"][0]), "--fold", "0", "--shots", "1", "--episodes", str(len(env["eps0"])),
            "--episodes-file", str(env["ep0"]), "--out", str(out), "--no-cache", "--no-progress"]
@@ -214,11 +217,15 @@ def test_resume_after_sigkill_of_the_cli(env, reference_runs):
     deadline = time.time() + 40
     while time.time() < deadline and proc.poll() is None:
         if csv.exists() and csv.read_bytes().count(b"\n") >= 2:
-            proc.send_signal(signal.SIGKILL)
+            proc.send_signal(stop)
             break
         time.sleep(0.01)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    err = proc.communicate(timeout=60)[1].decode()
+    if stop == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL, err
+    else:
+        assert proc.returncode == 143 and len(err.strip().splitlines()) == 1, err
+        assert "run the same command again to resume" in err and "Traceback" not in err
     done = csv.read_bytes().count(b"\n")
     assert 2 <= done < len(env["eps0"])
     rc = subprocess.run(cmd, capture_output=True)
@@ -226,31 +233,6 @@ def test_resume_after_sigkill_of_the_cli(env, reference_runs):
     for name in RESULT_FILES:
         assert (out / name).read_bytes() == (off / name).read_bytes(), name
     assert _timings(out)["resumed_from"] == done
-
-
-def test_sigterm_stops_after_an_episode_and_the_same_command_resumes(env, reference_runs):
-    """SIGTERM (a scheduler's stop) is handled like Ctrl-C: one line, exit 143, nothing half-written."""
-    off, _, _ = reference_runs
-    out = env["tmp"] / "terminated"
-    cmd = [sys.executable, "-m", "reproduce", "evaluate", "--voc", str(env["voc"]), "--weights",
-           str(env["weights"][0]), "--fold", "0", "--shots", "1", "--episodes", str(len(env["eps0"])),
-           "--episodes-file", str(env["ep0"]), "--out", str(out), "--no-cache", "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    csv = out / "all_results.csv"
-    deadline = time.time() + 40
-    while time.time() < deadline and proc.poll() is None:
-        if csv.exists() and csv.read_bytes().count(b"\n") >= 2:
-            proc.send_signal(signal.SIGTERM)
-            break
-        time.sleep(0.01)
-    err = proc.communicate(timeout=60)[1].decode()
-    assert proc.returncode == 143, err
-    assert "run the same command again to resume" in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1, err
-    rc = subprocess.run(cmd, capture_output=True)
-    assert rc.returncode == 0, rc.stderr.decode()
-    for name in RESULT_FILES:
-        assert (out / name).read_bytes() == (off / name).read_bytes(), name
 
 
 def test_a_different_run_in_the_same_folder_is_refused(env, reference_runs):

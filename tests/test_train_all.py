@@ -70,7 +70,12 @@ def test_sigterm_stops_every_fold_and_the_same_command_resumes(uninterrupted, tm
     done = subprocess.run(command(tmp_path, out), cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     for fold in (0, 1):
-        assert run_files(out / f"fold{fold}") == run_files(uninterrupted / f"fold{fold}"), fold
+        files, whole = run_files(out / f"fold{fold}"), run_files(uninterrupted / f"fold{fold}")
+        # A fold stops after its last finished iteration and snapshots it (as `train` does on a stop):
+        # that extra snapshot aside, every file is the uninterrupted run's.
+        extra = {name for name in set(files) - set(whole) if name.startswith("snapshot_iter_")}
+        assert len({name.split(".")[0] for name in extra}) <= 1, extra
+        assert {k: v for k, v in files.items() if k not in extra} == whole, fold
 
 
 def test_devices_split_into_slots_of_ranks_per_fold():

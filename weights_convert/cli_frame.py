@@ -32,7 +32,8 @@ def build_parser(prog: str, description: str | None, package: str, modules: Sequ
         if own is not None:
             p.add_argument("--force", action="store_true",
                            help="replace an existing --out file that is not of the kind this command writes")
-        p.set_defaults(_run=mod.run, _is_own_output=own)
+        # A command that reports every problem at once checks its --device among them (the same check).
+        p.set_defaults(_run=mod.run, _is_own_output=own, _own_device_check=getattr(mod, "DEVICE_IN_PROBLEMS", False))
     return parser
 
 
@@ -50,7 +51,7 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None,
             # Every command, before it creates anything.
             refuse_outputs_that_are_inputs(args)
             refuse_foreign_out_file(args)
-            if getattr(args, "device", None) is not None:
+            if getattr(args, "device", None) is not None and not args._own_device_check:
                 args.device = checked_device(args.device)
             return int(args._run(args) or 0)
     except (*expected, DeviceError, OutputIsInput, MemoryError) as exc:

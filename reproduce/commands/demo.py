@@ -14,6 +14,9 @@ from pathlib import Path
 from reproduce.errors import raise_problems
 from reproduce.data.pascal5i import FOLDS, N_CLASSES
 
+# --device is checked with the other arguments, all problems reported at once (eval_config).
+DEVICE_IN_PROBLEMS = True
+
 NAME = "demo"
 HELP = "synthetic data, thin OSLSM models trained on CPU, convert, evaluate before and after training, both tables (minutes)"
 NOTE = ("DEMO: synthetic images and thin models (a fixed colour trunk, fc8f trained for a few seconds); "

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from reproduce.data.pascal5i import FOLDS
 
+# --device is checked with the other arguments, all problems reported at once (eval_config).
+DEVICE_IN_PROBLEMS = True
+
 NAME = "evaluate"
 HELP = "evaluate a converted OSLSM model on one PASCAL-5i fold (resumable; writes RUN_DIR)"
 

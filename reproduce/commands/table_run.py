@@ -6,6 +6,9 @@ from pathlib import Path
 
 from reproduce.data.pascal5i import FOLDS
 
+# --device is checked with the other arguments, all problems reported at once (eval_config).
+DEVICE_IN_PROBLEMS = True
+
 NAME = "table-run"
 HELP = "convert the fold models, evaluate the 4 folds (k=1 for table 1, k=5 for table 2), write the table"
 

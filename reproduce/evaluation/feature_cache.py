@@ -38,6 +38,9 @@ from weights_convert.atomic import atomic_path
 from weights_convert.devices import explained_out_of_memory
 
 
+TRIM_EVERY_BYTES = 256 << 20  # return the heap's free pages after letting go of this much
+
+
 class EpisodeLike(Protocol):
     query: str
     cls: int
@@ -192,6 +195,7 @@ class FeatureProvider:
         self.stats = CacheStats()
         self._memory: "OrderedDict[Unit, tuple]" = OrderedDict()
         self._memory_size = 0
+        self._released = 0  # bytes let go since the heap was last trimmed
         self._keys: dict[Unit, str] = {}
 
     # ------------------------------------------------------------------ keys
@@ -307,11 +311,13 @@ class FeatureProvider:
             self.stats.evictions += 1
         return value
 
-    def _forget(self, unit: Unit) -> bool:
+    def _forget(self, unit: Unit) -> int:
+        """Drop a unit from memory; the bytes let go."""
         value = self._memory.pop(unit, None)
-        if value is not None:
-            self._memory_size -= self._nbytes(value)
-        return value is not None
+        if value is None:
+            return 0
+        self._memory_size -= self._nbytes(value)
+        return self._nbytes(value)
 
     # ------------------------------------------------------------------ the episode stream
     def iter_episodes(self, episodes: Sequence[EpisodeLike], start: int = 0,
@@ -348,13 +354,15 @@ class FeatureProvider:
                 extra_value = fut_extra.result() if fut_extra is not None else None
                 self.stats.seconds["wait_extra"] += time.perf_counter() - t0
                 # Advance the use cursors, then free what no later episode needs.
-                released = False
                 for unit in values:
                     cursor[unit] += 1
                     if self.enabled and next_use(unit) == 1 << 62:
-                        released |= self._forget(unit)
-                if released:
-                    return_free_memory()  # what the forwards left on the heap goes back, too
+                        self._released += self._forget(unit)
+                if self._released >= TRIM_EVERY_BYTES:
+                    # What the forwards left on the heap goes back too; once per this many bytes let
+                    # go, not per unit: a trimmed heap is faulted in again by the next forward.
+                    return_free_memory()
+                    self._released = 0
                 yield (i, ep, *_stack(ep, values), extra_value)
         finally:
             # An interrupted run must not wait for prefetches it will never use.

@@ -55,3 +55,28 @@ def test_in_own_mapping_copies_values_and_leaves_small_tensors_alone():
     assert in_own_mapping(small) is small
     transposed = torch.randn(600, 700).t()  # non-contiguous input: values kept, layout standard
     assert torch.equal(in_own_mapping(transposed), transposed)
+
+
+TRIM_SCENARIO = """
+import json, sys
+import torch
+from weights_convert.allocator import free_heap_bytes, trim_when_free_exceeds
+
+def rss():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")) << 10
+
+small = [torch.ones(25_000) for _ in range(2000)]   # 100 kB blocks: heap, not mappings
+keep = torch.ones(10)                               # a live block above them
+del small
+free, before = free_heap_bytes(), rss()
+kept = trim_when_free_exceeds(1 << 40)              # a limit far above: nothing done
+trimmed = trim_when_free_exceeds(64 << 20)
+print(json.dumps({"free": free, "kept": kept, "trimmed": trimmed, "released": before - rss()}))
+"""
+
+
+def test_the_heaps_free_pages_go_back_only_above_the_limit():
+    done = subprocess.run([sys.executable, "-c", TRIM_SCENARIO], capture_output=True, text=True, check=True)
+    got = json.loads(done.stdout)
+    assert got["free"] >= 150 << 20 and got["kept"] is False and got["trimmed"] is True
+    assert got["released"] >= 0.8 * got["free"]

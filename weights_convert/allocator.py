@@ -8,9 +8,10 @@ growing after its live features had peaked (5.5 GiB for 1.9 GiB of features).
 
 Fixing the mmap threshold for the whole process bounds that, but maps and unmaps every activation
 of 1 MiB or more on each use: on virtual machines, where page faults are dear, that made the demo
-1.75x slower (bench/RESULTS.md). So the store's own tensors get a mapping of their own, and when
-the store lets go of one, `return_free_memory` hands the heap's free pages back (malloc_trim):
-once per released unit, not per activation; activations keep malloc's defaults."""
+1.75x slower (bench/RESULTS.md). So the store's own tensors get a mapping of their own, and after
+an episode whose forwards left more than a set amount free on the heap, `trim_when_free_exceeds`
+hands those pages back (malloc_trim): activations keep malloc's defaults, and small nets, whose
+heap stays small, are never trimmed."""
 from __future__ import annotations
 
 import ctypes
@@ -47,3 +48,23 @@ def return_free_memory() -> bool:
     True when something was returned. Elsewhere nothing is done (False)."""
     libc = _glibc()
     return bool(libc.malloc_trim(0)) if libc is not None else False
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def free_heap_bytes() -> int:
+    """Bytes malloc holds free in its heaps, every arena (glibc's mallinfo2; 0 elsewhere)."""
+    libc = _glibc()
+    if libc is None or not hasattr(libc, "mallinfo2"):
+        return 0
+    libc.mallinfo2.restype = _MallInfo2
+    return int(libc.mallinfo2().fordblks)
+
+
+def trim_when_free_exceeds(limit: int) -> bool:
+    """return_free_memory() when the heaps hold more than `limit` free bytes: a large forward's
+    leftovers go back, while small nets (whose heap stays small) keep theirs and fault nothing."""
+    return return_free_memory() if free_heap_bytes() > limit else False

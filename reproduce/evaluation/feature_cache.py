@@ -33,12 +33,12 @@ import torch
 
 from reproduce.errors import ReproduceError
 from reproduce.evaluation.provenance import code_version
-from weights_convert.allocator import in_own_mapping, return_free_memory
+from weights_convert.allocator import in_own_mapping, trim_when_free_exceeds
 from weights_convert.atomic import atomic_path
 from weights_convert.devices import explained_out_of_memory
 
 
-TRIM_EVERY_BYTES = 256 << 20  # return the heap's free pages after letting go of this much
+TRIM_ABOVE_BYTES = 256 << 20  # free heap bytes above which they are returned to the system
 
 
 class EpisodeLike(Protocol):
@@ -195,7 +195,6 @@ class FeatureProvider:
         self.stats = CacheStats()
         self._memory: "OrderedDict[Unit, tuple]" = OrderedDict()
         self._memory_size = 0
-        self._released = 0  # bytes let go since the heap was last trimmed
         self._keys: dict[Unit, str] = {}
 
     # ------------------------------------------------------------------ keys
@@ -311,13 +310,10 @@ class FeatureProvider:
             self.stats.evictions += 1
         return value
 
-    def _forget(self, unit: Unit) -> int:
-        """Drop a unit from memory; the bytes let go."""
+    def _forget(self, unit: Unit) -> None:
         value = self._memory.pop(unit, None)
-        if value is None:
-            return 0
-        self._memory_size -= self._nbytes(value)
-        return self._nbytes(value)
+        if value is not None:
+            self._memory_size -= self._nbytes(value)
 
     # ------------------------------------------------------------------ the episode stream
     def iter_episodes(self, episodes: Sequence[EpisodeLike], start: int = 0,
@@ -357,12 +353,10 @@ class FeatureProvider:
                 for unit in values:
                     cursor[unit] += 1
                     if self.enabled and next_use(unit) == 1 << 62:
-                        self._released += self._forget(unit)
-                if self._released >= TRIM_EVERY_BYTES:
-                    # What the forwards left on the heap goes back too; once per this many bytes let
-                    # go, not per unit: a trimmed heap is faulted in again by the next forward.
-                    return_free_memory()
-                    self._released = 0
+                        self._forget(unit)
+                # Free heap the forwards left behind goes back once it is large (a trimmed heap is
+                # faulted in again by the next forward, so not after every one).
+                trim_when_free_exceeds(TRIM_ABOVE_BYTES)
                 yield (i, ep, *_stack(ep, values), extra_value)
         finally:
             # An interrupted run must not wait for prefetches it will never use.

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -36,8 +35,9 @@ SECTION = "## Evaluation"
 
 
 def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    from weights_convert.device_timing import synchronize
+
+    synchronize(device)
 
 
 def machine() -> str:
@@ -57,24 +57,11 @@ def machine() -> str:
 
 
 def conv_reference(device: torch.device, reps: int = 5) -> dict:
-    """Throughput of one big 3x3 convolution (VGG conv3-like shape), the better of the
-    contiguous and channels_last layouts: the best this machine's torch backend does on a conv,
-    the yardstick for the model's forward."""
-    flops = 2 * 256 * 256 * 9 * 128 * 128
-    best = float("inf")
-    for layout in (torch.contiguous_format, torch.channels_last):
-        x = torch.randn(1, 256, 128, 128, device=device).contiguous(memory_format=layout)
-        w = torch.randn(256, 256, 3, 3, device=device).contiguous(memory_format=layout)
-        with torch.inference_mode():
-            F.conv2d(x, w, padding=1)
-            sync(device)
-            for _ in range(reps):
-                t = time.perf_counter()
-                F.conv2d(x, w, padding=1)
-                sync(device)
-                best = min(best, time.perf_counter() - t)
-    return {"shape": "x (1,256,128,128) * w (256,256,3,3), pad 1, best layout", "flops": flops,
-            "seconds": best, "flops_per_s": flops / best}
+    """The yardstick for the model's forward: the package's float32 convolution throughput (the
+    self-check measures the same)."""
+    from weights_convert.device_timing import conv_throughput
+
+    return conv_throughput(device, reps)
 
 
 def segmentation_flops(widths: OSLSMWidths, hw: tuple[int, int]) -> int:

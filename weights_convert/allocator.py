@@ -40,7 +40,10 @@ def in_own_mapping(tensor: torch.Tensor) -> torch.Tensor:
 def _glibc():
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
-    return ctypes.CDLL(None)
+    libc = ctypes.CDLL(None)
+    if hasattr(libc, "mallinfo2"):
+        libc.mallinfo2.restype = _MallInfo2
+    return libc
 
 
 def return_free_memory() -> bool:
@@ -60,7 +63,6 @@ def free_heap_bytes() -> int:
     libc = _glibc()
     if libc is None or not hasattr(libc, "mallinfo2"):
         return 0
-    libc.mallinfo2.restype = _MallInfo2
     return int(libc.mallinfo2().fordblks)
 
 

@@ -2,17 +2,12 @@
 original's training episodes (SBD + VOC train), Caffe's SGD; resumable; loss curve."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from reproduce.cli_arguments import add_training_data_arguments, open_checked_training_sets
 from reproduce.errors import ReproduceError
-from reproduce.training.recipe import SOLVER_PROTOTXT
+from reproduce.training.recipe import RELEASED_ITERATION, SOLVER_PROTOTXT
 from reproduce.data.voc import VOCDataset
-
-# The iteration of the authors' released models (upstream issue lzzcd001/OSLSM #9 names
-# snapshots/fold2/ss_os_fc_iter_60000.caffemodel; github dongzhuoyao/OSLSM's README the fold-0 one).
-RELEASED_ITERATION = 60_000
 
 NAME = "train"
 HELP = "re-train one fold's OSLSM model as the authors did (upstream train net and solver, Caffe's SGD)"
@@ -53,6 +48,7 @@ def default_iterations(iters: int | None, solver: str) -> int | None:
 
 def run(args) -> int:
     from reproduce.workflows.fold_training import train_fold  # here: `--help` starts without loading torch
+    from weights_convert.train.distributed import lead_process
 
     sets = open_checked_training_sets(args)
     if not args.allow_val_images:
@@ -63,6 +59,6 @@ def run(args) -> int:
                       snapshot_every=args.snapshot_every,
                       device=args.device, progress=not args.no_progress, cache_dir=args.cache_dir,
                       use_cache=not args.no_cache)
-    if os.environ.get("RANK", "0") == "0":
+    if lead_process():
         print(f"last snapshot {last}; loss curve {out / 'loss_curve.png'}")
     return 0

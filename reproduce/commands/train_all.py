@@ -30,6 +30,7 @@ def run(args) -> int:
 
     from reproduce.data.pascal5i import FOLDS
     from reproduce.errors import raise_problems
+    from reproduce.training.recipe import RELEASED_ITERATION
     from reproduce.workflows.all_folds import FoldJob, device_slots, publish_model, run_all
     from weights_convert.devices import DeviceError, checked_device
 
@@ -51,7 +52,7 @@ def run(args) -> int:
     raise_problems(problems, heading="cannot start train-all")
     slots = device_slots(devices, args.ranks_per_fold)
     jobs = [FoldJob(f, out / f"fold{f}", _train_arguments(args, f)) for f in folds]
-    statuses = run_all(jobs, slots, out / "logs", args.iters or (None if args.solver else 60_000))
+    statuses = run_all(jobs, slots, out / "logs", args.iters or (None if args.solver else RELEASED_ITERATION))
     failed = sorted(f for f, status in statuses.items() if status != 0)
     for fold in folds:
         if fold in failed:

@@ -8,6 +8,10 @@ from pathlib import Path
 RECIPES = Path(__file__).parent / "recipes"
 TRAIN_PROTOTXT = RECIPES / "train_ss_os_fc.prototxt"
 SOLVER_PROTOTXT = RECIPES / "solver_ss_os_fc.prototxt"
+# The iteration of the authors' released models (upstream issue lzzcd001/OSLSM #9 names
+# snapshots/fold2/ss_os_fc_iter_60000.caffemodel; github dongzhuoyao/OSLSM's README the fold-0 one):
+# `train` stops there with the authors' solver, not at its max_iter of 1,000,000.
+RELEASED_ITERATION = 60_000
 # Shapes the data layer's tops take while the net is set up (any query size works later).
 SETUP_SHAPES = {"first_img": (1, 3, 224, 224), "first_label": (1, 1, 224, 224),
                 "second_img": (1, 3, 500, 500), "second_label": (1, 1, 500, 500)}

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Mapping
 
 from reproduce.presentation.loss_curve import write_loss_curve
 from reproduce.training.episodes import TrainingData, build_training_items, system_seed
+from weights_convert.train.distributed import lead_process
 from weights_convert.train.run import LOSSES, TrainRequest, read_manifest, train
 from weights_convert.train.solver_file import read_solver
 
@@ -32,7 +32,7 @@ def train_fold(sets: Mapping, fold: int, *, solver: str | Path, out: Path, init:
     request = TrainRequest(solver=read_solver(solver), data=data, data_digest=digest, out=out, weights=init,
                            iterations=iterations, snapshot_every=snapshot_every, seed=seed, device=device,
                            progress=progress)
-    lead = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone speaks and writes
+    lead = lead_process()  # under torchrun, rank 0 alone speaks and writes
     if lead:
         print(f"fold {fold}: {items.n_items} training items, episode seed {seed}", file=sys.stderr)
     try:

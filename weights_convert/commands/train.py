@@ -1,7 +1,6 @@
 """`train`: run a Caffe solver (SGD) on a net the way Caffe would, from a solver prototxt."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 NAME = "train"
@@ -32,6 +31,7 @@ def run(args) -> int:
     # Imported here: building the CLI's parser must not load torch (convert needs none).
     from weights_convert.provenance import sha256_file
     from weights_convert.train.data import EpisodeInputs
+    from weights_convert.train.distributed import lead_process
     from weights_convert.train.run import TrainRequest, train
     from weights_convert.train.solver_file import read_solver
 
@@ -45,7 +45,7 @@ def run(args) -> int:
         last = train(request)
     finally:
         data.close()
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the job
+    if lead_process():  # under torchrun, rank 0 speaks for the job
         print(f"trained to iteration {args.iters if args.iters is not None else solver.param.max_iter}; "
               + (f"last snapshot {last}" if last else "no snapshot (snapshot_after_train: false)"))
     return 0

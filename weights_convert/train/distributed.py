@@ -34,6 +34,11 @@ class Ranks:
 SINGLE = Ranks()
 
 
+def lead_process() -> bool:
+    """Rank 0 of a torchrun job, or a plain process: the one that speaks for the job and writes."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def join(device: str) -> tuple[Ranks, str]:
     """(this process's ranks, its device) from torchrun's environment; a plain process is SINGLE.
     On CUDA each rank takes cuda:LOCAL_RANK."""

@@ -54,3 +54,22 @@ def open_checked_training_sets(args, episodes: int | None = None) -> dict:
         collect(problems, refuse_inside_dataset, args.out, dataset.root)
     raise_problems(problems)
     return sets
+
+
+def add_hsnet_arguments(parser, masks: bool = True, size: bool = True) -> None:
+    """The options of protocol hsnet: its split files, its masks and its scoring grid."""
+    parser.add_argument("--hsnet-splits", help="protocol hsnet: a folder of fold0.txt .. fold3.txt split files "
+                        "(default: HSNet's own, packaged)")
+    if masks:
+        parser.add_argument("--masks", help="protocol hsnet: the SegmentationClassAug folder (default: "
+                            "VOC/SegmentationClassAug)")
+    if size:
+        parser.add_argument("--hsnet-size", type=int, help="protocol hsnet: score at SIZE x SIZE, the mask "
+                            "nearest-resized, as HSNet's default 400 (default: at the image's own size)")
+
+
+def hsnet_options(args) -> dict:
+    """The hsnet options given, as EvalConfig fields (absent ones left out)."""
+    options = {"masks": getattr(args, "masks", None), "hsnet_size": getattr(args, "hsnet_size", None),
+               "hsnet_splits": args.hsnet_splits}
+    return {k: (Path(v) if k != "hsnet_size" else v) for k, v in options.items() if v is not None}

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 import torch
 
 from reproduce.cli import main
@@ -81,6 +82,32 @@ def test_demo_outputs(demo):
     assert start["runs_in_pass"] == trained["runs_in_pass"] == 2
     assert start["forwards"]["query"] == len(queries) and trained["forwards"]["query"] == 0
     assert trained["cache_stats"]["query_disk_hits"] == len(queries)
+
+
+def test_the_demo_runs_hsnets_protocol_once(demo):
+    """Table 1 of the trained models again under protocol hsnet: HSNet's episode draw on split files
+    of the synthetic set, its SegmentationClassAug masks, its table labelled as such."""
+    from reproduce.data.hsnet import hsnet_episodes
+
+    markdown = (demo / "table1_1shot_hsnet.md").read_text()
+    assert "under HSNet's protocol" in markdown and "| OSLSM paper (its own protocol) |" in markdown
+    assert "ours - paper" not in markdown
+    for fold in range(4):
+        run = demo / "runs_hsnet" / f"table1_fold{fold}"
+        summary = _summary(run)
+        assert summary["protocol"] == "hsnet" and summary["n_episodes"] == 100
+        episodes = json.loads((run / "episodes.json").read_text())["episodes"]
+        assert episodes == [e.as_dict() for e in hsnet_episodes(fold, 1, 100, demo / "work" / "hsnet_splits")]
+        sources = json.loads((run / "sources.json").read_text())
+        assert sources["masks"].endswith("VOC2012/SegmentationClassAug")
+        # Scored at the image's size: an episode's counts cover its image's pixels but the ignored (255) ones.
+        voc = demo / "work" / "VOC2012"
+        scored = [int(np.prod(Image.open(voc / "JPEGImages" / f"{e['query']}.jpg").size)) -
+                  int((np.array(Image.open(voc / "SegmentationClassAug" / f"{e['query']}.png")) == 255).sum())
+                  for e in episodes]
+        rows = [line.split(",") for line in (run / "all_results.csv").read_text().splitlines()]
+        assert [sum(int(v) for v in row[3:7]) for row in rows] == scored
+    assert (demo / "table1_1shot_hsnet_report" / "index.html").is_file()
 
 
 def test_another_recipe_in_the_same_folder_starts_afresh(tmp_path):

@@ -177,7 +177,7 @@ def test_a_model_with_the_same_query_branch_reuses_its_cached_features(env, refe
 
 def test_resume_after_interruption_is_byte_identical(env, reference_runs, monkeypatch):
     off, _, _ = reference_runs
-    real = ev.episode_counts
+    real = ev.score_map
     calls = {"n": 0}
 
     def dying(*a, **k):
@@ -186,7 +186,7 @@ def test_resume_after_interruption_is_byte_identical(env, reference_runs, monkey
             raise KeyboardInterrupt("simulated kill")
         return real(*a, **k)
 
-    monkeypatch.setattr(ev, "episode_counts", dying)
+    monkeypatch.setattr(ev, "score_map", dying)
     with pytest.raises(Interrupted, match="interrupted after 5/12 episodes; run the same command again to resume"):
         _run(env, "resumed", cache=True)
     out = env["tmp"] / "resumed"
@@ -194,7 +194,7 @@ def test_resume_after_interruption_is_byte_identical(env, reference_runs, monkey
     # A kill in the middle of a write leaves a partial line: it is cut off on restart.
     with open(out / "all_results.csv", "ab") as fh:
         fh.write(b"5,0,2,17")
-    monkeypatch.setattr(ev, "episode_counts", real)
+    monkeypatch.setattr(ev, "score_map", real)
     _run(env, "resumed", cache=True)
     for name in RESULT_FILES:
         assert (out / name).read_bytes() == (off / name).read_bytes(), name

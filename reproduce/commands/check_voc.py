@@ -1,6 +1,8 @@
 """`check-voc`: before a long run, does this VOC 2012 give the original's episode lists?"""
 from __future__ import annotations
 
+from reproduce.cli_arguments import add_hsnet_arguments
+
 NAME = "check-voc"
 HELP = ("check a VOC 2012 folder: layout, masks, and the 8 episode lists against the ones the original "
         "printed on the real VOC 2012 (exit 0 only when all are identical)")
@@ -9,11 +11,22 @@ HELP = ("check a VOC 2012 folder: layout, masks, and the 8 episode lists against
 def add_arguments(parser) -> None:
     parser.add_argument("--voc", required=True, help="VOC2012 folder (JPEGImages, SegmentationClass, ImageSets)")
     parser.add_argument("--cache-dir", help="item cache folder (default $OSLSM_CACHE or ~/.cache/oslsm-repro)")
+    parser.add_argument("--protocol", choices=("original", "hsnet"), default="original",
+                        help="original: the 8 episode lists (default); hsnet: every item of HSNet's split files "
+                             "has its image and SegmentationClassAug mask")
+    add_hsnet_arguments(parser, size=False)
 
 
 def run(args) -> int:
-    from reproduce.data.check_voc import check_voc
+    from reproduce.data.check_voc import check_hsnet, check_voc
 
+    if args.protocol == "hsnet":
+        print("\n".join(check_hsnet(args.voc, args.masks, args.hsnet_splits)))
+        return 0
+    if args.masks or args.hsnet_splits:
+        from reproduce.errors import ReproduceError
+
+        raise ReproduceError("--masks and --hsnet-splits are options of --protocol hsnet only")
     result = check_voc(args.voc, cache_dir=args.cache_dir)
     for check in result.lists:
         print(check.line())

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from reproduce.errors import raise_problems
+from reproduce.evaluation.protocols import Protocol
 from reproduce.data.pascal5i import FOLDS, N_CLASSES
 
 # --device is checked with the other arguments, all problems reported at once (eval_config).
@@ -21,8 +22,11 @@ NAME = "demo"
 HELP = "synthetic data, thin OSLSM models trained on CPU, convert, evaluate before and after training, both tables (minutes)"
 NOTE = ("DEMO: synthetic images and thin models (a fixed colour trunk, fc8f trained for a few seconds); "
         "'ours' is the trained model, 'before training' its random start. Neither is comparable with the paper.")
+NOTE_HSNET = ("DEMO: the trained thin models of the tables above under HSNet's protocol, on split files and a "
+              "SegmentationClassAug written for the synthetic set. Not comparable with the paper.")
 BASELINE = "before training"
 RUNS_BEFORE = "runs_before_training"  # the start models' run folders, beside `runs`
+HSNET_SUFFIX = Protocol("hsnet").table_suffix  # protocol hsnet's runs and table, beside the original's
 STAMP = ".oslsm-demo"  # marks a folder the demo made: it may delete and rewrite what is in it
 # Image i holds class i % 20 + 1, so every class needs a query and 5 other supports (5-shot).
 MIN_IMAGES = N_CLASSES * (5 + 1)
@@ -51,6 +55,7 @@ class DemoInputs:
     start_models: Path     # oslsm_demo_fold{F}.caffemodel: each fold's random start
     deploy: Path           # the 1-shot deploy net at the demo's widths
     solver: Path           # the demo solver, beside its train net
+    hsnet_splits: Path     # HSNet-style split files of the synthetic val set, for protocol hsnet
 
 
 def make_demo_inputs(work: Path, args) -> DemoInputs:
@@ -63,17 +68,19 @@ def make_demo_inputs(work: Path, args) -> DemoInputs:
     from weights_convert.atomic import atomic_write_text
 
     inputs = DemoInputs(work / "VOC2012", work / "caffemodels", work / "deploy_1shot_demo.prototxt",
-                        work / "solver_demo.prototxt")
+                        work / "solver_demo.prototxt", work / "hsnet_splits")
     recipe = {"images": args.images, "train_images": args.train_images, "seed": args.seed,
               "episodes": args.episodes, "train_iters": args.train_iters, "widths": list(DEMO_WIDTHS.as_tuple()),
-              "code": source_digests(("reproduce/training/demo_model.py", "reproduce/data/synthetic_voc.py"))}
+              "code": source_digests(("reproduce/training/demo_model.py", "reproduce/data/synthetic_voc.py",
+                                      "reproduce/data/hsnet.py"))}
     stamp = work / "recipe.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == recipe:
         return inputs
     # Another recipe, or a build that stopped half-way: start these inputs (and what was derived
     # from them) afresh. Everything here is generated, never user data.
-    reports = [work.parent / f"{stem}_report" for stem, _ in TABLES.values()]
-    for derived in (work, *(work.parent / d for d in ("cache", "runs", RUNS_BEFORE, "train")), *reports):
+    reports = [work.parent / f"{stem}{suffix}_report" for stem, _ in TABLES.values() for suffix in ("", HSNET_SUFFIX)]
+    derived = ("cache", "runs", RUNS_BEFORE, "runs" + HSNET_SUFFIX, "train")
+    for derived in (work, *(work.parent / d for d in derived), *reports):
         if derived.is_dir():
             shutil.rmtree(derived)
     _write_demo_inputs(inputs, args)
@@ -83,13 +90,16 @@ def make_demo_inputs(work: Path, args) -> DemoInputs:
 
 def _write_demo_inputs(inputs: DemoInputs, args) -> None:
     from reproduce.training.demo_model import DEMO_WIDTHS, demo_params, demo_solver_text, demo_train_net
+    from reproduce.data.hsnet import MASKS, write_split_files
     from reproduce.data.synthetic_voc import make_synthetic_voc
+    from reproduce.data.voc import VOCDataset
     from weights_convert.atomic import atomic_write_text
     from weights_convert.netspec import write_net
     from weights_convert.oslsm.random_init import write_oslsm_caffemodel
     from weights_convert.oslsm.spec import oslsm_deploy_net
 
     make_synthetic_voc(inputs.voc, args.images, args.seed, train_images=args.train_images)
+    write_split_files(VOCDataset(inputs.voc, masks=inputs.voc / MASKS), inputs.hsnet_splits)
     for fold in FOLDS:
         write_oslsm_caffemodel(inputs.start_models / f"oslsm_demo_fold{fold}.caffemodel",
                                demo_params(seed=args.seed + fold), net_name=f"oslsm_demo_fold{fold}")
@@ -123,6 +133,12 @@ def run(args) -> int:
                                        baseline=(BASELINE, before[table]))
         print(paths["md"].read_text())
         print(f"report: {paths['report']}")
+    # The second protocol once, end to end: HSNet's episodes, masks and scoring (table 1, 1-shot).
+    hsnet = evaluate_folds((1,), inputs.voc, converted, out, runs_dir="runs" + HSNET_SUFFIX,
+                           hsnet_splits=inputs.hsnet_splits, **{**evaluation, "protocol": "hsnet"})
+    paths = write_table_and_report(1, hsnet[1], out, inputs.voc, note=NOTE_HSNET, device=args.device)
+    print(paths["md"].read_text())
+    print(f"report: {paths['report']}")
     print(f"loss curves: {', '.join(str(out / 'train' / f'fold{f}' / 'loss_curve.png') for f in FOLDS)}")
     print(f"demo finished in {time.perf_counter() - start:.0f} s; tables in {out}")
     return 0

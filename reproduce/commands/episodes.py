@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from weights_convert.own_outputs import json_with_keys
-from reproduce.cli_arguments import add_data_arguments, open_data
+from reproduce.cli_arguments import add_data_arguments, add_hsnet_arguments, open_data
 from reproduce.data.episodes import episodes_to_json, resolve_episodes
+
 
 def is_own_output(path) -> bool:
     return json_with_keys(path, ("fold", "shots", "n_items", "episodes", "sha256"))
@@ -19,19 +20,26 @@ def add_arguments(parser) -> None:
     add_data_arguments(parser, voc_required=False)
     parser.add_argument("--protocol", choices=("original", "hsnet"), default="original",
                         help="original: OSLSM's data layer on --voc (default); hsnet: HSNet's test episodes")
+    add_hsnet_arguments(parser, masks=False, size=False)
     parser.add_argument("--episodes", type=int, default=1000, help="number of episodes (default 1000)")
     parser.add_argument("--out", required=True, help="output JSON file")
 
 
 def run(args) -> int:
     if args.protocol == "hsnet":
-        from reproduce.data.hsnet import hsnet_episodes, hsnet_items
+        from reproduce.data.hsnet import SPLITS, hsnet_episodes, hsnet_items
         from reproduce.errors import ReproduceError
 
         if args.episodes < 1:
             raise ReproduceError(f"--episodes must be >= 1, got {args.episodes}")
-        episodes, n_items = hsnet_episodes(args.fold, args.shots, args.episodes), len(hsnet_items(args.fold))
+        splits = args.hsnet_splits or SPLITS
+        episodes = hsnet_episodes(args.fold, args.shots, args.episodes, splits)
+        n_items = len(hsnet_items(args.fold, splits))
     else:
+        if args.hsnet_splits is not None:
+            from reproduce.errors import ReproduceError
+
+            raise ReproduceError("--hsnet-splits is an option of --protocol hsnet only")
         if args.voc is None:
             from reproduce.errors import ReproduceError
 

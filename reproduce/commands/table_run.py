@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from reproduce.cli_arguments import add_hsnet_arguments, hsnet_options
 from reproduce.data.pascal5i import FOLDS
+from reproduce.evaluation.protocols import PROTOCOLS, Protocol
 
 # --device is checked with the other arguments, all problems reported at once (eval_config).
 DEVICE_IN_PROBLEMS = True
@@ -29,7 +31,10 @@ def add_arguments(parser) -> None:
                         help="keep computed features on disk here for later runs (default: none, memory only)")
     parser.add_argument("--cache-max-gb", type=float, default=10.0,
                         help="the on-disk feature cache stops growing at this size (default 10)")
-    parser.add_argument("--protocol", choices=("original", "modern"), default="original")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="original",
+                        help="original: the paper's (default); modern: void ignored; hsnet: HSNet's protocol, "
+                             "tables table{1_1shot,2_5shot}_hsnet.* and runs in OUT/runs_hsnet (docs/protocols.md)")
+    add_hsnet_arguments(parser)
     parser.add_argument("--folds", type=int, nargs="+", default=list(FOLDS), choices=FOLDS,
                         help="a subset of folds (the table then has no mean)")
     parser.add_argument("--workers", type=int, default=2)
@@ -40,8 +45,8 @@ def run(args) -> int:
     # Imported here: `--help` and the light commands start without loading torch.
     from reproduce.errors import collect, raise_problems
     from reproduce.evaluation.eval_config import argument_problems
-    from reproduce.workflows.table_pipeline import (check_models, ensure_converted, evaluate_folds, require_voc,
-                                          write_table_and_report)
+    from reproduce.workflows.table_pipeline import (check_models, ensure_converted, evaluate_folds, hsnet_problems,
+                                                    require_voc, write_table_and_report)
     from reproduce.data.voc import refuse_inside_dataset
 
     out = Path(args.out)
@@ -53,13 +58,17 @@ def run(args) -> int:
     collect(problems, check_models, args.models, out / "models", args.folds, prototxt)
     if voc is not None:
         collect(problems, refuse_inside_dataset, out, voc, "--out")
+    options = hsnet_options(args)
+    collect(problems, hsnet_problems, args.protocol, options, voc, args.folds)
     raise_problems(problems, heading="cannot run the table")
     converted = ensure_converted(args.models, out / "models", args.folds, prototxt=prototxt)
     tables = sorted(set(args.table))
     runs = evaluate_folds(tables, voc, converted, out, episodes=args.episodes, device=args.device,
                           protocol=args.protocol, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
                           cache_max_bytes=int(args.cache_max_gb * (1 << 30)), workers=args.workers,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, runs_dir="runs" + Protocol(args.protocol,
+                                                                                  args.hsnet_size).table_suffix,
+                          **options)
     for table in tables:
         paths = write_table_and_report(table, runs[table], out, voc, device=args.device)
         print(paths["md"].read_text())

@@ -110,3 +110,49 @@ def check_voc(voc: str | Path, cache_dir=None) -> VOCCheck:
     if not result.identical:
         result.diagnosis.append(WHY)
     return result
+
+
+def check_hsnet(voc: str | Path, masks: str | Path | None = None, splits: str | Path | None = None) -> list[str]:
+    """Protocol hsnet's data: every (image, class) item of the four split files has its image and
+    its mask (of the image's size, holding the class). Raises ReproduceError listing every problem;
+    otherwise returns what was found, per fold and class, and how HSNet's lists differ from the
+    original's items on the real VOC 2012."""
+    from reproduce.data.hsnet import MASKS, SPLITS, hsnet_items, item_differences, splits_status
+
+    splits = Path(splits or SPLITS)
+    dataset = VOCDataset(voc, masks=masks or Path(voc) / MASKS)
+    problems, lines = [], []
+    for fold in FOLDS:
+        items = hsnet_items(fold, splits)
+        per_class: dict[int, int] = {}
+        for name, cls in items:
+            missing = [str(p) for p in (dataset.image_path(name), dataset.mask_path(name)) if not p.is_file()]
+            if missing:
+                problems.append(f"fold {fold}, {name} class {cls}: missing {', '.join(missing)}")
+                continue
+            try:
+                mask = dataset.read_mask(name)
+                dataset.check_mask_size(name, mask.shape)
+            except ReproduceError as exc:
+                problems.append(str(exc))
+                continue
+            if not (mask == cls).any():
+                problems.append(f"fold {fold}: {dataset.mask_path(name)} holds no pixel of class {cls} "
+                                f"({class_name(cls)}), which the split file lists it for")
+            per_class[cls] = per_class.get(cls, 0) + 1
+        counts = ", ".join(f"{class_name(c)} {n}" for c, n in sorted(per_class.items()))
+        lines.append(f"fold {fold}: {len(items)} items ({counts})")
+    if problems:
+        shown = "\n  - ".join(problems[:SHOWN])
+        more = f"\n  and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
+        raise ReproduceError(f"{dataset.root} with masks {dataset.mask_dir} does not hold protocol hsnet's data "
+                             f"({len(problems)} problem(s)):\n  - {shown}{more}")
+    status = splits_status(splits)
+    lines.append(f"every item of {status} has its image and its mask in {dataset.mask_dir}, and the mask holds its class")
+    if status == splits_status(SPLITS):  # HSNet's own lists: how they differ from the original's items
+        for fold in FOLDS:
+            diff = item_differences(fold)
+            if diff["only_oslsm"] or diff["only_hsnet"]:
+                lines.append(f"fold {fold}: only in the original's items: {_listed(diff['only_oslsm']) or '-'}; "
+                             f"only in HSNet's list: {_listed(diff['only_hsnet']) or '-'}")
+    return lines

@@ -140,7 +140,7 @@ def _build_in_place(root: Path, write) -> Path:
 
 def _write_all(out: Path, n_images: int, seed: int, train_images: int) -> None:
     rng = np.random.default_rng(seed)
-    for sub in ("ImageSets/Segmentation", "JPEGImages", "SegmentationClass", "SegmentationObject"):
+    for sub in ("ImageSets/Segmentation", "JPEGImages", "SegmentationClass", "SegmentationObject", "SegmentationClassAug"):
         (out / sub).mkdir(parents=True)
     palette = voc_palette()
     names = []
@@ -156,6 +156,8 @@ def _write_all(out: Path, n_images: int, seed: int, train_images: int) -> None:
             png = Image.frombytes("P", (arr.shape[1], arr.shape[0]), arr.tobytes())
             png.putpalette(palette)
             png.save(out / folder / f"{name}.png")
+        # As the SBD-augmented set HSNet reads: the same classes as grey (mode L) index PNGs.
+        Image.fromarray(cls_mask).save(out / "SegmentationClassAug" / f"{name}.png")
         names.append(name)
     lists = out / "ImageSets" / "Segmentation"
     (lists / "val.txt").write_text("".join(n + "\n" for n in names[:n_images]))

@@ -61,15 +61,22 @@ def _layout_error(root: Path, missing: Path) -> ReproduceError:
 class VOCDataset:
     """The val split of a VOC2012 folder; never writes into it."""
 
-    def __init__(self, root: str | Path, split: str = "val"):
+    def __init__(self, root: str | Path, split: str = "val", masks: str | Path | None = None):
+        """`masks`: another folder of class-index PNGs to read instead of SegmentationClass (HSNet's
+        protocol reads SegmentationClassAug)."""
         self.root = Path(root)
         self.split = split
         self.split_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
         self.image_dir = self.root / "JPEGImages"
-        self.mask_dir = self.root / "SegmentationClass"
-        for path in (self.root, self.image_dir, self.mask_dir, self.split_file):
+        self.mask_dir = self.root / "SegmentationClass" if masks is None else Path(masks)
+        for path in (self.root, self.image_dir, self.split_file):
             if not path.exists():
                 raise _layout_error(self.root, path)
+        if not self.mask_dir.is_dir():
+            if masks is None:
+                raise _layout_error(self.root, self.mask_dir)
+            raise ReproduceError(f"mask folder {self.mask_dir}: no such folder (expected <image>.png class-index "
+                                 "masks, 0 background, 1..20 classes, 255 ignored)")
         self.names = self._read_split()
 
     def _read_split(self) -> list[str]:

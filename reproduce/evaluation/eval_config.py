@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from reproduce.errors import ReproduceError, collect, raise_problems
-from reproduce.evaluation.scoring import PROTOCOLS
+from reproduce.evaluation.protocols import PROTOCOLS, Protocol
+from reproduce.data.hsnet import MASKS, SPLITS, split_file
 from reproduce.data.voc import VOCDataset, refuse_inside_dataset
 from weights_convert.devices import DeviceError, checked_device
 from reproduce.data.pascal5i import N_FOLDS
@@ -36,10 +37,24 @@ class EvalConfig:
     workers: int = 2
     memory_bytes: int = 4 << 30
     allow_nonfinite: bool = False   # evaluate weights holding NaN or infinity anyway
+    masks: Path | None = None       # hsnet: the SegmentationClassAug folder (default: beside JPEGImages)
+    hsnet_size: int | None = None   # hsnet: score at this size squared instead of the image's size
+    hsnet_splits: Path | None = None  # hsnet: a folder of fold{F}.txt split files (default: HSNet's own)
 
     @property
     def torch_device(self) -> torch.device:
         return torch.device(self.device)
+
+    @property
+    def scoring(self) -> Protocol:
+        return Protocol(self.protocol, self.hsnet_size)
+
+    @property
+    def mask_dir(self) -> Path | None:
+        """The masks this run reads: None for VOC's SegmentationClass."""
+        if self.protocol != "hsnet" or self.masks is not None or hasattr(self.voc, "read_image"):
+            return self.masks
+        return Path(self.voc) / MASKS
 
 
 def open_checked(config: EvalConfig):
@@ -52,6 +67,16 @@ def open_checked(config: EvalConfig):
         problems.append(f"shots must be >= 1, got {config.shots}")
     if config.protocol not in PROTOCOLS:
         problems.append(f"protocol must be one of {', '.join(PROTOCOLS)}, got {config.protocol!r}")
+    elif config.protocol != "hsnet":
+        given = [flag for flag, value in (("--masks", config.masks), ("--hsnet-size", config.hsnet_size),
+                                          ("--hsnet-splits", config.hsnet_splits)) if value is not None]
+        if given:
+            problems.append(f"{', '.join(given)}: option(s) of --protocol hsnet only (protocol {config.protocol} "
+                            "reads SegmentationClass and scores on the 500x500 query grid)")
+    else:
+        if config.hsnet_size is not None and config.hsnet_size < 1:
+            problems.append(f"--hsnet-size must be >= 1, got {config.hsnet_size}")
+        collect(problems, split_file, config.fold, config.hsnet_splits or SPLITS)
     problems += argument_problems(n_episodes=config.n_episodes, workers=config.workers, device=config.device,
                                   folders={"--out": config.out_dir, "--cache-dir": config.cache_dir})
     if not Path(config.weights).is_file():
@@ -60,7 +85,8 @@ def open_checked(config: EvalConfig):
         collect(problems, check_weights_metadata, config.weights, config.fold, config.shots)
     if config.prototxt is not None:
         collect(problems, check_prototxt_shots, config.prototxt, config.shots)
-    dataset = config.voc if hasattr(config.voc, "read_image") else collect(problems, VOCDataset, config.voc)
+    dataset = config.voc if hasattr(config.voc, "read_image") else collect(
+        problems, lambda: VOCDataset(config.voc, masks=config.mask_dir))
     root = getattr(dataset, "root", None)
     if root is not None:
         collect(problems, refuse_inside_dataset, config.out_dir, root, "run folder")

@@ -16,13 +16,15 @@ import torch
 
 from reproduce.data.dataset_inputs import DatasetInputs
 from reproduce.data.episodes import episodes_sha256, resolve_episodes
+from reproduce.data.hsnet import SPLITS, hsnet_episodes, hsnet_items, splits_status
 from reproduce.errors import ReproduceError
 from reproduce.evaluation.eval_config import EvalConfig, open_checked, source_sha256
 from reproduce.evaluation.feature_cache import FeatureProvider
+from reproduce.evaluation.protocols import Protocol
 from reproduce.evaluation.provenance import code_record
 from reproduce.data.reference_episodes import reference_status
 from reproduce.evaluation.run_folder import RUN_FORMAT, SOURCES_NAME, RunFolder
-from reproduce.evaluation.scoring import csv_row, episode_counts, fold_score_from_rows, summary_block, write_iou_results_txt
+from reproduce.evaluation.scoring import csv_row, fold_score_from_rows, write_iou_results_txt
 from reproduce.data.voc import class_name, fold_classes
 from weights_convert.errors import Interrupted
 from weights_convert.numerics import faithful_mode
@@ -118,17 +120,24 @@ def _planned_run(config: EvalConfig) -> PlannedRun:
     dataset = open_checked(config)
     # Without a cache folder nothing is cached on disk, the mask scan included.
     scan_dir = config.scan_cache_dir or (config.cache_dir / "items" if config.cache_dir else None)
-    episodes, n_items = resolve_episodes(dataset, config.fold, config.shots, config.n_episodes, config.episodes_file,
-                                         scan_dir, use_cache=scan_dir is not None)
+    if config.protocol == "hsnet" and config.episodes_file is None:
+        splits = config.hsnet_splits or SPLITS
+        episodes = hsnet_episodes(config.fold, config.shots, config.n_episodes, splits)
+        n_items, reference = len(hsnet_items(config.fold, splits)), f"not applicable (hsnet: {splits_status(splits)})"
+    else:
+        episodes, n_items = resolve_episodes(dataset, config.fold, config.shots, config.n_episodes,
+                                             config.episodes_file, scan_dir, use_cache=scan_dir is not None)
+        reference = ("not applicable (hsnet, episodes from a file)" if config.protocol == "hsnet"
+                     else _reference(episodes, dataset, config))
     _refuse_missing_files(dataset, episodes)
-    reference = _reference(episodes, dataset, config)
     _warn_classes_without_episodes(episodes, config)
     return PlannedRun(config, dataset, episodes, n_items, reference, RunFolder(config.out_dir))
 
 
 def _one_pass_possible(runs: Sequence[PlannedRun]) -> bool:
     """One model, data set and set-up for all, distinct folders, and episode lists that nest."""
-    shared = ("voc", "weights", "fold", "device", "protocol", "cache", "cache_dir", "workers", "memory_bytes")
+    shared = ("voc", "weights", "fold", "device", "protocol", "masks", "hsnet_size", "hsnet_splits", "cache", "cache_dir",
+              "workers", "memory_bytes")
     first = runs[0].config
     if any(getattr(r.config, f) != getattr(first, f) for r in runs for f in shared):
         return False
@@ -147,7 +156,7 @@ def _lead(runs: Sequence[PlannedRun]) -> PlannedRun:
 
 def _start(run: PlannedRun, model_sha: str, code: dict, inputs: DatasetInputs) -> None:
     config = run.config
-    run.manifest = {"format": RUN_FORMAT, "fold": config.fold, "shots": config.shots, "protocol": config.protocol,
+    run.manifest = {"format": RUN_FORMAT, "fold": config.fold, "shots": config.shots, **config.scoring.record(),
                     "n_episodes": len(run.episodes), "episodes_sha256": episodes_sha256(run.episodes),
                     "reference": run.reference, "model_sha256": model_sha, "device_type": config.torch_device.type,
                     "code": code}
@@ -197,7 +206,7 @@ def summary_lines(summary: dict) -> list[str]:
     """The end-of-run printout: the fold's scores and each test class's IoU."""
     lines = [f"fold {summary['fold']} {summary['shots']}-shot: mIoU {summary['miou_x100']:.2f}  "
              f"FB-IoU {summary['fb_iou_x100']:.2f}  ({summary['n_episodes']} episodes, protocol "
-             f"{summary['protocol']})"]
+             f"{Protocol.of(summary).label})"]
     for cls, numbers in summary["per_class"].items():
         lines.append(f"  class {int(cls):2d} {summary['class_names'][cls]:<12} IoU {100.0 * numbers['iou']:6.2f}")
     return lines
@@ -218,7 +227,8 @@ def _refuse_nonfinite(model: torch.nn.Module, config: EvalConfig) -> None:
 def _sources(dataset, config: EvalConfig) -> dict:
     root = getattr(dataset, "root", None)
     return {"voc": str(Path(root).resolve()) if root else None, "weights": str(config.weights.resolve()),
-            "prototxt": str(config.prototxt.resolve()) if config.prototxt else None}
+            "prototxt": str(config.prototxt.resolve()) if config.prototxt else None,
+            **({"masks": str(Path(dataset.mask_dir).resolve())} if config.protocol == "hsnet" and root else {})}
 
 
 def _write_missing_masks(run: RunFolder, model, provider: FeatureProvider, finished: Sequence) -> None:
@@ -234,7 +244,7 @@ def _write_missing_masks(run: RunFolder, model, provider: FeatureProvider, finis
 def _score_episodes(runs: Sequence[PlannedRun], model, provider: FeatureProvider, episodes: Sequence) -> dict:
     """Score each run's unfinished episodes into its journal, in one pass over the lead run's list;
     a row in a journal means its episode is complete."""
-    protocol = runs[0].config.protocol
+    scoring = runs[0].config.scoring
     inputs = provider.source
     start = min(run.resumed_from for run in runs)
     end = max(len(run.episodes) for run in runs)
@@ -244,16 +254,16 @@ def _score_episodes(runs: Sequence[PlannedRun], model, provider: FeatureProvider
     seconds = {"head": 0.0, "scoring_and_writing": 0.0}
     done = start
     loop_start = time.perf_counter()
-    units = provider.iter_episodes(episodes[:end], start=start, extra=lambda i, ep: inputs.query_label(
-        ep.query, int(ep.cls), protocol == "modern"))
+    units = provider.iter_episodes(episodes[:end], start=start,
+                                   extra=lambda i, ep: scoring.truth(inputs, ep.query, int(ep.cls)))
     try:
         # closing(): an exception in the loop still shuts the generator's worker pool down
         with contextlib.ExitStack() as files, contextlib.closing(units), progress:
             journals = [files.enter_context(run.folder.journal()) for run in runs]
-            for i, ep, feats, w, b, (label, void) in units:
+            for i, ep, feats, w, b, truth in units:
                 for run, journal in zip(runs, journals):
                     if run.resumed_from <= i < len(run.episodes):
-                        _score_one(run, journal, i, model, feats, w, b, label, void, seconds)
+                        _score_one(run, journal, i, model, feats, w, b, truth, seconds)
                 done += 1
                 progress.update()
     except KeyboardInterrupt:
@@ -261,12 +271,12 @@ def _score_episodes(runs: Sequence[PlannedRun], model, provider: FeatureProvider
     return {"seconds": seconds, "loop_s": time.perf_counter() - loop_start}
 
 
-def _score_one(run: PlannedRun, journal, i: int, model, feats, w, b, label, void, seconds: dict) -> None:
+def _score_one(run: PlannedRun, journal, i: int, model, feats, w, b, truth, seconds: dict) -> None:
     t = time.perf_counter()
     k = run.config.shots  # this run's supports are the first k of the pass's
     score = score_map(model, feats, w[:k], b[:k])
     t2 = time.perf_counter()
-    counts = episode_counts(score, label, void, protocol=run.config.protocol)
+    counts = run.config.scoring.counts(score, truth)
     if run.config.save_masks:  # before the row: the row says the episode is complete
         run.folder.save_masks(i, score)
     run.folder.append_row(journal, csv_row(i, int(run.episodes[i].cls), counts))
@@ -283,17 +293,18 @@ def _finish(run: PlannedRun, weights_sha: str) -> dict:
     if len(rows) != len(episodes):
         raise ReproduceError(f"{run.folder.csv_path}: {len(rows)} rows after the run; expected {len(episodes)}")
     classes = fold_classes(config.fold)
-    fs = fold_score_from_rows(classes, rows)
+    numbers = config.scoring.fold_summary(classes, rows)
     summary = {
-        "format": RUN_FORMAT, "fold": config.fold, "shots": config.shots, "protocol": config.protocol,
+        "format": RUN_FORMAT, "fold": config.fold, "shots": config.shots, **config.scoring.record(),
         "test_classes": classes, "class_names": {str(c): class_name(c) for c in classes},
         "n_episodes": len(episodes), "episodes_sha256": run.manifest["episodes_sha256"],
         "reference": run.manifest["reference"], "model_sha256": run.manifest["model_sha256"],
         "weights_sha256": weights_sha, "weights": config.weights.name,
-        **summary_block(fs), "miou_x100": 100.0 * fs.miou(), "fb_iou_x100": 100.0 * fs.fb_iou(),
+        **numbers, "miou_x100": 100.0 * numbers["miou"], "fb_iou_x100": 100.0 * numbers["fb_iou"],
     }
     run.folder.write_json("summary.json", summary)
-    write_iou_results_txt(run.folder.path / "iou_results.txt", fs)
+    if config.protocol != "hsnet":  # test.py's file, of test.py's sums
+        write_iou_results_txt(run.folder.path / "iou_results.txt", fold_score_from_rows(classes, rows))
     return summary
 
 

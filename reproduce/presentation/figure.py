@@ -11,13 +11,14 @@ import numpy as np
 import torch
 
 from reproduce.data.dataset_inputs import DatasetInputs
+from reproduce.data.hsnet import MASKS
 from reproduce.errors import ReproduceError
 from reproduce.evaluation.evaluate import score_map
 from reproduce.evaluation.feature_cache import FeatureProvider
 from reproduce.presentation.finished_run import FinishedRun
 from reproduce.presentation.panels import EpisodePanel, draw_panels
 from reproduce.evaluation.run_folder import RunFolder, read_saved_mask
-from reproduce.evaluation.scoring import episode_counts
+from reproduce.evaluation.protocols import Protocol
 from reproduce.data.voc import VOID, VOCDataset, class_name
 from weights_convert.numerics import faithful_mode
 from weights_convert.oslsm import load_oslsm
@@ -56,13 +57,13 @@ def recompute_scores(run: FinishedRun, indices: Sequence[int], dataset, weights=
         model = load_oslsm(weights, prototxt=prototxt, device=dev)
         inputs = DatasetInputs(dataset)
         provider = FeatureProvider(model, inputs, model_sha256=digest, device=dev, workers=1)
-        with_void = run.summary["protocol"] == "modern"
+        scoring = Protocol.of(run.summary)
         episodes = [run.episodes[i] for i in indices]
-        units = provider.iter_episodes(episodes, extra=lambda _, ep: inputs.query_label(ep.query, ep.cls, with_void))
-        for j, _, feats, w, b, (label, void) in units:
+        units = provider.iter_episodes(episodes, extra=lambda _, ep: scoring.truth(inputs, ep.query, ep.cls))
+        for j, _, feats, w, b, truth in units:
             index = indices[j]
             scores[index] = score_map(model, feats, w, b)
-            c = episode_counts(scores[index], label, void, protocol=run.summary["protocol"])
+            c = scoring.counts(scores[index], truth)
             if (c.tp, c.tn, c.fp, c.fn) != run.counts(index):
                 print(f"warning: episode {index} of {run.path}: the recomputed prediction scores "
                       f"{(c.tp, c.tn, c.fp, c.fn)} (tp, tn, fp, fn), the run recorded {run.counts(index)} "
@@ -72,7 +73,12 @@ def recompute_scores(run: FinishedRun, indices: Sequence[int], dataset, weights=
 
 def episode_panels(run: FinishedRun, indices: Sequence[int], voc=None, weights=None, prototxt=None,
                    device: str = "cpu") -> list[EpisodePanel]:
-    dataset = VOCDataset(_source(run, "voc", voc, "--voc"))
+    root = _source(run, "voc", voc, "--voc")
+    masks = None
+    if run.summary["protocol"] == "hsnet":  # the run's own masks where they still are, else beside the VOC
+        recorded = run.sources.get("masks")
+        masks = recorded if recorded and Path(recorded).is_dir() else root / MASKS
+    dataset = VOCDataset(root, masks=masks)
     scores = {i: s for i in indices if (s := saved_score(run, i)) is not None}
     missing = [i for i in indices if i not in scores]
     if missing:

@@ -15,7 +15,8 @@ from reproduce.presentation.figure import episode_panels
 from reproduce.presentation.finished_run import PICKS, FinishedRun, open_run
 from reproduce.presentation.panels import draw_panels
 from reproduce.presentation.plots import OURS, PAPER, pyplot, save_png
-from reproduce.presentation.tables import TABLES, load_paper
+from reproduce.evaluation.protocols import Protocol
+from reproduce.presentation.tables import PAPER_OTHER_PROTOCOL, TABLES, load_paper
 from weights_convert.atomic import atomic_write_text
 
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
@@ -25,7 +26,8 @@ STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#22
 
 
 def paper_miou(run: FinishedRun) -> float | None:
-    """The published mIoU (x100) for the run's fold and shot count, if the paper has one."""
+    """The published mIoU (x100) for the run's fold and shot count, if the paper has one (of the
+    paper's own protocol, whatever the run's)."""
     for table, (_, shots) in TABLES.items():
         if shots == int(run.summary["shots"]):
             return load_paper(table)["folds"][int(run.summary["fold"])]
@@ -44,7 +46,8 @@ def per_class_chart(run: FinishedRun, out_png: Path) -> None:
     ax.axhline(100.0 * run.summary["miou"], color=OURS, ls="--", lw=1, label="mIoU (ours)")
     paper = paper_miou(run)
     if paper is not None:
-        ax.axhline(paper, color=PAPER, ls="--", lw=1, label="mIoU (paper)")
+        ax.axhline(paper, color=PAPER, ls="--", lw=1, label="mIoU (paper)" if _comparable(run) else
+                   "mIoU (paper, its own protocol)")
     ax.set_ylabel("IoU (%)")
     ax.set_ylim(0, max(values + [paper or 0.0, 1.0]) * 1.2)
     ax.set_title(f"fold {run.summary['fold']}, {run.summary['shots']}-shot: IoU per test class")
@@ -82,16 +85,31 @@ def _scores_table(run: FinishedRun) -> str:
     s = run.summary
     paper = paper_miou(run)
     ours = 100.0 * s["miou"]
-    rows = [("mIoU (%)", _fmt(ours), _fmt(paper), _fmt(None if paper is None else ours - paper, True)),
+    rows = [("mIoU (%)", _fmt(ours), _fmt(paper), _fmt(_difference(run, ours, paper), True)),
             ("FB-IoU (%)", _fmt(100.0 * s["fb_iou"]), "-", "-")]
     body = "".join(f"<tr><td>{a}</td><td>{b}</td><td>{c}</td><td>{d}</td></tr>" for a, b, c, d in rows)
-    return f"<table><tr><th></th><th>ours</th><th>paper</th><th>ours - paper</th></tr>{body}</table>"
+    paper_head = "paper" if _comparable(run) else html.escape(PAPER_OTHER_PROTOCOL)
+    return f"<table><tr><th></th><th>ours</th><th>{paper_head}</th><th>ours - paper</th></tr>{body}</table>"
+
+
+def _comparable(run: FinishedRun) -> bool:
+    """Whether a run's numbers may be set against the paper's (hsnet's never are)."""
+    return run.summary["protocol"] != "hsnet"
+
+
+def _difference(run: FinishedRun, ours: float, paper: float | None) -> float | None:
+    return None if paper is None or not _comparable(run) else ours - paper
 
 
 def _protocol_note(run: FinishedRun) -> str:
+    label = html.escape(Protocol.of(run.summary).label)
     if run.summary["protocol"] == "original":
         return ""
-    return (f"<p class='note'>Scored with protocol <code>{html.escape(run.summary['protocol'])}</code>; the "
+    if run.summary["protocol"] == "hsnet":
+        return (f"<p class='note'>Protocol <code>{label}</code>: HSNet's episodes, SegmentationClassAug masks "
+                "with 255 ignored, HSNet's mIoU and FB-IoU. The paper's number is of OSLSM's own protocol and "
+                "is not subtracted from this one.</p>")
+    return (f"<p class='note'>Scored with protocol <code>{label}</code>; the "
             "paper's numbers use the original test.py scoring, so the difference is not like for like.</p>")
 
 
@@ -106,7 +124,7 @@ def run_page(run: FinishedRun, slug: str, gallery: dict[str, int], note: str) ->
             f"<h1>Fold {s['fold']}, {s['shots']}-shot ({html.escape(run.name)})</h1>"
             + (f"<p class='note'>{html.escape(note)}</p>" if note else "")
             + _protocol_note(run) + _scores_table(run)
-            + f"<p>{s['n_episodes']} episodes, protocol <code>{html.escape(s['protocol'])}</code>, weights sha256 "
+            + f"<p>{s['n_episodes']} episodes, protocol <code>{html.escape(Protocol.of(s).label)}</code>, weights sha256 "
               f"<code>{html.escape(str(s.get('weights_sha256', s.get('model_sha256'))))}</code>, episodes sha256 "
               f"<code>{html.escape(str(s.get('episodes_sha256')))}</code> (the original's list on VOC 2012: "
               f"{html.escape(str(s.get('reference', 'not recorded')))}), run folder "
@@ -124,9 +142,9 @@ def index_page(runs: Sequence[FinishedRun], slugs: Sequence[str], title: str, no
         s, paper = run.summary, paper_miou(run)
         ours = 100.0 * s["miou"]
         rows.append(f"<tr><td><a href='{slug}.html'>{html.escape(slug)}</a></td><td>{s['fold']}</td>"
-                    f"<td>{s['shots']}</td><td>{html.escape(s['protocol'])}</td><td>{s['n_episodes']}</td>"
+                    f"<td>{s['shots']}</td><td>{html.escape(Protocol.of(s).label)}</td><td>{s['n_episodes']}</td>"
                     f"<td>{_fmt(ours)}</td><td>{_fmt(paper)}</td>"
-                    f"<td>{_fmt(None if paper is None else ours - paper, True)}</td>"
+                    f"<td>{_fmt(_difference(run, ours, paper), True)}</td>"
                     f"<td>{_fmt(100.0 * s['fb_iou'])}</td></tr>")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"

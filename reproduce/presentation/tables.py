@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Sequence
 
 from reproduce.errors import ReproduceError
+from reproduce.evaluation.protocols import Protocol
 from reproduce.presentation.plots import OURS, PAPER, SECOND, pyplot, save_png
 from weights_convert.atomic import atomic_write_text
 from reproduce.data.pascal5i import FOLDS, N_FOLDS
 
 TABLES = {1: ("table1_1shot", 1), 2: ("table2_5shot", 5)}
+PAPER_OTHER_PROTOCOL = "OSLSM paper (its own protocol)"
 PAPER_DIR = Path(__file__).resolve().parents[2] / "results" / "paper"
 
 
@@ -99,16 +101,20 @@ def build_table(table: int, run_dirs: Sequence[str | os.PathLike], paper_dir=PAP
     paper = load_paper(table, paper_dir)
     runs = _runs_by_fold(table, run_dirs)
     others = _runs_by_fold(table, baseline[1]) if baseline else {}
-    protocols = sorted({s["protocol"] for s in [*runs.values(), *others.values()]})
+    protocols = {Protocol.of(s) for s in [*runs.values(), *others.values()]}
     if len(protocols) > 1:
-        raise ReproduceError(f"runs mix scoring protocols {protocols}; a table needs one")
+        raise ReproduceError(f"runs mix scoring protocols ({', '.join(sorted(p.label for p in protocols))}); "
+                             "a table needs one")
+    protocol = protocols.pop()
+    # The paper's numbers are of its own protocol: set beside hsnet's, never subtracted from them.
+    comparable = protocol.name != "hsnet"
     rows = []
     for f in FOLDS:
         s = runs.get(f)
         ours = None if s is None else 100.0 * float(s["miou"])
         rows.append({"fold": f"fold{f}", "paper_miou": paper["folds"][f], "ours_miou": ours,
                      "rerun_miou": paper["rerun"]["folds"].get(f) if paper["rerun"] else None,
-                     "difference": None if ours is None else ours - paper["folds"][f],
+                     "difference": None if ours is None or not comparable else ours - paper["folds"][f],
                      "ours_fb_iou": None if s is None else 100.0 * float(s["fb_iou"]),
                      "episodes": None if s is None else int(s["n_episodes"]),
                      "baseline_miou": 100.0 * float(others[f]["miou"]) if f in others else None})
@@ -117,9 +123,11 @@ def build_table(table: int, run_dirs: Sequence[str | os.PathLike], paper_dir=PAP
     mean_fb = sum(r["ours_fb_iou"] for r in rows) / N_FOLDS if complete else None
     mean_baseline = sum(r["baseline_miou"] for r in rows) / N_FOLDS if len(others) == len(FOLDS) else None
     rows.append({"fold": "mean", "paper_miou": paper["mean"], "ours_miou": mean_ours, "rerun_miou": None,
-                 "difference": None if mean_ours is None else mean_ours - paper["mean"],
+                 "difference": None if mean_ours is None or not comparable else mean_ours - paper["mean"],
                  "ours_fb_iou": mean_fb, "episodes": None, "baseline_miou": mean_baseline})
-    return {"table": table, "stem": stem, "shots": shots, "protocol": protocols[0], "rows": rows,
+    return {"table": table, "stem": stem + protocol.table_suffix, "shots": shots, "protocol": protocol.name,
+            "protocol_label": protocol.label, "paper_label": "paper" if comparable else PAPER_OTHER_PROTOCOL,
+            "rows": rows,
             "baseline_label": baseline[0] if baseline else None,
             "paper_source": paper["source"], "paper_fb_iou": paper["fb_iou"], "rerun": paper["rerun"],
             "runs": {f: {"run_dir": runs[f]["run_dir"], "model_sha256": runs[f].get("model_sha256"),
@@ -136,23 +144,34 @@ def _fmt(v, signed: bool = False) -> str:
 
 def table_markdown(t: dict, note: str = "") -> str:
     heads = [r["fold"] for r in t["rows"]]
-    lines = [f"# Table {t['table']}: OSLSM {t['shots']}-shot mIoU (%) on PASCAL-5i, paper vs this reproduction", ""]
+    if t["protocol"] == "hsnet":
+        lines = [f"# Table {t['table']}: OSLSM {t['shots']}-shot mIoU (%) on PASCAL-5i under HSNet's protocol, "
+                 f"{t['protocol_label']}", ""]
+    else:
+        lines = [f"# Table {t['table']}: OSLSM {t['shots']}-shot mIoU (%) on PASCAL-5i, paper vs this reproduction", ""]
     if note:
         lines += [note, ""]
-    if t["protocol"] != "original":
+    if t["protocol"] == "hsnet":
+        lines += ["**Protocol `hsnet`:** HSNet's test episodes, `SegmentationClassAug` masks, 255 ignored, its "
+                  "mIoU and FB-IoU (docs/protocols.md). The paper's numbers are of OSLSM's own protocol, shown "
+                  "for orientation only: no row subtracts one from the other.", ""]
+    elif t["protocol"] != "original":
         lines += [f"**Not the paper's scoring:** ours use protocol `{t['protocol']}` (void pixels ignored); the "
                   "paper's numbers count void as background (protocol `original`), so the difference row "
                   "compares two different measures.", ""]
     lines += ["| | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
-    lines.append("| paper | " + " | ".join(_fmt(r["paper_miou"]) for r in t["rows"]) + " |")
+    ours = "ours" if t["protocol"] == "original" else f"ours ({t['protocol']})"
+    lines.append(f"| {t['paper_label']} | " + " | ".join(_fmt(r["paper_miou"]) for r in t["rows"]) + " |")
     if t["rerun"]:  # the original code on a released model, run by others: where the paper's model may stand
-        lines.append(f"| {t['rerun']['label']} | " + " | ".join(_fmt(r["rerun_miou"]) for r in t["rows"]) + " |")
-    lines.append("| ours | " + " | ".join(_fmt(r["ours_miou"]) for r in t["rows"]) + " |")
+        rerun = t["rerun"]["label"] + ("" if t["protocol"] != "hsnet" else " (its own protocol)")
+        lines.append(f"| {rerun} | " + " | ".join(_fmt(r["rerun_miou"]) for r in t["rows"]) + " |")
+    lines.append(f"| {ours} | " + " | ".join(_fmt(r["ours_miou"]) for r in t["rows"]) + " |")
     if t["baseline_label"]:
         lines.append(f"| {t['baseline_label']} | " + " | ".join(_fmt(r["baseline_miou"]) for r in t["rows"]) + " |")
-    difference = "ours - paper" if t["protocol"] == "original" else f"ours ({t['protocol']}) - paper (original)"
-    lines.append(f"| {difference} | " + " | ".join(_fmt(r["difference"], True) for r in t["rows"]) + " |")
-    lines.append("| ours FB-IoU | " + " | ".join(_fmt(r["ours_fb_iou"]) for r in t["rows"]) + " |")
+    if t["protocol"] != "hsnet":
+        difference = "ours - paper" if t["protocol"] == "original" else f"ours ({t['protocol']}) - paper (original)"
+        lines.append(f"| {difference} | " + " | ".join(_fmt(r["difference"], True) for r in t["rows"]) + " |")
+    lines.append(f"| {ours} FB-IoU | " + " | ".join(_fmt(r["ours_fb_iou"]) for r in t["rows"]) + " |")
     eps = sorted({r["episodes"] for r in t["rows"] if r["episodes"] is not None})
     lines += ["", f"- Paper: {t['paper_source']}."]
     if t["rerun"]:
@@ -160,7 +179,7 @@ def table_markdown(t: dict, note: str = "") -> str:
                      "The authors' released models are incomplete (upstream issue lzzcd001/OSLSM #9: fold 2 is "
                      "missing), so most tables are of re-trained models.")
     lines += [
-              f"- Ours: scoring protocol `{t['protocol']}`, {', '.join(map(str, eps))} episodes per fold "
+              f"- Ours: scoring protocol `{t['protocol_label']}`, {', '.join(map(str, eps))} episodes per fold "
               f"(the paper: 1000); mIoU is the mean IoU of a fold's 5 test classes, x100.",
               f"- FB-IoU is not in the paper; later work quotes {t['paper_fb_iou']} for OSLSM {t['shots']}-shot."]
     missing = [r["fold"] for r in t["rows"][:N_FOLDS] if r["ours_miou"] is None]
@@ -178,10 +197,13 @@ def table_csv(t: dict) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     columns = ["paper_miou", "rerun_miou", "ours_miou", "difference", "ours_fb_iou", "episodes"]
     columns += ["baseline_miou"] if t["baseline_label"] else []
+    if t["protocol"] == "hsnet":  # the paper's protocol is not this one: named, and no difference column
+        columns = ["paper_own_protocol_miou" if k == "paper_miou" else k for k in columns if k != "difference"]
     writer.writerow(["fold", *columns, "protocol"])
     for r in t["rows"]:
+        r = {**r, "paper_own_protocol_miou": r["paper_miou"]}
         writer.writerow([r["fold"]] + ["" if r[k] is None else (f"{r[k]:.4f}" if isinstance(r[k], float) else r[k])
-                                       for k in columns] + [t["protocol"]])
+                                       for k in columns] + [t["protocol_label"]])
     return buf.getvalue()
 
 
@@ -193,7 +215,7 @@ def table_png(t: dict, path: str | os.PathLike, note: str = "") -> None:
     plt = pyplot()
     labels = [r["fold"] + ("" if r["difference"] is None else f"\n{r['difference']:+.1f}") for r in t["rows"]]
     x = np.arange(len(labels))
-    series = [("paper", PAPER, [r["paper_miou"] for r in t["rows"]]),
+    series = [(t["paper_label"], PAPER, [r["paper_miou"] for r in t["rows"]]),
               ("ours", OURS, [np.nan if r["ours_miou"] is None else r["ours_miou"] for r in t["rows"]])]
     if t["baseline_label"]:
         series.append((t["baseline_label"], SECOND,
@@ -210,9 +232,10 @@ def table_png(t: dict, path: str | os.PathLike, note: str = "") -> None:
     ax.set_ylabel("mIoU (%)")
     top = max([v for _, _, values in series for v in values if v == v] + [1.0])
     ax.set_ylim(0, top * 1.15)
-    title = f"Table {t['table']}: OSLSM {t['shots']}-shot on PASCAL-5i"
+    title = f"Table {t['table']}: OSLSM {t['shots']}-shot on PASCAL-5i" + (
+        "" if t["protocol"] == "original" else f", protocol {t['protocol_label']}")
     ax.set_title("\n".join([title] + textwrap.wrap(note, 90)), fontsize=9)
-    ax.set_xlabel("fold (ours - paper below)", fontsize=8)
+    ax.set_xlabel("fold" + (" (ours - paper below)" if t["protocol"] != "hsnet" else ""), fontsize=8)
     ax.legend()
     save_png(fig, path)
 
@@ -220,7 +243,7 @@ def table_png(t: dict, path: str | os.PathLike, note: str = "") -> None:
 def write_table(table: int, run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                 note: str = "", paper_dir=PAPER_DIR,
                 baseline: tuple[str, Sequence[str | os.PathLike]] | None = None) -> dict[str, Path]:
-    """Write table{T}_{k}shot.md/.csv/.png under out_dir; returns their paths."""
+    """Write table{T}_{k}shot[_hsnet].md/.csv/.png under out_dir; returns their paths."""
     t = build_table(table, run_dirs, paper_dir, baseline)
     out = Path(out_dir)
     paths = {ext: out / f"{t['stem']}.{ext}" for ext in ("md", "csv", "png")}

@@ -27,6 +27,26 @@ def require_voc(voc: str | Path) -> Path:
     return root
 
 
+def hsnet_problems(protocol: str, options: dict, voc: Path | None, folds) -> None:
+    """Before the first write: the hsnet options belong to protocol hsnet, its mask folder and
+    split files exist (each is a ReproduceError naming what is missing)."""
+    from reproduce.data.hsnet import MASKS, SPLITS, split_file
+    from reproduce.evaluation.protocols import Protocol
+
+    Protocol(protocol, options.get("hsnet_size"))  # a size without hsnet, or below 1, is refused
+    if protocol != "hsnet":
+        if options:
+            raise ReproduceError(f"{', '.join('--' + k.replace('_', '-') for k in options)}: option(s) of "
+                                 "--protocol hsnet only")
+        return
+    masks = options.get("masks") or (voc / MASKS if voc is not None else None)
+    if masks is not None and not Path(masks).is_dir():
+        raise ReproduceError(f"mask folder {masks}: no such folder; protocol hsnet reads HSNet's {MASKS} "
+                             "(VOC 2012 with the SBD-augmented masks; --masks names it)")
+    for fold in folds:
+        split_file(fold, options.get("hsnet_splits") or SPLITS)
+
+
 def check_models(models: str | Path, out_models: Path, folds=FOLDS, prototxt: Path | None = None) -> bool:
     """Without writing anything: True when `models` holds one caffemodel per fold to convert, False
     when every fold is already converted in out_models; else an error saying what is missing."""
@@ -74,10 +94,12 @@ def _deploy_prototxt(out_models: Path) -> Path:
 
 def evaluate_folds(tables: Sequence[int], voc, converted: dict[int, Path], out: Path, *, episodes: int,
                    device: str, protocol: str, cache_dir: Path | None = None, cache_max_bytes: int = 10 << 30,
-                   workers: int = 2, progress: bool = True, runs_dir: str = "runs") -> dict[int, list[Path]]:
+                   workers: int = 2, progress: bool = True, runs_dir: str = "runs",
+                   **hsnet_options) -> dict[int, list[Path]]:
     """table -> its run folders (out/{runs_dir}/table{T}_fold{F}). The tables' runs of a fold go in
     one pass (their episodes share queries), so each query's features are computed once for all;
-    the mask scan is cached in out/cache/items (small), features on disk only under `cache_dir`."""
+    the mask scan is cached in out/cache/items (small), features on disk only under `cache_dir`.
+    `hsnet_options`: masks, hsnet_size, hsnet_splits of protocol hsnet (EvalConfig's fields)."""
     from reproduce.evaluation.eval_config import EvalConfig
     from reproduce.evaluation.evaluate import evaluate_runs, summary_lines
 
@@ -87,7 +109,7 @@ def evaluate_folds(tables: Sequence[int], voc, converted: dict[int, Path], out: 
                               out_dir=out / runs_dir / f"table{table}_fold{fold}", protocol=protocol,
                               cache_dir=cache_dir, cache_max_bytes=cache_max_bytes,
                               scan_cache_dir=out / "cache" / "items", workers=workers,
-                              progress=progress) for table in tables]
+                              progress=progress, **hsnet_options) for table in tables]
         for table, config, summary in zip(tables, configs, evaluate_runs(configs)):
             print("\n".join(summary_lines(summary)) + f"\n-> {config.out_dir}")
             runs[table].append(config.out_dir)
@@ -99,10 +121,10 @@ def write_table_and_report(table: int, runs: list[Path], out: Path, voc, note: s
     """The table files beside the published numbers (and `baseline`'s runs, when given) and an
     HTML report of its runs ({stem}_report/index.html); returns the written paths."""
     from reproduce.presentation.report import write_report
-    from reproduce.presentation.tables import table_stem, write_table
+    from reproduce.presentation.tables import write_table
 
     paths = write_table(table, runs, out, note=note, baseline=baseline)
-    stem = table_stem(table)
+    stem = paths["md"].stem  # the protocol's own name for the table
     paths["report"] = write_report(runs, out / f"{stem}_report", title=f"Table {table}: {stem}", note=note,
                                    voc=voc, device=device)
     return paths

@@ -91,3 +91,30 @@ def test_bad_folds_and_devices_are_refused_together(tmp_path):
                           text=True)
     assert done.returncode == 2 and "7 is not a PASCAL-5i fold" in done.stderr and "'cuda:5'" in done.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_the_published_models_feed_table_run_and_say_how_they_were_trained(uninterrupted, tmp_path, capsys):
+    """train-all's models/ is what `make reproduce-tables MODELS=...` reads; each model's training
+    record travels through the conversion and the evaluation into the table's notes."""
+    import json
+
+    from reproduce.cli import main
+    from weights_convert.netspec import write_net
+    from weights_convert.oslsm import OSLSMWidths
+    from weights_convert.oslsm.spec import oslsm_deploy_net
+
+    record = json.loads((uninterrupted / "models" / "oslsm_fold1_iter_4.caffemodel.json").read_text())
+    assert (record["fold"], record["iteration"], record["seed"], record["start_weights"]) == \
+        (1, 4, 8, "weights.caffemodel")
+    deploy = tmp_path / "deploy_1shot_golden.prototxt"
+    write_net(oslsm_deploy_net(1, OSLSMWidths(4, 6, 8, 8, 8, 16, 10)), deploy)
+    out = tmp_path / "results"
+    assert main(["table-run", "--table", "1", "--voc", str(DATA / "pascal"), "--models", str(uninterrupted / "models"),
+                 "--prototxt", str(deploy), "--folds", "0", "1", "--episodes", "2", "--out", str(out),
+                 "--no-progress"]) == 0
+    summary = json.loads((out / "runs" / "table1_fold1" / "summary.json").read_text())
+    assert summary["weights_training"] == record
+    notes = (out / "table1_1shot.md").read_text()
+    assert "re-trained by oslsm-repro: fold 0, iteration 4, episode seed 7, from weights.caffemodel" in notes
+    assert "re-trained by oslsm-repro: fold 1, iteration 4, episode seed 8, from weights.caffemodel" in notes

@@ -11,7 +11,12 @@ of 1 MiB or more on each use: on virtual machines, where page faults are dear, t
 1.75x slower (bench/RESULTS.md). So the store's own tensors get a mapping of their own, and after
 an episode whose forwards left more than a set amount free on the heap, `trim_when_free_exceeds`
 hands those pages back (malloc_trim): activations keep malloc's defaults, and small nets, whose
-heap stays small, are never trimmed."""
+heap stays small, are never trimmed.
+
+A training process is the other case: every pass needs its peak again (the activations a backward
+reads), so it lets malloc keep freed blocks of any size (`keep_freed_blocks`) and reuse them,
+instead of mapping each large activation afresh and faulting in (and the kernel zeroing) its pages
+on every pass."""
 from __future__ import annotations
 
 import ctypes
@@ -70,3 +75,19 @@ def trim_when_free_exceeds(limit: int) -> bool:
     """return_free_memory() when the heaps hold more than `limit` free bytes: a large forward's
     leftovers go back, while small nets (whose heap stays small) keep theirs and fault nothing."""
     return return_free_memory() if free_heap_bytes() > limit else False
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+KEEP_BYTES = 1 << 30
+
+
+def keep_freed_blocks() -> bool:
+    """For the rest of this process, blocks of any size up to 1 GiB come from malloc's heap and
+    freed ones stay there for the next allocation (mmap and trim thresholds at 1 GiB): for processes
+    that reach the same peak again and again, a training process. Process-wide and one-way (glibc
+    stops adapting its thresholds once one is set), so it belongs to a command's entry, not to a
+    library call. True when set; elsewhere than glibc nothing is done (False)."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)) and bool(libc.mallopt(M_TRIM_THRESHOLD, KEEP_BYTES))

@@ -48,8 +48,10 @@ def default_iterations(iters: int | None, solver: str) -> int | None:
 
 def run(args) -> int:
     from reproduce.workflows.fold_training import train_fold  # here: `--help` starts without loading torch
+    from weights_convert.allocator import keep_freed_blocks
     from weights_convert.train.distributed import lead_process
 
+    keep_freed_blocks()  # a training process needs its peak on every pass: reuse it, do not refault it
     sets = open_checked_training_sets(args)
     if not args.allow_val_images:
         check_no_test_images(sets, args.voc)

@@ -156,3 +156,17 @@ def source_sha256(weights: str | os.PathLike) -> str | None:
     if sniff_format(weights) != "safetensors":
         return None
     return safetensors_metadata(weights).get("source_sha256") or None
+
+
+def weights_training(weights: str | os.PathLike) -> dict | None:
+    """The training record a converted fold model carries when this kit re-trained it (its fold,
+    iteration, seed and start model; reproduce/training/model_record.py); None otherwise."""
+    import json
+
+    from weights_convert.formats.safetensors_io import safetensors_metadata
+    from weights_convert.formats.weights_io import sniff_format
+
+    if sniff_format(weights) != "safetensors":
+        return None
+    text = safetensors_metadata(weights).get("training")
+    return json.loads(text) if text else None

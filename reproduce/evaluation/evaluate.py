@@ -18,7 +18,7 @@ from reproduce.data.dataset_inputs import DatasetInputs
 from reproduce.data.episodes import episodes_sha256, resolve_episodes
 from reproduce.data.hsnet import SPLITS, hsnet_episodes, hsnet_items, splits_status
 from reproduce.errors import ReproduceError
-from reproduce.evaluation.eval_config import EvalConfig, open_checked, source_sha256
+from reproduce.evaluation.eval_config import EvalConfig, open_checked, source_sha256, weights_training
 from reproduce.evaluation.feature_cache import FeatureProvider
 from reproduce.evaluation.protocols import Protocol
 from reproduce.evaluation.provenance import code_record
@@ -90,7 +90,10 @@ def _evaluate_pass(runs: Sequence[PlannedRun], load_model: ModelLoader) -> list[
     load_s = time.perf_counter() - t0
     _refuse_nonfinite(model, config)
     model_sha = sha256_file(config.weights)
-    weights_sha = source_sha256(config.weights) or model_sha
+    weights = {"weights_sha256": source_sha256(config.weights) or model_sha}
+    training = weights_training(config.weights)
+    if training:
+        weights["weights_training"] = training
     with contextlib.ExitStack() as held:
         for run in runs:
             held.enter_context(run.folder.locked())
@@ -107,7 +110,7 @@ def _evaluate_pass(runs: Sequence[PlannedRun], load_model: ModelLoader) -> list[
             if run.config.save_masks:
                 _write_missing_masks(run.folder, model, provider, run.episodes[:run.resumed_from])
         loop = _score_episodes(runs, model, provider, lead.episodes)
-        summaries = [_finish(run, weights_sha) for run in runs]
+        summaries = [_finish(run, weights) for run in runs]
         for run in runs:
             if run.scored == 0 and (run.folder.path / "timings.json").exists():
                 continue  # a finished run run again: its timings stay those of the session that scored it
@@ -285,9 +288,9 @@ def _score_one(run: PlannedRun, journal, i: int, model, feats, w, b, truth, seco
     run.scored += 1
 
 
-def _finish(run: PlannedRun, weights_sha: str) -> dict:
-    """summary.json (weights_sha256: the source caffemodel's content, whatever the file is called)
-    and iou_results.txt, from the journal."""
+def _finish(run: PlannedRun, weights: dict) -> dict:
+    """summary.json (weights_sha256: the source caffemodel's content, whatever the file is called;
+    weights_training: how this kit re-trained it, when it did) and iou_results.txt, from the journal."""
     config, episodes = run.config, run.episodes
     rows = run.folder.done_rows(episodes)
     if len(rows) != len(episodes):
@@ -299,7 +302,7 @@ def _finish(run: PlannedRun, weights_sha: str) -> dict:
         "test_classes": classes, "class_names": {str(c): class_name(c) for c in classes},
         "n_episodes": len(episodes), "episodes_sha256": run.manifest["episodes_sha256"],
         "reference": run.manifest["reference"], "model_sha256": run.manifest["model_sha256"],
-        "weights_sha256": weights_sha, "weights": config.weights.name,
+        **weights, "weights": config.weights.name,
         **numbers, "miou_x100": 100.0 * numbers["miou"], "fb_iou_x100": 100.0 * numbers["fb_iou"],
     }
     run.folder.write_json("summary.json", summary)

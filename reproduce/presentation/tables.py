@@ -14,6 +14,7 @@ from typing import Sequence
 
 from reproduce.errors import ReproduceError
 from reproduce.evaluation.protocols import Protocol
+from reproduce.training.model_record import describe as describe_model
 from reproduce.presentation.plots import OURS, PAPER, SECOND, pyplot, save_png
 from weights_convert.atomic import atomic_write_text
 from reproduce.data.pascal5i import FOLDS, N_FOLDS
@@ -133,6 +134,7 @@ def build_table(table: int, run_dirs: Sequence[str | os.PathLike], paper_dir=PAP
             "runs": {f: {"run_dir": runs[f]["run_dir"], "model_sha256": runs[f].get("model_sha256"),
                          "weights_sha256": runs[f].get("weights_sha256", runs[f].get("model_sha256")),
                          "episodes_sha256": runs[f].get("episodes_sha256"),
+                         "training": runs[f].get("weights_training"),
                          "reference": runs[f].get("reference", "not recorded")} for f in sorted(runs)}}
 
 
@@ -188,7 +190,7 @@ def table_markdown(t: dict, note: str = "") -> str:
     for f, r in t["runs"].items():
         lines.append(f"- fold{f}: {r['run_dir']} (weights sha256 {str(r['weights_sha256'])[:12]}, "
                      f"episodes sha256 {str(r['episodes_sha256'])[:12]}; the original's episode list on "
-                     f"VOC 2012: {r['reference']})")
+                     f"VOC 2012: {r['reference']}); model: {describe_model(r['training'])}")
     return "\n".join(lines) + "\n"
 
 

@@ -139,7 +139,10 @@ def newest_snapshot(folder: Path) -> tuple[int, Path] | None:
 
 
 def publish_model(fold: int, folder: Path, models: Path) -> Path:
-    """Copy the fold's newest complete snapshot to models/, named by fold, replacing older ones."""
+    """Copy the fold's newest complete snapshot to models/, named by fold, with its training record
+    beside it (model_record.py), replacing older ones."""
+    from reproduce.training.model_record import record_path, write_training_record
+
     newest = newest_snapshot(folder)
     if newest is None:
         raise ReproduceError(f"fold {fold}: {folder} holds no complete snapshot")
@@ -148,7 +151,9 @@ def publish_model(fold: int, folder: Path, models: Path) -> Path:
     models.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)
+    write_training_record(target, fold, iteration, folder)
     for old in models.glob(f"oslsm_fold{fold}_iter_*.caffemodel"):
         if old != target:
             old.unlink()
+            record_path(old).unlink(missing_ok=True)
     return target

@@ -2,6 +2,7 @@
 OSLSM form, skipping a fold whose output already records the same source sha256."""
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -56,7 +57,7 @@ def find_fold_models(models_dir: str | os.PathLike | None, explicit: dict[int, s
     return dict(sorted(chosen.items()))
 
 
-def _already_converted(out: Path, sha: str) -> bool:
+def _already_converted(out: Path, sha: str, labels: dict) -> bool:
     if not out.is_file():
         return False
     from weights_convert.formats.safetensors_io import safetensors_metadata
@@ -64,13 +65,15 @@ def _already_converted(out: Path, sha: str) -> bool:
         metadata = safetensors_metadata(out)
     except (CaffeFormatError, OSError):
         return False
-    return metadata.get("source_sha256") == sha and metadata.get("model") == "oslsm"
+    return (metadata.get("source_sha256") == sha and metadata.get("model") == "oslsm"
+            and all(metadata.get(k) == str(v) for k, v in labels.items()))
 
 
 def convert_fold_models(models_dir, explicit: dict[int, str | None], prototxt: str | os.PathLike,
                         out_dir: str | os.PathLike, folds=FOLDS) -> dict[int, Path]:
     """Convert each fold's model to out_dir/fold{F}.safetensors (+ report), skipping outputs that
     already come from the same source (sha256); returns fold -> converted file."""
+    from reproduce.training.model_record import read_training_record
     from weights_convert.convert import convert, warn_nonfinite
     from weights_convert.provenance import sha256_file
 
@@ -82,10 +85,12 @@ def convert_fold_models(models_dir, explicit: dict[int, str | None], prototxt: s
     for fold, source in models.items():
         out = converted[fold] = out_dir / f"fold{fold}.safetensors"
         sha = sha256_file(source)
-        if _already_converted(out, sha):
+        record = read_training_record(source)  # a model this kit re-trained says how
+        labels = {"fold": fold, **({"training": json.dumps(record, sort_keys=True)} if record else {})}
+        if _already_converted(out, sha, labels):
             print(f"fold {fold}: {out} is up to date with {source.name} (sha256 {sha[:12]}), skipped")
             continue
-        report = convert(prototxt, source, out, model="oslsm", labels={"fold": fold},
+        report = convert(prototxt, source, out, model="oslsm", labels=labels,
                          report=out_dir / f"fold{fold}.report.json", source_sha256=sha)
         warn_nonfinite(report)
         print(f"fold {fold}: {source} -> {out} ({report['output_bytes']:,} bytes, "

@@ -29,12 +29,14 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     # Imported here: building the CLI's parser must not load torch (convert needs none).
+    from weights_convert.allocator import keep_freed_blocks
     from weights_convert.provenance import sha256_file
     from weights_convert.train.data import EpisodeInputs
     from weights_convert.train.distributed import lead_process
     from weights_convert.train.run import TrainRequest, train
     from weights_convert.train.solver_file import read_solver
 
+    keep_freed_blocks()  # a training process needs its peak on every pass: reuse it, do not refault it
     solver = read_solver(args.solver)
     data = EpisodeInputs(args.inputs)
     request = TrainRequest(solver=solver, data=data, data_digest=sha256_file(args.inputs), out=Path(args.out),

@@ -44,10 +44,11 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     # Imported here: `--help` and the light commands start without loading torch.
     from reproduce.errors import collect, raise_problems
-    from reproduce.evaluation.eval_config import argument_problems
-    from reproduce.workflows.table_pipeline import (check_models, ensure_converted, evaluate_folds, hsnet_problems,
-                                                    require_voc, write_table_and_report)
-    from reproduce.data.voc import refuse_inside_dataset
+    from reproduce.data.hsnet import MASKS
+    from reproduce.data.voc import VOCDataset, refuse_inside_dataset
+    from reproduce.evaluation.eval_config import argument_problems, hsnet_problems
+    from reproduce.workflows.table_pipeline import (check_models, ensure_converted, evaluate_folds, require_voc,
+                                                    write_table_and_report)
 
     out = Path(args.out)
     prototxt = Path(args.prototxt) if args.prototxt else None
@@ -59,7 +60,9 @@ def run(args) -> int:
     if voc is not None:
         collect(problems, refuse_inside_dataset, out, voc, "--out")
     options = hsnet_options(args)
-    collect(problems, hsnet_problems, args.protocol, options, voc, args.folds)
+    problems += hsnet_problems(args.protocol, args.folds, **options)
+    if args.protocol == "hsnet" and voc is not None:  # its masks, before the first conversion
+        collect(problems, lambda: VOCDataset(voc, masks=options.get("masks") or voc / MASKS))
     raise_problems(problems, heading="cannot run the table")
     converted = ensure_converted(args.models, out / "models", args.folds, prototxt=prototxt)
     tables = sorted(set(args.table))

@@ -67,16 +67,9 @@ def open_checked(config: EvalConfig):
         problems.append(f"shots must be >= 1, got {config.shots}")
     if config.protocol not in PROTOCOLS:
         problems.append(f"protocol must be one of {', '.join(PROTOCOLS)}, got {config.protocol!r}")
-    elif config.protocol != "hsnet":
-        given = [flag for flag, value in (("--masks", config.masks), ("--hsnet-size", config.hsnet_size),
-                                          ("--hsnet-splits", config.hsnet_splits)) if value is not None]
-        if given:
-            problems.append(f"{', '.join(given)}: option(s) of --protocol hsnet only (protocol {config.protocol} "
-                            "reads SegmentationClass and scores on the 500x500 query grid)")
     else:
-        if config.hsnet_size is not None and config.hsnet_size < 1:
-            problems.append(f"--hsnet-size must be >= 1, got {config.hsnet_size}")
-        collect(problems, split_file, config.fold, config.hsnet_splits or SPLITS)
+        problems += hsnet_problems(config.protocol, [config.fold], masks=config.masks, hsnet_size=config.hsnet_size,
+                                   hsnet_splits=config.hsnet_splits)
     problems += argument_problems(n_episodes=config.n_episodes, workers=config.workers, device=config.device,
                                   folders={"--out": config.out_dir, "--cache-dir": config.cache_dir})
     if not Path(config.weights).is_file():
@@ -94,6 +87,20 @@ def open_checked(config: EvalConfig):
             collect(problems, refuse_inside_dataset, config.cache_dir, root, "cache folder")
     raise_problems(problems)
     return dataset
+
+
+def hsnet_problems(protocol: str, folds, masks=None, hsnet_size: int | None = None, hsnet_splits=None) -> list[str]:
+    """What is wrong with protocol hsnet's options: given to another protocol, a size below 1, a
+    missing split file (the mask folder is checked when the data set is opened)."""
+    given = [flag for flag, value in (("--masks", masks), ("--hsnet-size", hsnet_size),
+                                      ("--hsnet-splits", hsnet_splits)) if value is not None]
+    if protocol != "hsnet":
+        return [f"{', '.join(given)}: option(s) of --protocol hsnet only (protocol {protocol} reads "
+                "SegmentationClass and scores on the 500x500 query grid)"] if given else []
+    problems = [f"--hsnet-size must be >= 1, got {hsnet_size}"] if hsnet_size is not None and hsnet_size < 1 else []
+    for fold in folds:
+        collect(problems, split_file, fold, hsnet_splits or SPLITS)
+    return problems
 
 
 def argument_problems(*, n_episodes: int, workers: int, device: str,

@@ -121,20 +121,26 @@ def _evaluate_pass(runs: Sequence[PlannedRun], load_model: ModelLoader) -> list[
 
 def _planned_run(config: EvalConfig) -> PlannedRun:
     dataset = open_checked(config)
-    # Without a cache folder nothing is cached on disk, the mask scan included.
-    scan_dir = config.scan_cache_dir or (config.cache_dir / "items" if config.cache_dir else None)
-    if config.protocol == "hsnet" and config.episodes_file is None:
-        splits = config.hsnet_splits or SPLITS
-        episodes = hsnet_episodes(config.fold, config.shots, config.n_episodes, splits)
-        n_items, reference = len(hsnet_items(config.fold, splits)), f"not applicable (hsnet: {splits_status(splits)})"
-    else:
-        episodes, n_items = resolve_episodes(dataset, config.fold, config.shots, config.n_episodes,
-                                             config.episodes_file, scan_dir, use_cache=scan_dir is not None)
-        reference = ("not applicable (hsnet, episodes from a file)" if config.protocol == "hsnet"
-                     else _reference(episodes, dataset, config))
+    episodes, n_items, reference = _episodes(config, dataset)
     _refuse_missing_files(dataset, episodes)
     _warn_classes_without_episodes(episodes, config)
     return PlannedRun(config, dataset, episodes, n_items, reference, RunFolder(config.out_dir))
+
+
+def _episodes(config: EvalConfig, dataset) -> tuple[list, int, str]:
+    """The run's episodes, its fold's item count and how the list compares with the original's on
+    VOC 2012: from a file, HSNet's split files (protocol hsnet) or the original's data layer."""
+    if config.protocol == "hsnet" and config.episodes_file is None:
+        splits = config.hsnet_splits or SPLITS
+        return (hsnet_episodes(config.fold, config.shots, config.n_episodes, splits),
+                len(hsnet_items(config.fold, splits)), f"not applicable (hsnet: {splits_status(splits)})")
+    # Without a cache folder nothing is cached on disk, the mask scan included.
+    scan_dir = config.scan_cache_dir or (config.cache_dir / "items" if config.cache_dir else None)
+    episodes, n_items = resolve_episodes(dataset, config.fold, config.shots, config.n_episodes,
+                                         config.episodes_file, scan_dir, use_cache=scan_dir is not None)
+    if config.protocol == "hsnet":
+        return episodes, n_items, "not applicable (hsnet, episodes from a file)"
+    return episodes, n_items, _reference(episodes, dataset, config)
 
 
 def _one_pass_possible(runs: Sequence[PlannedRun]) -> bool:

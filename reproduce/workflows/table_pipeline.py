@@ -27,26 +27,6 @@ def require_voc(voc: str | Path) -> Path:
     return root
 
 
-def hsnet_problems(protocol: str, options: dict, voc: Path | None, folds) -> None:
-    """Before the first write: the hsnet options belong to protocol hsnet, its mask folder and
-    split files exist (each is a ReproduceError naming what is missing)."""
-    from reproduce.data.hsnet import MASKS, SPLITS, split_file
-    from reproduce.evaluation.protocols import Protocol
-
-    Protocol(protocol, options.get("hsnet_size"))  # a size without hsnet, or below 1, is refused
-    if protocol != "hsnet":
-        if options:
-            raise ReproduceError(f"{', '.join('--' + k.replace('_', '-') for k in options)}: option(s) of "
-                                 "--protocol hsnet only")
-        return
-    masks = options.get("masks") or (voc / MASKS if voc is not None else None)
-    if masks is not None and not Path(masks).is_dir():
-        raise ReproduceError(f"mask folder {masks}: no such folder; protocol hsnet reads HSNet's {MASKS} "
-                             "(VOC 2012 with the SBD-augmented masks; --masks names it)")
-    for fold in folds:
-        split_file(fold, options.get("hsnet_splits") or SPLITS)
-
-
 def check_models(models: str | Path, out_models: Path, folds=FOLDS, prototxt: Path | None = None) -> bool:
     """Without writing anything: True when `models` holds one caffemodel per fold to convert, False
     when every fold is already converted in out_models; else an error saying what is missing."""

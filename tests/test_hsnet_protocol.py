@@ -191,6 +191,8 @@ def test_hsnet_options_are_refused_elsewhere_and_missing_masks_named(hsnet_setup
     err = capsys.readouterr().err
     assert "SegmentationClassAug" in err and "no such folder" in err
     assert not (tmp_path / "r").exists()  # refused before any conversion
+    assert main(["check-voc", "--voc", str(s["voc"]), "--masks", str(s["aug"])]) == 2
+    assert "--masks: option(s) of --protocol hsnet only" in capsys.readouterr().err
 
 
 def test_check_voc_under_hsnets_protocol(hsnet_setup, tmp_path, capsys):

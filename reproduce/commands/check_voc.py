@@ -19,14 +19,13 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from reproduce.data.check_voc import check_hsnet, check_voc
+    from reproduce.errors import raise_problems
+    from reproduce.evaluation.eval_config import hsnet_problems
 
     if args.protocol == "hsnet":
         print("\n".join(check_hsnet(args.voc, args.masks, args.hsnet_splits)))
         return 0
-    if args.masks or args.hsnet_splits:
-        from reproduce.errors import ReproduceError
-
-        raise ReproduceError("--masks and --hsnet-splits are options of --protocol hsnet only")
+    raise_problems(hsnet_problems(args.protocol, [], masks=args.masks, hsnet_splits=args.hsnet_splits))
     result = check_voc(args.voc, cache_dir=args.cache_dir)
     for check in result.lists:
         print(check.line())

@@ -199,11 +199,12 @@ def table_csv(t: dict) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     columns = ["paper_miou", "rerun_miou", "ours_miou", "difference", "ours_fb_iou", "episodes"]
     columns += ["baseline_miou"] if t["baseline_label"] else []
+    own = {"paper_miou": "paper_own_protocol_miou", "rerun_miou": "rerun_own_protocol_miou"}
     if t["protocol"] == "hsnet":  # the paper's protocol is not this one: named, and no difference column
-        columns = ["paper_own_protocol_miou" if k == "paper_miou" else k for k in columns if k != "difference"]
+        columns = [own.get(k, k) for k in columns if k != "difference"]
     writer.writerow(["fold", *columns, "protocol"])
     for r in t["rows"]:
-        r = {**r, "paper_own_protocol_miou": r["paper_miou"]}
+        r = {**r, **{name: r[k] for k, name in own.items()}}
         writer.writerow([r["fold"]] + ["" if r[k] is None else (f"{r[k]:.4f}" if isinstance(r[k], float) else r[k])
                                        for k in columns] + [t["protocol_label"]])
     return buf.getvalue()

@@ -47,6 +47,12 @@ def _listed(items, more_than: int = SHOWN) -> str:
     return shown + (f" and {len(items) - more_than} more" if len(items) > more_than else "")
 
 
+def _problem_list(problems: list[str]) -> str:
+    """'(N problem(s)):' and the first SHOWN of them, one per line."""
+    more = f"\n  and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
+    return f"({len(problems)} problem(s)):\n  - " + "\n  - ".join(problems[:SHOWN]) + more
+
+
 def layout_problems(dataset: VOCDataset) -> list[str]:
     """Every problem of the val split's files: count, missing files, mask values, sizes."""
     problems = []
@@ -95,10 +101,7 @@ def check_voc(voc: str | Path, cache_dir=None) -> VOCCheck:
     dataset = VOCDataset(voc)
     problems = layout_problems(dataset)
     if problems:
-        shown = "\n  - ".join(problems[:SHOWN])
-        more = f"\n  and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
-        raise ReproduceError(f"{dataset.root} is not a complete VOC 2012 val set ({len(problems)} "
-                             f"problem(s)):\n  - {shown}{more}")
+        raise ReproduceError(f"{dataset.root} is not a complete VOC 2012 val set {_problem_list(problems)}")
     result = VOCCheck()
     for fold in FOLDS:
         items = build_items(dataset, fold, cache_dir=cache_dir)
@@ -143,10 +146,8 @@ def check_hsnet(voc: str | Path, masks: str | Path | None = None, splits: str | 
         counts = ", ".join(f"{class_name(c)} {n}" for c, n in sorted(per_class.items()))
         lines.append(f"fold {fold}: {len(items)} items ({counts})")
     if problems:
-        shown = "\n  - ".join(problems[:SHOWN])
-        more = f"\n  and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
         raise ReproduceError(f"{dataset.root} with masks {dataset.mask_dir} does not hold protocol hsnet's data "
-                             f"({len(problems)} problem(s)):\n  - {shown}{more}")
+                             f"{_problem_list(problems)}")
     status = splits_status(splits)
     lines.append(f"every item of {status} has its image and its mask in {dataset.mask_dir}, and the mask holds its class")
     if status == splits_status(SPLITS):  # HSNet's own lists: how they differ from the original's items

@@ -42,12 +42,17 @@ class DatasetInputs:
         mask = preprocess.binary_mask(self.dataset.read_mask(name), cls)
         return preprocess.prep_support(self.dataset.read_image(name), mask)
 
+    def query_mask(self, name: str) -> np.ndarray:
+        """The query's class-index mask at its image's size. Scored without the image, so its size
+        is checked here as prep_query would check it."""
+        index = self.dataset.read_mask(name)
+        self.dataset.check_mask_size(name, index.shape)
+        return index
+
     def query_label(self, name: str, cls: int, with_void: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """The query's binary label on the 500x500 grid (void is background, as the original), and
         for protocol 'modern' its void mask resized the same way."""
-        index = self.dataset.read_mask(name)
-        # Scored without the image, so checked here as prep_query would check it.
-        self.dataset.check_mask_size(name, index.shape)
+        index = self.query_mask(name)
         label = query_label_grid(preprocess.binary_mask(index, cls))
         void = query_label_grid((index == VOID).astype(np.float32)) > 0.5 if with_void else None
         return label, void

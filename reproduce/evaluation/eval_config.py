@@ -124,15 +124,18 @@ def _checked_device(name: str) -> torch.device:
         raise ReproduceError(str(exc)) from None
 
 
-def check_weights_metadata(weights: str | os.PathLike, fold: int, shots: int) -> dict:
-    """Fold and shots recorded by the converter must match the run."""
+def converted_metadata(weights: str | os.PathLike) -> dict[str, str]:
+    """What the converter recorded in a converted file's header; {} for a Caffe file (by content)."""
     from weights_convert.formats.safetensors_io import safetensors_metadata
     from weights_convert.formats.weights_io import sniff_format
 
+    return safetensors_metadata(weights) if sniff_format(weights) == "safetensors" else {}
+
+
+def check_weights_metadata(weights: str | os.PathLike, fold: int, shots: int) -> dict:
+    """Fold and shots recorded by the converter must match the run."""
     path = os.fspath(weights)
-    if sniff_format(path) != "safetensors":  # by content: Caffe's files record no fold
-        return {}
-    meta = safetensors_metadata(path)
+    meta = converted_metadata(path)
     if "fold" in meta and str(meta["fold"]) != str(fold):
         raise ReproduceError(f"{path} was converted from fold {meta['fold']}'s model, but --fold is {fold}; "
                              f"evaluate each fold with its own model")
@@ -157,12 +160,7 @@ def check_prototxt_shots(prototxt: str | os.PathLike | None, shots: int) -> None
 def source_sha256(weights: str | os.PathLike) -> str | None:
     """The sha256 of the caffemodel a converted file came from (it names the weights, whatever the
     converted file is called); None for a file that is not our conversion."""
-    from weights_convert.formats.safetensors_io import safetensors_metadata
-    from weights_convert.formats.weights_io import sniff_format
-
-    if sniff_format(weights) != "safetensors":
-        return None
-    return safetensors_metadata(weights).get("source_sha256") or None
+    return converted_metadata(weights).get("source_sha256") or None
 
 
 def weights_training(weights: str | os.PathLike) -> dict | None:
@@ -170,10 +168,5 @@ def weights_training(weights: str | os.PathLike) -> dict | None:
     iteration, seed and start model; reproduce/training/model_record.py); None otherwise."""
     import json
 
-    from weights_convert.formats.safetensors_io import safetensors_metadata
-    from weights_convert.formats.weights_io import sniff_format
-
-    if sniff_format(weights) != "safetensors":
-        return None
-    text = safetensors_metadata(weights).get("training")
+    text = converted_metadata(weights).get("training")
     return json.loads(text) if text else None

@@ -56,9 +56,7 @@ class Protocol:
         if self.name == "hsnet":
             from reproduce.evaluation import hsnet_scoring  # torch: loaded only where hsnet scores
 
-            mask = inputs.dataset.read_mask(name)
-            inputs.dataset.check_mask_size(name, mask.shape)
-            return hsnet_scoring.hsnet_truth(mask, cls, self.size)
+            return hsnet_scoring.hsnet_truth(inputs.query_mask(name), cls, self.size)
         return inputs.query_label(name, cls, self.name == "modern")
 
     def counts(self, score: np.ndarray, truth) -> Counts:

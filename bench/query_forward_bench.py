@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from eval_bench import conv_reference, machine, segmentation_flops, write_section  # noqa: E402
-from weights_convert.oslsm.frame import MIN_CONSTANT_SHARE, Frame  # noqa: E402
+from weights_convert.layers.frame import MIN_CONSTANT_SHARE, Frame  # noqa: E402
 from weights_convert.oslsm.layout import (FC6_KERNEL, QUERY_PAD, VGG_BLOCKS, OSLSMWidths,  # noqa: E402
                                           conv_layer_shapes)
 from weights_convert.oslsm.model import cells_reaching_crop  # noqa: E402
@@ -57,10 +57,10 @@ def executed_flops(widths: OSLSMWidths, hw: tuple[int, int]) -> int:
             if frame.constant_share() < MIN_CONSTANT_SHARE:
                 area = size[0] * size[1]
             else:
-                area = sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in frame.regions())
+                area = sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in frame.partition()[0])
             total += 2 * in_ch * out_ch * 9 * area
         pooled = [-(-s // 2) for s in (frame.rows.size, frame.cols.size)]
-        frame = frame.after_max_pool(tuple(pooled), 2, 2)
+        frame = frame.after_max_pool(tuple(pooled), (2, 2), (2, 2))
     cells = [min(cells_reaching_crop(n), s - FC6_KERNEL + 1) for n, s in zip(hw, (frame.rows.size, frame.cols.size))]
     total += 2 * widths.conv5 * widths.fc * FC6_KERNEL * FC6_KERNEL * cells[0] * cells[1]
     total += 2 * widths.fc * widths.fc * cells[0] * cells[1]

@@ -15,6 +15,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -76,33 +77,41 @@ def time_iterations(solver_path: Path, net_path: Path | None, weights: Path, ite
     return {"seconds": min(times[1:]), "all": times, "loss": float(record.loss), "passes": solver.param.iter_size}
 
 
-def pass_against_forward(weights: Path, device: torch.device, reps: int = 2) -> dict:
+def pass_against_forward(weights: Path, device: torch.device, reps: int = 5) -> dict:
     """One forward/backward of the full-size upstream train net on golden episode 0 (375x500)
-    against the OSLSM module's deploy forward of the same episode (support and query)."""
-    from weights_convert.device_timing import median_seconds
+    against the OSLSM module's deploy forward of the same episode (support and query), with and
+    without the constant frame skipped; the three alternated rep by rep (this machine's speed
+    drifts), medians after a warm-up round."""
     from weights_convert.oslsm.loading import oslsm_from_params
     from weights_convert.train.passes import forward_backward
 
     batch = EpisodeInputs(GOLDEN / "inputs.npz").batch(0)
+    solver = read_solver(UPSTREAM / "solver_ss_os_fc.prototxt")
+    net = CaffeNet(solver.net, phase="TRAIN", source=solver.net_source, device=device,
+                   data_shapes={k: v.shape for k, v in batch.items()})
+    load_weights_for_training(net, weights)
+    model = oslsm_from_params(random_oslsm_params(OSLSMWidths.FULL, seed=0)).to(
+        device=device, memory_format=torch.channels_last).eval()
+    x = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
 
-    def train_pass_seconds() -> float:
-        solver = read_solver(UPSTREAM / "solver_ss_os_fc.prototxt")
-        net = CaffeNet(solver.net, phase="TRAIN", source=solver.net_source, device=device,
-                       data_shapes={k: v.shape for k, v in batch.items()})
-        load_weights_for_training(net, weights)
-        return median_seconds(lambda: forward_backward(net, batch), device, reps)
-
-    with faithful_mode():
-        train_s = train_pass_seconds()
-        model = oslsm_from_params(random_oslsm_params(OSLSMWidths.FULL, seed=0)).to(
-            device=device, memory_format=torch.channels_last).eval()
-        x = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+    def deploy_forward(skip: bool):
+        model.segmentation.trunk.skip_constant_frame = skip
         with torch.inference_mode():
-            forward_s = median_seconds(lambda: model(x["first_img"], x["first_label"], x["second_img"]), device, reps)
-            model.segmentation.trunk.skip_constant_frame = False  # every position computed, as the pass does
-            plain_s = median_seconds(lambda: model(x["first_img"], x["first_label"], x["second_img"]), device, reps)
-    return {"train_pass_s": train_s, "deploy_forward_s": forward_s, "plain_forward_s": plain_s,
-            "query_hw": list(batch["second_img"].shape[2:])}
+            return model(x["first_img"], x["first_label"], x["second_img"])
+
+    runs = {"train_pass_s": lambda: forward_backward(net, batch), "deploy_forward_s": lambda: deploy_forward(True),
+            "plain_forward_s": lambda: deploy_forward(False)}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    with faithful_mode():
+        for _ in range(reps + 1):
+            for name, run in runs.items():
+                sync(device)
+                start = time.perf_counter()
+                run()
+                sync(device)
+                times[name].append(time.perf_counter() - start)
+    result = {name: statistics.median(values[1:]) for name, values in times.items()}
+    return {**result, "query_hw": list(batch["second_img"].shape[2:]), "reps": reps}
 
 
 def ranks_speedup(iterations: int = 4) -> dict:
@@ -173,11 +182,12 @@ def main(argv=None) -> int:
         f"Ratios, same run: a full-size training pass ({ratio['query_hw'][0]}x{ratio['query_hw'][1]} query, "
         f"dropout on) takes {ratio['train_pass_s']:.2f} s against {ratio['deploy_forward_s']:.2f} s for the "
         f"OSLSM module's deploy forward of the same episode: **{ratio['train_pass_s'] / ratio['deploy_forward_s']:.2f}x** "
-        "(a pass is about 3 forwards in FLOPs; the pass runs the graph interpreter, which computes the "
-        "query branch's constant frame pixel by pixel, the deploy forward skips it); against the same forward "
+        "(a pass is about 3 forwards in FLOPs; both skip the query branch's constant frame, the pass in the "
+        "graph interpreter's convolutions, forward and backward); against the deploy forward "
         f"computing every position ({ratio['plain_forward_s']:.2f} s): "
-        f"**{ratio['train_pass_s'] / ratio['plain_forward_s']:.2f}x**. Both in this process, which keeps its freed "
-        "blocks as the train command's does. Two torchrun ranks on the "
+        f"**{ratio['train_pass_s'] / ratio['plain_forward_s']:.2f}x**. Medians of {ratio['reps']} rounds, the "
+        "three alternated, in this process, which keeps its freed blocks as the train command's does. "
+        "Two torchrun ranks on the "
         f"thin golden case (iter_size 3): {ranks['two_ranks_s']:.2f} s per iteration against "
         f"{ranks['one_process_s']:.2f} s in one process: **{ranks['one_process_s'] / ranks['two_ranks_s']:.2f}x** "
         f"(this machine has {os.cpu_count()} cores; one process already uses both).",

@@ -1,13 +1,16 @@
 """The query branch computes only what reaches the output: its constant frame once per channel
-(frame.py) and only the fc7s cells the crop reads. Checked against the plain computation, which
-the golden tests check against the real Caffe, and on full-size models against the graph."""
+(layers/frame.py), in the module and in the graph, forward and backward, and only the fc7s cells
+the crop reads. Checked against the plain computation, which the golden tests check against the
+real Caffe, and on full-size models against the graph."""
 import numpy as np
 import pytest
 import torch
 
+from weights_convert.formats.prototxt import parse_net_text
+from weights_convert import graph
 from weights_convert.graph import CaffeNet
 from weights_convert.oslsm import OSLSMWidths
-from weights_convert.oslsm.frame import AxisFrame, Frame, framed_conv2d
+from weights_convert.layers.frame import AxisFrame, Frame, framed_conv2d
 from weights_convert.oslsm.loading import oslsm_from_params
 from weights_convert.oslsm.model import VGGTrunk, cells_reaching_crop
 from weights_convert.oslsm.random_init import random_oslsm_params
@@ -63,10 +66,10 @@ def test_the_frame_marks_only_constants():
     x[:, :, :2] = torch.randn(1, 4, 2, 60)              # a band at the top edge
     frame = Frame(AxisFrame(40, 10, 20, 2, 0), AxisFrame(60, 25, 33, 0, 0), value)
     with torch.inference_mode():
-        out, out_frame = framed_conv2d(x, frame, conv)
+        out, out_frame = framed_conv2d(x, frame, conv.weight, conv.bias, conv.stride, conv.padding)
         reference = conv(x)
     computed = torch.zeros(40, 60, dtype=torch.bool)
-    for y0, y1, x0, x1 in out_frame.regions():
+    for y0, y1, x0, x1 in out_frame.partition()[0]:
         computed[y0:y1, x0:x1] = True
     assert 0.5 < (~computed).float().mean() < 1.0
     constant = out_frame.value.reshape(5, 1)
@@ -74,6 +77,23 @@ def test_the_frame_marks_only_constants():
     assert _close(out, reference) <= 1.0
     assert out_frame.rows == AxisFrame(40, 9, 21, 3, 1)   # the reach grows by the kernel's half
     assert out_frame.cols == AxisFrame(60, 24, 34, 1, 1)  # padding (0) differs from the constant
+
+
+@pytest.mark.parametrize("hw", [(40, 52), (9, 5)])
+def test_a_framed_map_is_written_everywhere(hw):
+    """Deterministic mode with its NaN fill of new memory (faithful_mode turns the fill off):
+    the blocks a framed convolution writes cover its output, through every layer of the net."""
+    previous = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        assert torch.isnan(torch.empty(4)).all()  # the fill is on
+        with torch.no_grad():
+            blobs = _framed_net(hw, True).forward(data=torch.randn(1, 2, *hw))
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.utils.deterministic.fill_uninitialized_memory = previous[1]
+    assert all(not torch.isnan(blob).any() for blob in blobs.values())
 
 
 def test_strided_and_pooled_geometry():
@@ -127,7 +147,7 @@ def test_full_size_module_with_skipping_agrees_with_the_graph(full_size_params, 
         features = model.query_features(query, head_cells_only=True)
         logits = model.head(features, *model.condition(support, mask), hw)
     del model
-    net = CaffeNet(oslsm_deploy_net(1, OSLSMWidths.FULL, hw))
+    net = CaffeNet(oslsm_deploy_net(1, OSLSMWidths.FULL, hw), skip_constant_frame=False)
     net.load_params(full_size_params)
     with torch.inference_mode():
         ref = net.forward(first_img=support, first_label=mask, second_img=query,
@@ -141,3 +161,82 @@ def test_full_size_module_with_skipping_agrees_with_the_graph(full_size_params, 
     assert float(clear.float().mean()) > 0.99
     assert torch.equal((ours["score"] > 0.5)[clear], (ref["score"] > 0.5)[clear])
     assert np.unique((ref["score"] > 0.5).numpy()).size == 2  # both classes occur
+
+
+# ---------------------------------------------------------------------------- the graph
+# A padded net through every layer that carries a frame: Convolution (strided too), ReLU with a
+# negative slope, Caffe's padded max pooling, a Split; and one that does not (average pooling).
+FRAMED_NET = """
+input: "data" input_shape { dim: 1 dim: 2 dim: %d dim: %d }
+layer { name: "c1" type: "Convolution" bottom: "data" top: "c1" convolution_param { num_output: 3 kernel_size: 3 pad: 30 } }
+layer { name: "r1" type: "ReLU" bottom: "c1" top: "c1" relu_param { negative_slope: 0.1 } }
+layer { name: "c2" type: "Convolution" bottom: "c1" top: "c2" convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "p1" type: "Pooling" bottom: "c2" top: "p1" pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "c3" type: "Convolution" bottom: "p1" top: "c3" convolution_param { num_output: 3 kernel_size: 3 stride: 2 pad: 2 } }
+layer { name: "c4" type: "Convolution" bottom: "c3" top: "c4" convolution_param { num_output: 3 kernel_size: 3 pad: 1 } }
+layer { name: "p2" type: "Pooling" bottom: "c4" top: "p2" pooling_param { pool: AVE kernel_size: 2 stride: 2 } }
+layer { name: "c5" type: "Convolution" bottom: "p2" top: "c5" convolution_param { num_output: 2 kernel_size: 3 pad: 1 } }
+"""
+
+
+def _framed_net(hw, skip: bool, dtype=torch.float32) -> CaffeNet:
+    net = CaffeNet(parse_net_text(FRAMED_NET % hw), skip_constant_frame=skip)
+    torch.manual_seed(7)
+    for layer in net.param_layers():
+        layer.blobs[0].data.normal_(0, 0.5)
+        layer.blobs[1].data.normal_(0, 1.0)
+    return net.to(dtype)
+
+
+@pytest.mark.parametrize("hw", [(40, 52), (9, 5)])
+def test_the_graph_with_frames_equals_the_plain_graph_forward_and_backward(hw, monkeypatch):
+    """Every blob, and every param's gradient, in float64 (where float32 rounding's near-ties
+    cannot send a max pool's gradient elsewhere: tests/test_train_golden.py)."""
+    monkeypatch.setattr(graph, "_input_on", lambda value, device: torch.as_tensor(value).to(device))
+    x = torch.randn(1, 2, *hw, dtype=torch.float64) * 5
+    results = {}
+    for skip in (False, True):
+        net = _framed_net(hw, skip, torch.float64)
+        blobs = net.forward(data=x)
+        blobs["c5"].square().sum().backward()
+        blobs = {n: v.detach() for n, v in blobs.items()}
+        results[skip] = blobs, {f"{l.name}/{i}": b.grad.clone() for l in net.param_layers() for i, b in enumerate(l.blobs)}
+    (plain, plain_grads), (framed, framed_grads) = results[False], results[True]
+    assert max(float((framed[n] - plain[n]).abs().max() / plain[n].abs().max()) for n in plain if n != "data") < 1e-12
+    assert max(float((framed_grads[k] - g).abs().max() / g.abs().max()) for k, g in plain_grads.items()) < 1e-12
+    assert all(g.abs().max() > 0 for g in plain_grads.values())
+
+
+def test_the_graph_skips_the_frame_where_it_can():
+    """The frames the graph carries: c1's constant is its bias, ReLU maps it (negative slope),
+    the padded max pool keeps it, average pooling drops it (its padding counts as zeros)."""
+    net = _framed_net((40, 52), True)
+    seen = {}
+    for layer in net.layers:
+        original = layer.forward_framed
+
+        def spy(bottoms, frames, original=original, name=layer.name):
+            tops, top_frames = original(bottoms, frames)
+            seen[name] = top_frames[0] if top_frames else None
+            return tops, top_frames
+        layer.forward_framed = spy
+    with torch.no_grad():
+        net.forward(data=torch.randn(1, 2, 40, 52))
+    bias = net.layer_by_name["c1"].blobs[1].detach()
+    assert torch.equal(seen["c1"].value, bias)
+    assert torch.allclose(seen["r1"].value, torch.where(bias > 0, bias, 0.1 * bias))
+    assert seen["p1"].value is seen["c2"].value and seen["p2"] is None
+    assert seen["c1"].constant_share() > 0.5 and seen["c3"].constant_share() > 0.1
+
+
+def test_a_bottom_without_propagate_down_passes_no_gradient_through_its_constant():
+    text = FRAMED_NET % (12, 14)
+    text = text.replace('top: "c2" convolution_param', 'top: "c2" propagate_down: false convolution_param')
+    for skip in (False, True):
+        net = CaffeNet(parse_net_text(text), skip_constant_frame=skip)
+        for layer in net.param_layers():
+            layer.blobs[1].data.fill_(1.0)
+            layer.blobs[0].data.fill_(0.1)
+        net.forward(data=torch.randn(1, 2, 12, 14))["c5"].sum().backward()
+        assert net.layer_by_name["c1"].blobs[1].grad is None
+        assert net.layer_by_name["c2"].blobs[1].grad is not None

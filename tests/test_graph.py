@@ -374,10 +374,10 @@ def test_build_layer_uses_the_layer_phase():
 def _numerics():
     from weights_convert.numerics import _fp32_backends
     return ([be.fp32_precision for be in _fp32_backends()], torch.backends.cudnn.benchmark,
-            torch.are_deterministic_algorithms_enabled())
+            torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory)
 
 
-FAITHFUL = (["ieee"] * 6, False, True)
+FAITHFUL = (["ieee"] * 6, False, True, False)
 
 
 def test_faithful_mode_sets_and_restores():

@@ -113,7 +113,7 @@ def oslsm_module_cases(golden: Path, device: str) -> list[Check]:
     return checks
 
 
-def _train_net(golden_train: Path, device: str):
+def _train_net(golden_train: Path, device: str, skip_constant_frame: bool = True):
     """The thin train net with its start weights (on "meta": shapes only) and its first batch."""
     from weights_convert.graph import CaffeNet
     from weights_convert.train.data import EpisodeInputs
@@ -122,18 +122,21 @@ def _train_net(golden_train: Path, device: str):
     batch = data.batch(0)
     data.close()
     net = CaffeNet.from_prototxt(golden_train / "net.prototxt", phase="TRAIN", device=device,
-                                 data_shapes={k: v.shape for k, v in batch.items()})
+                                 data_shapes={k: v.shape for k, v in batch.items()},
+                                 skip_constant_frame=skip_constant_frame)
     if device != "meta":
         net.load_weights(golden_train / "weights.caffemodel")
     return net, batch
 
 
 def training_pass(golden_train: Path, device: str) -> list[Check]:
-    """One forward/backward of the thin train net: the loss, every param gradient, every blob diff."""
+    """One forward/backward of the thin train net: the loss, every param gradient, every blob diff,
+    each convolution computed at every position as Caffe does (blob diffs need that; the solver
+    cases run `train`, which skips the query branch's constant frame)."""
     from weights_convert.numerics import faithful_mode
     from weights_convert.train.passes import forward_backward
 
-    net, batch = _train_net(golden_train, device)
+    net, batch = _train_net(golden_train, device, skip_constant_frame=False)
     with faithful_mode():
         result = forward_backward(net, batch, blob_diffs=True)
     caffe_loss = json.loads((golden_train / "train_grad" / "loss.json").read_text())["loss"]

@@ -5,6 +5,7 @@ name (in-place tops allowed), set up in file order so each layer's learnable blo
 from its bottoms' shapes, and `param { name }` blobs shared between layers."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -17,6 +18,7 @@ from weights_convert.formats.blob_shape import shapes_match
 from weights_convert.formats.prototxt import load_net
 from weights_convert.formats.schema import pb
 from weights_convert.layers import CaffeLayer, build_layer
+from weights_convert.layers.frame import Frame
 from weights_convert.layers.input import DATA_LAYER_TYPES, FedData, Input
 
 _PHASES = {"TRAIN": pb.TRAIN, "TEST": pb.TEST}
@@ -116,6 +118,13 @@ def _input_on(value, device: torch.device) -> torch.Tensor:
     return tensor.to(device)
 
 
+def _detached(frame: Frame | None, propagate_down: bool) -> Frame | None:
+    """A bottom the gradient must not reach: its frame's constant carries none either."""
+    if frame is None or propagate_down or frame.value is None:
+        return frame
+    return dataclasses.replace(frame, value=frame.value.detach())
+
+
 class Blobs(dict):
     """Every blob by name after one forward, plus `outputs`: the blobs no later layer consumes."""
 
@@ -132,12 +141,15 @@ class CaffeNet(nn.Module):
     def __init__(self, net: pb.NetParameter, phase: str = "TEST", level: int | None = None,
                  stages: Iterable[str] | None = None, source: str | None = None,
                  device: str | torch.device | None = None,
-                 data_shapes: Mapping[str, Sequence[int]] | None = None):
+                 data_shapes: Mapping[str, Sequence[int]] | None = None, skip_constant_frame: bool = True):
         """`device` is where the learnable blobs are created (default CPU); "meta" builds the net
         for its shapes only, without allocating the weights. `data_shapes` (top name -> shape of
         the first batch) lets the net keep its data layers (Python, Data, ...): their tops become
-        inputs fed by name, as a training net needs."""
+        inputs fed by name, as a training net needs. With `skip_constant_frame`, convolutions
+        compute their constant frame once per channel (layers/frame.py; same values and gradients
+        up to float rounding): OSLSM's query branch, padded by 121, is 30% frame."""
         super().__init__()
+        self.skip_constant_frame = skip_constant_frame
         self._data_shapes = dict(data_shapes) if data_shapes is not None else None
         self._param_device = torch.device(device) if device is not None else torch.device("cpu")
         if phase not in _PHASES:
@@ -415,6 +427,7 @@ class CaffeNet(nn.Module):
                                    + ("; " if missing and unknown else "")
                                    + (f"unknown {', '.join(unknown)}" if unknown else ""))
         blobs: dict[str, torch.Tensor] = {}
+        frames: dict[str, Frame | None] = {}  # where a blob may differ from one value per channel
         device = self.device
         for name in self.input_names:
             value = given[name]
@@ -426,7 +439,12 @@ class CaffeNet(nn.Module):
                 continue
             bottoms = [blobs[b] if down else blobs[b].detach() for b, down in zip(layer.bottoms, layer.propagate_down)]
             try:
-                tops = layer(bottoms)
+                if self.skip_constant_frame:
+                    tops, top_frames = layer.forward_framed(bottoms, [
+                        _detached(frames.get(b), down) for b, down in zip(layer.bottoms, layer.propagate_down)])
+                    frames.update(zip(layer.tops, top_frames))
+                else:
+                    tops = layer(bottoms)
             except CaffeFormatError as exc:
                 raise CaffeFormatError(f"{self.source}: {exc}{self._input_shape_hint(blobs)}") from None
             except RuntimeError as exc:

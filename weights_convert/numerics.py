@@ -47,7 +47,8 @@ def _check_cublas_workspace() -> None:
 class faithful_mode(contextlib.ContextDecorator):
     """Numerics as close to Caffe's float32 as torch allows while inside: IEEE float32 in every
     matmul and convolution backend (no TF32 in cuBLAS or cuDNN, which allows it for convolutions
-    by default), no cuDNN autotuning, deterministic algorithms, CPU kernels set up before their
+    by default), no cuDNN autotuning, deterministic algorithms (without their NaN fill of new
+    memory), CPU kernels set up before their
     first parallel use. The previous settings come back on exit; usable as `with faithful_mode():`
     or as a decorator. Uses only torch's fp32_precision API: mixing it with the legacy allow_tf32
     flags makes torch refuse to read either."""
@@ -56,18 +57,24 @@ class faithful_mode(contextlib.ContextDecorator):
         _settle_lazy_kernels()
         backends = _fp32_backends()
         self._saved = ([be.fp32_precision for be in backends], torch.are_deterministic_algorithms_enabled(),
-                       torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
+                       torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark,
+                       torch.utils.deterministic.fill_uninitialized_memory)
         _check_cublas_workspace()
         for be in backends:
             be.fp32_precision = "ieee"
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True, warn_only=False)
+        # Deterministic mode would also fill every new tensor with NaN before use, a debugging aid
+        # that costs 2% of a query forward: nothing here reads memory it has not written
+        # (tests/test_frame.py checks the one place that builds a map from parts).
+        torch.utils.deterministic.fill_uninitialized_memory = False
         return self
 
     def __exit__(self, *exc):
-        precisions, det, warn_only, bench = self._saved
+        precisions, det, warn_only, bench, fill = self._saved
         for be, precision in zip(_fp32_backends(), precisions):
             be.fp32_precision = precision
         torch.backends.cudnn.benchmark = bench
         torch.use_deterministic_algorithms(det, warn_only=warn_only)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
         return False

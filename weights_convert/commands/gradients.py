@@ -14,7 +14,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--weights", required=True, help=".caffemodel, .caffemodel.h5 or our .safetensors")
     parser.add_argument("--inputs", required=True, help="episodes .npz (keys '<e>/<top>'); episode 0 is used")
     parser.add_argument("--blob-diffs", action="store_true",
-                        help="also save every blob's diff as 'diff:<blob>' (Caffe's net.blobs[b].diff)")
+                        help="also save every blob's diff as 'diff:<blob>' (Caffe's net.blobs[b].diff); implies "
+                             "--every-position")
+    parser.add_argument("--every-position", action="store_true",
+                        help="compute each convolution at every output position, as Caffe does (by default a "
+                             "padded net's constant frame is computed once per channel: the same gradients up to "
+                             "float rounding)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--out", required=True, help="output .npz: 'loss' and '<layer>/<index>' gradients")
 
@@ -36,7 +41,8 @@ def run(args) -> int:
     finally:
         data.close()
     net = CaffeNet.from_prototxt(args.prototxt, phase="TRAIN", device=args.device,
-                                 data_shapes={k: v.shape for k, v in batch.items()})
+                                 data_shapes={k: v.shape for k, v in batch.items()},
+                                 skip_constant_frame=not (args.every_position or args.blob_diffs))
     load_weights_for_training(net, args.weights)
     with faithful_mode():
         result = forward_backward(net, batch, blob_diffs=args.blob_diffs)

@@ -19,6 +19,11 @@ class ReLU(CaffeLayer):
         # Caffe: max(x, 0) + slope * min(x, 0)
         return [torch.clamp(x, min=0) + self.slope * torch.clamp(x, max=0)]
 
+    def forward_framed(self, bottoms, frames):
+        """A constant stays a constant (and 0 stays 0)."""
+        frame = frames[0] and frames[0].after_elementwise(lambda v: self([v])[0])
+        return self(bottoms), [frame]
+
 
 class PReLU(CaffeLayer):
     """Learned negative slopes, one per channel (axis 1) or one shared."""

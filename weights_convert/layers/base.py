@@ -56,6 +56,11 @@ class CaffeLayer(nn.Module):
     def forward(self, bottoms: list[torch.Tensor]) -> list[torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
 
+    def forward_framed(self, bottoms: list[torch.Tensor], frames: list) -> tuple[list[torch.Tensor], list]:
+        """`forward`, given each bottom's Frame (layers/frame.py: where it may differ from one value
+        per channel; None: anywhere), returning the tops' frames too. By default a top has none."""
+        return self(bottoms), [None] * len(self.tops)
+
     # ------------------------------------------------------------------ helpers
     def attach_blobs(self, blobs: Sequence[nn.Parameter], shapes: Sequence[Shape]) -> None:
         self.blobs = nn.ParameterList(blobs)

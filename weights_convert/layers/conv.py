@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from weights_convert.formats.schema import pb
 from weights_convert.layers.base import CaffeLayer, Shape
+from weights_convert.layers.frame import framed_conv2d
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _DECONV = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -76,10 +77,7 @@ class Convolution(CaffeLayer):
         return [weight, (self.num_output,)] if self.bias_term else [weight]
 
     def forward(self, bottoms):
-        x = bottoms[0]
-        if x.dim() - 2 != len(self.kernel) or x.shape[1] != self.channels:
-            raise self.fail(f"bottom shape {tuple(x.shape)} does not fit the layer set up for "
-                            f"{self.channels} channels and {len(self.kernel)} spatial axes")
+        x = self._checked_bottom(bottoms)
         bias = self.blob(1) if self.bias_term else None
         n = len(self.kernel)
         if self.transposed:
@@ -88,9 +86,28 @@ class Convolution(CaffeLayer):
         else:
             y = _CONV[n](x, self.blob(0), bias, stride=self.stride, padding=self.pad,
                          dilation=self.dilation, groups=self.group)
+        return [self._checked_top(x, y)]
+
+    def forward_framed(self, bottoms, frames):
+        """A 2-D convolution computes only where its output may differ from its constant."""
+        if self.transposed or len(self.kernel) != 2 or self.group != 1 or self.dilation != [1, 1]:
+            return super().forward_framed(bottoms, frames)
+        x = self._checked_bottom(bottoms)
+        y, frame = framed_conv2d(x, frames[0], self.blob(0), self.blob(1) if self.bias_term else None,
+                                 self.stride, self.pad)
+        return [self._checked_top(x, y)], [frame]
+
+    def _checked_bottom(self, bottoms) -> torch.Tensor:
+        x = bottoms[0]
+        if x.dim() - 2 != len(self.kernel) or x.shape[1] != self.channels:
+            raise self.fail(f"bottom shape {tuple(x.shape)} does not fit the layer set up for "
+                            f"{self.channels} channels and {len(self.kernel)} spatial axes")
+        return x
+
+    def _checked_top(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if min(y.shape[2:], default=1) < 1:
             raise self.fail(f"output {tuple(y.shape)} is empty for input {tuple(x.shape)}")
-        return [y]
+        return y
 
 
 class Deconvolution(Convolution):

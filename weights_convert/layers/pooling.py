@@ -34,6 +34,26 @@ def _window_sizes(out: int, size: int, kernel: int, pad: int, stride: int) -> to
     return (ends - starts).to(torch.float32)
 
 
+def _max_pool(x: torch.Tensor, kernel, stride, pad, spec, out, ceil: bool) -> torch.Tensor:
+    """Caffe's max over windows clipped to the map: torch's own padded pooling where it gives
+    Caffe's output size (it saves copying the map into -inf padding), else that copy."""
+    hw = tuple(x.shape[2:])
+    if all(2 * p <= k for p, k in zip(pad, kernel)) and _torch_pooled_sizes(hw, kernel, pad, stride, ceil) == out:
+        return F.max_pool2d(x, kernel, stride, pad, ceil_mode=ceil)
+    padded = F.pad(x, spec, value=float("-inf"))
+    return F.max_pool2d(padded, kernel, stride)[:, :, :out[0], :out[1]]
+
+
+def _torch_pooled_sizes(hw, kernel, pad, stride, ceil: bool) -> tuple[int, int]:
+    """torch's pooled size: Caffe's, except that with ceil rounding torch drops a last window
+    starting past the map even without padding."""
+    out = []
+    for size, k, p, s in zip(hw, kernel, pad, stride):
+        n = (math.ceil if ceil else math.floor)((size + 2 * p - k) / s) + 1
+        out.append(n - 1 if ceil and (n - 1) * s >= size + p else n)
+    return out[0], out[1]
+
+
 class Pooling(CaffeLayer):
     def __init__(self, lp: pb.LayerParameter):
         super().__init__(lp)
@@ -70,6 +90,13 @@ class Pooling(CaffeLayer):
         if self.method not in (P.MAX, P.AVE, P.STOCHASTIC):
             raise self.fail(f"unknown pooling method {self.method}")
 
+    def forward_framed(self, bottoms, frames):
+        """The max of a window of constants (Caffe clips windows to the map) is that constant."""
+        tops = self(bottoms)
+        if frames[0] is None or self.method != P.MAX or self.global_pooling:
+            return tops, [None]
+        return tops, [frames[0].after_max_pool(tuple(tops[0].shape[2:]), self.kernel, self.stride, self.pad)]
+
     def forward(self, bottoms):
         x = bottoms[0]
         if x.dim() != 4:
@@ -87,8 +114,7 @@ class Pooling(CaffeLayer):
         right = [max(0, (o - 1) * st + k - s - p) for o, st, k, s, p in zip(out, stride, kernel, (H, W), pad)]
         spec = (pad[1], right[1], pad[0], right[0])
         if self.method == P.MAX:
-            padded = F.pad(x, spec, value=float("-inf"))
-            y = F.max_pool2d(padded, kernel, stride)[:, :, :out[0], :out[1]]
+            y = _max_pool(x, kernel, stride, pad, spec, out, self.ceil)
             # Caffe starts each max at -FLT_MAX: -inf inputs and empty windows (stride > kernel
             # with ceil rounding) give -FLT_MAX
             return [torch.clamp(y, min=-torch.finfo(torch.float32).max)]

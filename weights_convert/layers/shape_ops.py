@@ -182,6 +182,9 @@ class Split(CaffeLayer):
     def forward(self, bottoms):
         return [bottoms[0]] * len(self.tops)
 
+    def forward_framed(self, bottoms, frames):
+        return self(bottoms), frames * len(self.tops)
+
 
 class Silence(CaffeLayer):
     bottoms_range = (1, None)

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from weights_convert.oslsm.frame import Frame, framed_conv2d
+from weights_convert.layers.frame import Frame, framed_conv2d
+from weights_convert.layers.im2col import conv2d_im2col
 from weights_convert.oslsm.hashing import WeightHashing
 from weights_convert.oslsm.layout import (CONDITIONING_INPUT_HW, CROP_OFFSET, FC6_KERNEL, QUERY_PAD,
                                           UPSAMPLE_KERNEL, UPSAMPLE_STRIDE, VGG_BLOCKS, OSLSMWidths, conv_layer_shapes)
@@ -29,7 +30,7 @@ Taps = dict  # Caffe blob name -> tensor, filled when asked for
 class VGGTrunk(nn.Module):
     """VGG-16's 13 convolutions (3x3, ReLU) and 5 max pools (2/2, Caffe's ceil rounding).
     With `skip_constant_frame`, each convolution computes only where its output may differ from
-    one value per channel (frame.py: the query branch's padding of 121)."""
+    one value per channel (layers/frame.py: the query branch's padding of 121)."""
 
     def __init__(self, widths: OSLSMWidths, first_pad: int = 1, skip_constant_frame: bool = False):
         super().__init__()
@@ -47,13 +48,14 @@ class VGGTrunk(nn.Module):
                 if frame is None:
                     x = F.relu(getattr(self, name)(x), inplace=True)
                 else:
-                    x, frame = framed_conv2d(x, frame, getattr(self, name))
-                    x, frame = F.relu(x, inplace=True), frame.after_relu()
+                    conv = getattr(self, name)
+                    x, frame = framed_conv2d(x, frame, conv.weight, conv.bias, conv.stride, conv.padding)
+                    x, frame = F.relu(x, inplace=True), frame.after_elementwise(F.relu)
                 _tap(taps, name + suffix, x)
             # Caffe rounds pooled sizes up (no padding here, so ceil_mode matches it exactly).
             x = F.max_pool2d(x, 2, 2, ceil_mode=True)
             if frame is not None:
-                frame = frame.after_max_pool(tuple(x.shape[2:]), 2, 2)
+                frame = frame.after_max_pool(tuple(x.shape[2:]), (2, 2), (2, 2))
             _tap(taps, f"pool{block}{suffix}", x)
         return x
 
@@ -97,7 +99,7 @@ class SegmentationBranch(nn.Module):
         x = self.trunk(second_img, taps, "s")
         if cells is not None:
             x = x[:, :, :cells[0] + FC6_KERNEL - 1, :cells[1] + FC6_KERNEL - 1]
-        x = F.relu(self.fc6(x))
+        x = F.relu(conv2d_im2col(x, self.fc6.weight, self.fc6.bias), inplace=True)  # faster than conv2d here
         _tap(taps, "fc6s", x)
         x = F.relu(self.fc7(x))
         _tap(taps, "fc7s", x)

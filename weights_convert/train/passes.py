@@ -22,6 +22,9 @@ class Pass:
 def forward_backward(net: CaffeNet, batch: Mapping[str, np.ndarray], blob_diffs: bool = False) -> Pass:
     """Forward `batch`, then add the gradient of the objective into every param's .grad (Caffe
     accumulates param diffs across passes the same way; clear them per iteration)."""
+    if blob_diffs and net.skip_constant_frame:
+        raise ValueError("blob diffs hold every position's gradient: build the net with skip_constant_frame=False "
+                         "(a skipped constant frame passes its gradient through the constant)")
     first: dict[str, torch.Tensor] = {}
 
     def keep_first(name: str, value: torch.Tensor) -> None:

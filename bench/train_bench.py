@@ -80,8 +80,8 @@ def time_iterations(solver_path: Path, net_path: Path | None, weights: Path, ite
 def pass_against_forward(weights: Path, device: torch.device, reps: int = 5) -> dict:
     """One forward/backward of the full-size upstream train net on golden episode 0 (375x500)
     against the OSLSM module's deploy forward of the same episode (support and query), with and
-    without the constant frame skipped; the three alternated rep by rep (this machine's speed
-    drifts), medians after a warm-up round."""
+    without the constant frame skipped, and against the train net's own forward; the four
+    alternated rep by rep (this machine's speed drifts), medians after a warm-up round."""
     from weights_convert.oslsm.loading import oslsm_from_params
     from weights_convert.train.passes import forward_backward
 
@@ -99,8 +99,12 @@ def pass_against_forward(weights: Path, device: torch.device, reps: int = 5) -> 
         with torch.inference_mode():
             return model(x["first_img"], x["first_label"], x["second_img"])
 
+    def graph_forward():
+        with torch.no_grad():
+            return net.forward(batch)
+
     runs = {"train_pass_s": lambda: forward_backward(net, batch), "deploy_forward_s": lambda: deploy_forward(True),
-            "plain_forward_s": lambda: deploy_forward(False)}
+            "plain_forward_s": lambda: deploy_forward(False), "graph_forward_s": graph_forward}
     times: dict[str, list[float]] = {name: [] for name in runs}
     with faithful_mode():
         for _ in range(reps + 1):
@@ -185,8 +189,10 @@ def main(argv=None) -> int:
         "(a pass is about 3 forwards in FLOPs; both skip the query branch's constant frame, the pass in the "
         "graph interpreter's convolutions, forward and backward); against the deploy forward "
         f"computing every position ({ratio['plain_forward_s']:.2f} s): "
-        f"**{ratio['train_pass_s'] / ratio['plain_forward_s']:.2f}x**. Medians of {ratio['reps']} rounds, the "
-        "three alternated, in this process, which keeps its freed blocks as the train command's does. "
+        f"**{ratio['train_pass_s'] / ratio['plain_forward_s']:.2f}x**; against the train net's own forward "
+        f"(no gradient, {ratio['graph_forward_s']:.2f} s): **{ratio['train_pass_s'] / ratio['graph_forward_s']:.2f}x**. "
+        f"Medians of {ratio['reps']} rounds, the four alternated, in this process, which keeps its freed blocks as "
+        "the train command's does. "
         "Two torchrun ranks on the "
         f"thin golden case (iter_size 3): {ranks['two_ranks_s']:.2f} s per iteration against "
         f"{ranks['one_process_s']:.2f} s in one process: **{ranks['one_process_s'] / ranks['two_ranks_s']:.2f}x** "

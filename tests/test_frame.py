@@ -229,6 +229,28 @@ def test_the_graph_skips_the_frame_where_it_can():
     assert seen["c1"].constant_share() > 0.5 and seen["c3"].constant_share() > 0.1
 
 
+def test_a_max_pool_with_windows_past_the_map_carries_no_frame():
+    """Stride 3 over kernel 1, ceil rounding: Caffe's last window starts past the map and gives
+    -FLT_MAX, not the constant; the next convolution must read it."""
+    text = """
+input: "data" input_shape { dim: 1 dim: 1 dim: 5 dim: 5 }
+layer { name: "c1" type: "Convolution" bottom: "data" top: "c1" convolution_param { num_output: 2 kernel_size: 1 pad: 6 } }
+layer { name: "p1" type: "Pooling" bottom: "c1" top: "p1" pooling_param { pool: MAX kernel_size: 1 stride: 3 } }
+layer { name: "c2" type: "Convolution" bottom: "p1" top: "c2" convolution_param { num_output: 2 kernel_size: 3 pad: 1 } }
+"""
+    outputs = []
+    for skip in (False, True):
+        net = CaffeNet(parse_net_text(text), skip_constant_frame=skip)
+        for layer in net.param_layers():
+            layer.blobs[0].data.fill_(1e-30)
+            layer.blobs[1].data.fill_(1.0)
+        with torch.no_grad():
+            blobs = net.forward(data=torch.ones(1, 1, 5, 5))
+        assert float(blobs["p1"].min()) == -torch.finfo(torch.float32).max  # the empty window
+        outputs.append(blobs["c2"])
+    assert torch.equal(outputs[0], outputs[1])
+
+
 def test_a_bottom_without_propagate_down_passes_no_gradient_through_its_constant():
     text = FRAMED_NET % (12, 14)
     text = text.replace('top: "c2" convolution_param', 'top: "c2" propagate_down: false convolution_param')

@@ -93,7 +93,9 @@ class Pooling(CaffeLayer):
     def forward_framed(self, bottoms, frames):
         """The max of a window of constants (Caffe clips windows to the map) is that constant."""
         tops = self(bottoms)
-        if frames[0] is None or self.method != P.MAX or self.global_pooling:
+        # (A window past the map, possible only with a stride over the kernel, gives -FLT_MAX.)
+        if frames[0] is None or self.method != P.MAX or self.global_pooling or \
+                any(s > k for s, k in zip(self.stride, self.kernel)):
             return tops, [None]
         return tops, [frames[0].after_max_pool(tuple(tops[0].shape[2:]), self.kernel, self.stride, self.pad)]
 

@@ -22,3 +22,8 @@ def test_im2col_equals_the_convolution_forward_and_backward(stride, padding, dil
     inputs = [x, weight] + ([b] if bias else [])
     for got, want in zip(torch.autograd.grad((ours * g).sum(), inputs), torch.autograd.grad((ref * g).sum(), inputs)):
         assert torch.allclose(got, want, rtol=0, atol=1e-10)
+
+
+def test_im2col_takes_one_image():
+    with pytest.raises(ValueError, match="one image"):
+        conv2d_im2col(torch.zeros(2, 3, 9, 9), torch.zeros(4, 3, 7, 7), None)

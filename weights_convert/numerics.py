@@ -48,9 +48,8 @@ class faithful_mode(contextlib.ContextDecorator):
     """Numerics as close to Caffe's float32 as torch allows while inside: IEEE float32 in every
     matmul and convolution backend (no TF32 in cuBLAS or cuDNN, which allows it for convolutions
     by default), no cuDNN autotuning, deterministic algorithms (without their NaN fill of new
-    memory), CPU kernels set up before their
-    first parallel use. The previous settings come back on exit; usable as `with faithful_mode():`
-    or as a decorator. Uses only torch's fp32_precision API: mixing it with the legacy allow_tf32
+    memory), CPU kernels set up before their first parallel use. The previous settings come back
+    on exit; usable as `with faithful_mode():` or as a decorator. Uses only torch's fp32_precision API: mixing it with the legacy allow_tf32
     flags makes torch refuse to read either."""
 
     def __enter__(self):

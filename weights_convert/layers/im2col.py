@@ -14,6 +14,8 @@ import torch.nn.functional as F
 def conv2d_im2col(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: Sequence[int] = (1, 1),
                   padding: Sequence[int] = (0, 0), dilation: Sequence[int] = (1, 1)) -> torch.Tensor:
     """`F.conv2d` of one image (1, C, H, W), as weight (O, C*kh*kw) x im2col(x) (C*kh*kw, positions)."""
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(f"conv2d_im2col takes one image (1, C, H, W); got {tuple(x.shape)}")
     kh, kw = weight.shape[2:]
     out_h = (x.shape[2] + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     out_w = (x.shape[3] + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1

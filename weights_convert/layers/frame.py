@@ -58,7 +58,8 @@ class AxisFrame:
         return AxisFrame(out_size, lo, max(lo, hi), clip(low), clip(high))
 
     def interior(self) -> tuple[int, int, int, int]:
-        """(lo, hi) between the bands and the reach clipped to them, as (lo, reach_lo, reach_hi, hi)."""
+        """The interior [lo, hi) between the two bands, and the reach clipped to it: (lo, reach_lo,
+        reach_hi, hi)."""
         lo, hi = self.band_lo, max(self.band_lo, self.size - self.band_hi)
         clip = lambda v: min(hi, max(lo, v))  # noqa: E731
         return lo, clip(self.reach_lo), max(clip(self.reach_lo), clip(self.reach_hi)), hi
@@ -159,7 +160,7 @@ class _FramedConvolution(torch.autograd.Function):
             block = plan.input_block(x, rect)[0]
             y0, y1, x0, x1 = rect
             out[:, :, y0:y1, x0:x1] = F.conv2d(block, weight, bias, plan.stride)
-        ctx.plan, ctx.has_bias = plan, bias is not None
+        ctx.plan = plan
         ctx.save_for_backward(x, weight)
         return out
 
@@ -168,7 +169,6 @@ class _FramedConvolution(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         plan = ctx.plan
         need_x, need_w, need_b, need_c = ctx.needs_input_grad[:4]
-        need_b = need_b and ctx.has_bias
         gx = torch.zeros_like(x) if need_x else None
         gw = torch.zeros_like(weight) if need_w else None
         gb = weight.new_zeros(weight.shape[0]) if need_b else None

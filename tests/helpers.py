@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 
 GOLDEN = Path(__file__).parent / "golden"
+GOLDEN_STD = Path(__file__).parent / "golden_std"    # Caffe's standard losses, metrics and solvers
+GOLDEN_ZOO = Path(__file__).parent / "golden_zoo"    # Model Zoo nets run by the real Caffe
 UPSTREAM = Path(__file__).parent / "upstream"
 MANIFEST = json.loads((GOLDEN / "manifest.json").read_text())
 CASES = sorted(k for k in MANIFEST if not k.startswith("_"))

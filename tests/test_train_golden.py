@@ -15,7 +15,8 @@ from weights_convert.graph import CaffeNet
 from weights_convert.numerics import faithful_mode
 from weights_convert.train.data import EpisodeInputs
 from weights_convert.train.passes import forward_backward
-from weights_convert.train.sgd import CaffeSGD, learnable_params
+from weights_convert.train.learnable import learnable_params
+from weights_convert.train.solvers import SGDSolver
 from weights_convert.train.solver_file import read_solver
 
 GOLDEN = Path(__file__).parent / "golden_train"
@@ -260,7 +261,7 @@ def replay(case: str, optimizer: str) -> list[dict[str, np.ndarray]]:
     params = learnable_params(net)
     steps = GOLDEN / case / "steps"
     iterations = len(MANIFEST[case]["losses"])
-    sgd = CaffeSGD(solver.param, params)
+    sgd = SGDSolver(solver.param, params)
     groups = [{"params": [p.tensor], "lr": 0.0, "lr_mult": p.lr_mult,
                "weight_decay": float(solver.param.weight_decay) * p.decay_mult} for p in params]
     torch_sgd = torch.optim.SGD(groups, lr=0.0, momentum=float(solver.param.momentum))

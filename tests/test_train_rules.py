@@ -15,7 +15,8 @@ from weights_convert.graph import CaffeNet
 from weights_convert.train.data import EpisodeInputs
 from weights_convert.train.learning_rate import learning_rate
 from weights_convert.train.passes import forward_backward
-from weights_convert.train.sgd import CaffeSGD, LearnableParam, learnable_params
+from weights_convert.train.learnable import LearnableParam, learnable_params
+from weights_convert.train.solvers import SGDSolver
 from weights_convert.train.solver_file import read_solver
 
 
@@ -83,7 +84,7 @@ def test_update_order_clip_normalize_regularize_momentum():
     h = m h + rate lr_mult diff and w -= h."""
     p = solver(base_lr=0.5, lr_policy="fixed", momentum=0.9, weight_decay=0.1, iter_size=2, clip_gradients=1.0)
     a = one_param([1.0, -2.0], [3.0, 4.0], lr_mult=2.0)
-    sgd = CaffeSGD(p, [a])
+    sgd = SGDSolver(p, [a])
     sgd.history[0] = torch.tensor([0.5, 0.5])
     sgd.apply_update()
     f = np.float32
@@ -97,14 +98,14 @@ def test_update_order_clip_normalize_regularize_momentum():
 def test_l1_regularization_adds_the_sign():
     p = solver(base_lr=1.0, lr_policy="fixed", weight_decay=0.5, regularization_type="L1")
     a = one_param([2.0, -3.0, 0.0], [0.0, 0.0, 0.0])
-    CaffeSGD(p, [a]).apply_update()
+    SGDSolver(p, [a]).apply_update()
     assert a.tensor.detach().tolist() == [1.5, -2.5, 0.0]
 
 
 def test_lr_mult_zero_keeps_the_blob_bitwise():
     p = solver(base_lr=1.0, lr_policy="fixed", momentum=0.9, weight_decay=0.5)
     a = one_param([0.3, 0.7], [1.0, 1.0], lr_mult=0.0)
-    sgd = CaffeSGD(p, [a])
+    sgd = SGDSolver(p, [a])
     for _ in range(3):
         sgd.apply_update()
     assert a.tensor.detach().tolist() == [np.float32(0.3), np.float32(0.7)]
@@ -239,7 +240,10 @@ def test_solver_file_errors_name_the_file_and_field(tmp_path):
     cases = {
         'train_net: "net.prototxt" lr_policy: "cosine"': "lr_policy 'cosine' is unknown",
         'train_net: "net.prototxt" lr_policy: "step"': "needs stepsize > 0",
-        'train_net: "net.prototxt" lr_policy: "fixed" type: "Adam"': "solver type 'Adam' is not supported",
+        'train_net: "net.prototxt" lr_policy: "fixed" type: "adam"': "solver type 'adam' is unknown",
+        'train_net: "net.prototxt" lr_policy: "fixed" type: "AdaGrad" momentum: 0.9': "momentum cannot be used with AdaGrad",
+        'train_net: "net.prototxt" lr_policy: "fixed" type: "RMSProp" momentum: 0.9': "momentum cannot be used with RMSProp",
+        'train_net: "net.prototxt" lr_policy: "fixed" type: "RMSProp" rms_decay: 1': "rms_decay must lie in [0, 1)",
         'train_net: "missing.prototxt" lr_policy: "fixed"': "is not a file",
         'lr_policy: "fixed"': "exactly one of net, net_param, train_net, train_net_param",
         'train_net: "net.prototxt" lr_policy: "fixed" iter_size: 0': "iter_size must be >= 1",
@@ -256,6 +260,8 @@ def test_deprecated_solver_type_enum_is_upgraded(tmp_path):
     write(tmp_path / "net.prototxt", LOSS_NET.replace("WEIGHT", ""))
     path = write(tmp_path / "s.prototxt", 'net: "net.prototxt" lr_policy: "fixed" solver_type: SGD')
     assert read_solver(path).param.type == "SGD"
+    path = write(tmp_path / "s.prototxt", 'net: "net.prototxt" lr_policy: "fixed" solver_type: ADADELTA')
+    assert read_solver(path).param.type == "AdaDelta"
 
 
 def test_episode_inputs_errors(tmp_path):

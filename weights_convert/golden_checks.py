@@ -211,7 +211,7 @@ def _solver_checks(golden_train: Path, case: str, iterations: int, loss_rtol: fl
     checks = [Check("solver", f"{case}: params after each of {iterations} iterations", worst),
               Check("solver", f"{case}: losses", losses)]
     if case == "train_steps_visible":
-        from weights_convert.train.sgd import learnable_params
+        from weights_convert.train.learnable import learnable_params
 
         history = read_solverstate(out / f"snapshot_iter_{iterations}.solverstate").history
         keys = [p.key for p in learnable_params(_train_net(golden_train, "meta")[0])]

@@ -159,6 +159,8 @@ class CaffeNet(nn.Module):
                                    "or parse_net_text, which upgrade it")
         self.source = source or net.name or "<net>"
         self.phase = phase
+        # Caffe's force_backward: every blob, the inputs included, gets its diff
+        self.force_backward = bool(net.force_backward)
         self.state = pb.NetState()
         self.state.CopyFrom(net.state)
         self.state.phase = _PHASES[phase]

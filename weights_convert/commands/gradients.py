@@ -11,11 +11,12 @@ HELP = "one forward/backward of a train net on the first episode: the loss and e
 
 def add_arguments(parser) -> None:
     parser.add_argument("--prototxt", required=True, help="the train net (its data layer's tops are fed)")
-    parser.add_argument("--weights", required=True, help=".caffemodel, .caffemodel.h5 or our .safetensors")
+    parser.add_argument("--weights", help=".caffemodel, .caffemodel.h5 or our .safetensors (omit only for a net "
+                        "without learnable layers)")
     parser.add_argument("--inputs", required=True, help="episodes .npz (keys '<e>/<top>'); episode 0 is used")
     parser.add_argument("--blob-diffs", action="store_true",
-                        help="also save every blob's diff as 'diff:<blob>' (Caffe's net.blobs[b].diff); implies "
-                             "--every-position")
+                        help="also save every blob's diff as 'diff:<blob>' (Caffe's net.blobs[b].diff; the inputs' "
+                             "too when the net sets force_backward); implies --every-position")
     parser.add_argument("--every-position", action="store_true",
                         help="compute each convolution at every output position, as Caffe does (by default a "
                              "padded net's constant frame is computed once per channel: the same gradients up to "
@@ -29,6 +30,7 @@ def run(args) -> int:
     import numpy as np
 
     from weights_convert.atomic import atomic_write
+    from weights_convert.errors import CaffeFormatError
     from weights_convert.graph import CaffeNet
     from weights_convert.numerics import faithful_mode
     from weights_convert.train.data import EpisodeInputs
@@ -43,7 +45,11 @@ def run(args) -> int:
     net = CaffeNet.from_prototxt(args.prototxt, phase="TRAIN", device=args.device,
                                  data_shapes={k: v.shape for k, v in batch.items()},
                                  skip_constant_frame=not (args.every_position or args.blob_diffs))
-    load_weights_for_training(net, args.weights)
+    if args.weights is not None:
+        load_weights_for_training(net, args.weights)
+    elif net.param_layers():
+        raise CaffeFormatError(f"{args.prototxt}: has learnable layers ({', '.join(l.name for l in net.param_layers())}); "
+                               "give their values with --weights")
     with faithful_mode():
         result = forward_backward(net, batch, blob_diffs=args.blob_diffs)
     arrays = {"loss": np.float32(result.loss)}

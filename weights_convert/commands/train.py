@@ -1,10 +1,11 @@
-"""`train`: run a Caffe solver (SGD) on a net the way Caffe would, from a solver prototxt."""
+"""`train`: run a Caffe solver (any of its six types) on a net the way Caffe would, from a solver prototxt."""
 from __future__ import annotations
 
 from pathlib import Path
 
 NAME = "train"
-HELP = ("train a Caffe net from its solver prototxt exactly as Caffe's SGD solver does; data-parallel under "
+HELP = ("train a Caffe net from its solver prototxt exactly as Caffe's solver does (SGD, Nesterov, AdaGrad, "
+        "RMSProp, AdaDelta, Adam); data-parallel under "
         "`torchrun --nproc_per_node N -m weights_convert train ...` (each iteration's passes shared by the ranks)")
 
 

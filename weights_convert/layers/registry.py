@@ -4,7 +4,8 @@ from __future__ import annotations
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.schema import pb
 from weights_convert.layers import (activations, batchnorm, conv, dropout, eltwise, inner_product, input,
-                                    loss, lrn, matmult, pooling, scale_bias, shape_ops, softmax)
+                                    label_losses, loss, lrn, matmult, metrics, pair_losses, pooling, scale_bias,
+                                    shape_ops, softmax)
 from weights_convert.layers.base import CaffeLayer
 
 LAYER_TYPES: dict[str, type[CaffeLayer]] = {
@@ -39,6 +40,14 @@ LAYER_TYPES: dict[str, type[CaffeLayer]] = {
     "Softmax": softmax.Softmax,
     "MatMult": matmult.MatMult,
     "SigmoidCrossEntropyLoss": loss.SigmoidCrossEntropyLoss,
+    "SoftmaxWithLoss": label_losses.SoftmaxWithLoss,
+    "InfogainLoss": label_losses.InfogainLoss,
+    "MultinomialLogisticLoss": label_losses.MultinomialLogisticLoss,
+    "HingeLoss": label_losses.HingeLoss,
+    "EuclideanLoss": pair_losses.EuclideanLoss,
+    "ContrastiveLoss": pair_losses.ContrastiveLoss,
+    "Accuracy": metrics.Accuracy,
+    "ArgMax": metrics.ArgMax,
     "Dropout": dropout.Dropout,
 }
 

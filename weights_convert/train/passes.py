@@ -33,6 +33,9 @@ def forward_backward(net: CaffeNet, batch: Mapping[str, np.ndarray], blob_diffs:
             if value.requires_grad:
                 value.retain_grad()
 
+    if net.force_backward:
+        batch = {name: torch.as_tensor(np.asarray(value), dtype=torch.float32, device=net.device).requires_grad_()
+                 for name, value in batch.items()}
     blobs = net.forward(batch, on_top=keep_first if blob_diffs else None)
     objective = net.objective(blobs)
     if objective.requires_grad:

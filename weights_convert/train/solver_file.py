@@ -8,6 +8,7 @@ from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.prototxt import load_net, load_solver, upgrade_net
 from weights_convert.formats.schema import pb
 from weights_convert.train.learning_rate import check_policy
+from weights_convert.train.solvers import check_solver_type
 
 _NET_FIELDS = ("net", "net_param", "train_net", "train_net_param")
 
@@ -48,9 +49,7 @@ def read_solver(path: str | os.PathLike) -> SolverFile:
     if len(given) != 1:
         raise CaffeFormatError(f"{path}: give the train net in exactly one of {', '.join(_NET_FIELDS)} "
                                f"(found {', '.join(given) or 'none'})")
-    if param.type != "SGD":
-        raise CaffeFormatError(f"{path}: solver type {param.type!r} is not supported; only Caffe's SGD "
-                               "solver is reproduced (Nesterov, AdaGrad, RMSProp, AdaDelta and Adam are not)")
+    check_solver_type(param, path)
     check_policy(param, path)
     for name in ("iter_size", "average_loss"):
         if getattr(param, name) < 1:

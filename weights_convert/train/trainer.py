@@ -26,7 +26,8 @@ from weights_convert.provenance import sha256_file
 from weights_convert.train.data import DataSource
 from weights_convert.train.distributed import SINGLE, Ranks, gather_pass_losses, sum_gradients
 from weights_convert.train.passes import forward_backward
-from weights_convert.train.sgd import CaffeSGD, learnable_params
+from weights_convert.train.learnable import learnable_params
+from weights_convert.train.solvers import make_solver
 from weights_convert.train.solver_file import SolverFile
 
 TRAINSTATE_FORMAT = "oslsm-repro-trainstate"
@@ -80,7 +81,7 @@ class Trainer:
         self.net = net
         self.data = data
         self.seed = int(seed)
-        self.sgd = CaffeSGD(self.param, learnable_params(net))
+        self.caffe_solver = make_solver(self.param, learnable_params(net))
         self.iter_size = int(self.param.iter_size)
         self.generator = torch.Generator(device=net.device)
         self.generator.manual_seed(self.seed)
@@ -92,14 +93,14 @@ class Trainer:
 
     @property
     def iteration(self) -> int:
-        return self.sgd.iteration
+        return self.caffe_solver.iteration
 
     def step(self, should_stop=lambda: False, ranks: Ranks = SINGLE) -> IterationRecord | None:
         """One solver iteration; None (and nothing changed) when `should_stop()` turns true
         between its passes. Under several ranks this one runs its share of the passes and the
         gradients and losses are summed over the ranks before the update (stops are then decided
         between iterations, by all ranks together)."""
-        for p in self.sgd.params:
+        for p in self.caffe_solver.params:
             p.tensor.grad = None
         losses = [np.float32(0.0)] * self.iter_size
         for k in ranks.passes(self.iter_size):
@@ -107,7 +108,7 @@ class Trainer:
                 return None  # the abandoned passes are redone on resume: same batches, same masks
             losses[k] = self._pass(self.passes + k)
         losses = gather_pass_losses(ranks, losses)
-        sum_gradients(ranks, [p.tensor.grad for p in self.sgd.params if p.tensor.grad is not None])
+        sum_gradients(ranks, [p.tensor.grad for p in self.caffe_solver.params if p.tensor.grad is not None])
         self.passes += self.iter_size
         loss = np.float32(0.0)
         for value in losses:  # in pass order, as Caffe adds them
@@ -115,7 +116,7 @@ class Trainer:
         loss = np.float32(loss / np.float32(self.iter_size))
         iteration = self.iteration
         smoothed = self.smoother.update(loss, iteration)
-        rate = self.sgd.apply_update()
+        rate = self.caffe_solver.apply_update()
         return IterationRecord(iteration, smoothed, loss, rate)
 
     def _pass(self, index: int) -> np.float32:
@@ -137,8 +138,8 @@ class Trainer:
         types = {layer.name: layer.type for layer in self.net.param_layers()}
         write_caffemodel(model, self.net.params_to_numpy(), types, net_name=self.solver.net.name)
         state = folder / f"{stem}.solverstate"
-        write_solverstate(state, self.iteration, self.sgd.current_step, model.name,
-                          [h.detach().cpu().numpy() for h in self.sgd.history])
+        write_solverstate(state, self.iteration, self.caffe_solver.current_step, model.name,
+                          [h.detach().cpu().numpy() for h in self.caffe_solver.history])
         extras = {
             "format": TRAINSTATE_FORMAT, "version": 2, "iteration": self.iteration, "passes": self.passes,
             "seed": self.seed,
@@ -163,8 +164,8 @@ class Trainer:
             _check_snapshot_digests(extras_path)
         state = read_solverstate(state_path)
         load_weights_for_training(self.net, state.learned_net_path(state_path))
-        self.sgd.iteration, self.sgd.current_step = state.iteration, state.current_step
-        self.sgd.load_history(state.history, state_path)
+        self.caffe_solver.iteration, self.caffe_solver.current_step = state.iteration, state.current_step
+        self.caffe_solver.load_history(state.history, state_path)
         if not extras_path.is_file():
             self.passes = state.iteration * self.iter_size
             self.smoother = LossSmoother(int(self.param.average_loss), start_iter=state.iteration)

@@ -1,8 +1,10 @@
 """The structure the code promises its readers: no import cycle (imports inside functions
 included), dependencies pointing one way, commands at the top, short library functions."""
 import ast
-from collections import defaultdict
 from pathlib import Path
+
+from weights_convert import source_graph
+from weights_convert.source_graph import imported_modules, project_modules
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("weights_convert", "reproduce")
@@ -10,48 +12,15 @@ MAX_FUNCTION_LINES = 60
 
 
 def _modules() -> dict[str, Path]:
-    mods = {}
-    for package in PACKAGES:
-        for path in (ROOT / package).rglob("*.py"):
-            parts = path.relative_to(ROOT).with_suffix("").parts
-            mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
-    return mods
+    return project_modules(ROOT, PACKAGES)
 
 
 def _imported(module: str, node, mods: dict[str, Path]) -> list[str]:
-    """The project modules an import statement names (the longest existing prefix of each)."""
-    if isinstance(node, ast.Import):
-        names = [a.name for a in node.names]
-    else:
-        base = module.split(".")
-        if node.level:
-            package = base if mods[module].name == "__init__.py" else base[:-1]
-            base = package[:len(package) - node.level + 1]
-            target = ".".join(base + ([node.module] if node.module else []))
-        else:
-            target = node.module
-        names = [target] + [f"{target}.{a.name}" for a in node.names]
-    found = []
-    for name in names:
-        while name and name not in mods:
-            name = name.rpartition(".")[0]
-        if name:
-            found.append(name)
-    return found
+    return imported_modules(module, node, mods)
 
 
 def import_graph() -> dict[str, set[str]]:
-    """module -> project modules it imports anywhere in its body (a package's own parents left out:
-    importing a submodule always runs them)."""
-    mods = _modules()
-    graph = defaultdict(set)
-    for module, path in mods.items():
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                graph[module] |= {t for t in _imported(module, node, mods)
-                                  if t != module and not module.startswith(t + ".")}
-        graph.setdefault(module, set())
-    return graph
+    return source_graph.import_graph(ROOT, PACKAGES)
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -173,7 +142,7 @@ def test_the_model_file_holds_the_architecture_only():
 
 def test_feature_provenance_reads_sources_without_importing_them():
     graph = import_graph()
-    assert graph["reproduce.evaluation.provenance"] <= {"weights_convert.provenance"}
+    assert graph["reproduce.evaluation.provenance"] <= {"weights_convert.provenance", "weights_convert.source_graph"}
 
 
 def test_library_functions_are_short():

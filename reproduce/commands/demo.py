@@ -71,8 +71,8 @@ def make_demo_inputs(work: Path, args) -> DemoInputs:
                         work / "solver_demo.prototxt", work / "hsnet_splits")
     recipe = {"images": args.images, "train_images": args.train_images, "seed": args.seed,
               "episodes": args.episodes, "train_iters": args.train_iters, "widths": list(DEMO_WIDTHS.as_tuple()),
-              "code": source_digests(("reproduce/training/demo_model.py", "reproduce/data/synthetic_voc.py",
-                                      "reproduce/data/hsnet.py"))}
+              "code": source_digests(("reproduce.training.demo_model", "reproduce.data.synthetic_voc",
+                                      "reproduce.data.hsnet"))}
     stamp = work / "recipe.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == recipe:
         return inputs

@@ -1,5 +1,5 @@
 """What a cached tensor and a run depend on besides their inputs: the source files that compute
-them (listed here by path, read as bytes, never imported), torch's version and the hardware that
+them (the modules their entry points import, read as bytes, never imported), torch's version and the hardware that
 runs the kernels (CPUs, GPUs and thread counts may pick kernels that round differently). A
 record keeps each part apart, so that a refused resume can say in words what changed."""
 from __future__ import annotations
@@ -11,38 +11,40 @@ from pathlib import Path
 import torch
 
 from weights_convert.provenance import hardware
+from weights_convert.source_graph import source_files
 
 # Bump when the meaning of a cached tensor changes in a way the sources below cannot show.
 CACHE_FORMAT = 1
 _ROOT = Path(__file__).resolve().parents[2]
+_PACKAGES = ("reproduce", "weights_convert")
 
-# The code between an image file and its cached tensor: data reading, pre-processing, the model.
-FEATURE_SOURCES = ("reproduce/data/voc.py", "reproduce/data/resize2017.py", "reproduce/data/preprocess.py",
-                   "reproduce/data/dataset_inputs.py", "reproduce/evaluation/feature_cache.py",
-                   "weights_convert/numerics.py", "weights_convert/formats/*.py", "weights_convert/oslsm/*.py")
-# ... and the code that turns a run's tensors into its rows and numbers.
-RUN_SOURCES = FEATURE_SOURCES + ("reproduce/evaluation/scoring.py", "reproduce/evaluation/evaluate.py",
-                                  "reproduce/evaluation/run_folder.py")
-
-
-def source_digests(patterns: tuple[str, ...]) -> dict[str, str]:
-    """Repository-relative path -> sha256 (16 hex digits) of every file the patterns name."""
-    files = sorted({f for pattern in patterns for f in _ROOT.glob(pattern)})
-    return {f.relative_to(_ROOT).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in files}
+# The code between an image file and its cached tensor (data reading, pre-processing, the cache,
+# the model as loaded), named by its entry modules: the files are what they import, found in the
+# source (weights_convert/source_graph.py), so a module moved or added on the path is in the key.
+FEATURE_CODE = ("reproduce.data.dataset_inputs", "reproduce.evaluation.feature_cache",
+                "weights_convert.oslsm.loading", "weights_convert.numerics")
+# ... and the code that turns a run's tensors into its rows and numbers (episodes, protocols, scoring).
+RUN_CODE = FEATURE_CODE + ("reproduce.evaluation.evaluate",)
 
 
-def code_record(device: torch.device | str, sources: tuple[str, ...] = RUN_SOURCES) -> dict:
+def source_digests(modules: tuple[str, ...], root: Path = _ROOT) -> dict[str, str]:
+    """Repository-relative path -> sha256 (16 hex digits) of every file the modules consist of."""
+    return {f.relative_to(root).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()[:16]
+            for f in source_files(modules, root, _PACKAGES)}
+
+
+def code_record(device: torch.device | str, modules: tuple[str, ...] = RUN_CODE, root: Path = _ROOT) -> dict:
     return {"cache_format": CACHE_FORMAT, "torch": torch.__version__, "hardware": hardware(device),
-            "sources": source_digests(sources)}
+            "sources": source_digests(modules, root)}
 
 
 def record_digest(record: dict) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def code_version(device: torch.device | str) -> str:
+def code_version(device: torch.device | str, root: Path = _ROOT) -> str:
     """The digest that keys cached tensors (with the model's and the inputs' digests)."""
-    return record_digest(code_record(device, FEATURE_SOURCES))
+    return record_digest(code_record(device, FEATURE_CODE, root))
 
 
 def describe_changes(old: dict, new: dict) -> list[str]:

@@ -17,6 +17,9 @@ PROTOTXT ?=
 
 # Shell-quotes a value so that any path works (spaces, quotes, unicode): '...' with each ' as '"'"'.
 quote = '$(subst ','"'"',$(1))'
+# Variable $(1) exactly as written (make would expand a `$x` inside it), plus $(2), shell-quoted; an
+# empty one stops make with its name rather than become an empty or root path.
+arg = $(if $(strip $(value $(1))),$(call quote,$(value $(1))$(2)),$(error $(1) is empty: give it a value, e.g. $(1)=...))
 
 .PHONY: install proto test test-gpu selfcheck train-all demo convert check-voc prototxt reproduce-table1 reproduce-table2 reproduce-tables train bench clean
 
@@ -41,44 +44,44 @@ SETUP := $(if $(filter command line,$(origin PY)),,install)
 GOLDEN_TESTS = tests/test_layers_golden.py tests/test_oslsm_model.py tests/test_train_golden.py \
                tests/test_standard_layers.py tests/test_solvers_golden.py tests/test_model_zoo.py
 test-gpu: $(SETUP)
-	$(PY) -m pytest -q --device $(if $(filter cpu,$(DEVICE)),cuda,$(call quote,$(DEVICE))) $(GOLDEN_TESTS)
+	$(PY) -m pytest -q --device $(if $(filter cpu,$(DEVICE)),cuda,$(call arg,DEVICE)) $(GOLDEN_TESTS)
 
 # Prove DEVICE against the real Caffe's outputs, then time it (results/selfcheck/selfcheck.json).
 selfcheck: $(SETUP)
-	$(PY) -m weights_convert selfcheck --device $(call quote,$(DEVICE)) --out $(call quote,$(RESULTS)/selfcheck)
+	$(PY) -m weights_convert selfcheck --device $(call arg,DEVICE) --out $(call arg,RESULTS,/selfcheck)
 
 demo: install
-	$(PY) -m reproduce demo --out $(call quote,$(RESULTS)/demo)
+	$(PY) -m reproduce demo --out $(call arg,RESULTS,/demo)
 
 # Convert the four fold models: MODELS=dir (names containing fold0..fold3) or FOLD0=.. FOLD3=..
 convert: install
-	$(PY) -m reproduce convert-folds --models $(call quote,$(MODELS)) \
-	  $(if $(FOLD0),--fold0 $(call quote,$(FOLD0))) $(if $(FOLD1),--fold1 $(call quote,$(FOLD1))) \
-	  $(if $(FOLD2),--fold2 $(call quote,$(FOLD2))) $(if $(FOLD3),--fold3 $(call quote,$(FOLD3))) \
-	  $(if $(PROTOTXT),--prototxt $(call quote,$(PROTOTXT))) --out $(call quote,$(RESULTS)/models)
+	$(PY) -m reproduce convert-folds --models $(call arg,MODELS) \
+	  $(if $(value FOLD0),--fold0 $(call arg,FOLD0)) $(if $(value FOLD1),--fold1 $(call arg,FOLD1)) \
+	  $(if $(value FOLD2),--fold2 $(call arg,FOLD2)) $(if $(value FOLD3),--fold3 $(call arg,FOLD3)) \
+	  $(if $(value PROTOTXT),--prototxt $(call arg,PROTOTXT)) --out $(call arg,RESULTS,/models)
 
 # Before a long run: does VOC give the original's episode lists? (exit 0 only when all 8 are identical)
 check-voc: install
-	$(PY) -m reproduce check-voc --voc $(call quote,$(VOC))
+	$(PY) -m reproduce check-voc --voc $(call arg,VOC)
 
 prototxt: install
 	$(PY) -m weights_convert netspec --out prototxt
 
 reproduce-table1: install
-	$(PY) -m reproduce table-run --table 1 --voc $(call quote,$(VOC)) --models $(call quote,$(MODELS)) \
-	  $(if $(PROTOTXT),--prototxt $(call quote,$(PROTOTXT))) --episodes $(call quote,$(EPISODES)) \
-	  --device $(call quote,$(DEVICE)) --out $(call quote,$(RESULTS))
+	$(PY) -m reproduce table-run --table 1 --voc $(call arg,VOC) --models $(call arg,MODELS) \
+	  $(if $(value PROTOTXT),--prototxt $(call arg,PROTOTXT)) --episodes $(call arg,EPISODES) \
+	  --device $(call arg,DEVICE) --out $(call arg,RESULTS)
 
 reproduce-table2: install
-	$(PY) -m reproduce table-run --table 2 --voc $(call quote,$(VOC)) --models $(call quote,$(MODELS)) \
-	  $(if $(PROTOTXT),--prototxt $(call quote,$(PROTOTXT))) --episodes $(call quote,$(EPISODES)) \
-	  --device $(call quote,$(DEVICE)) --out $(call quote,$(RESULTS))
+	$(PY) -m reproduce table-run --table 2 --voc $(call arg,VOC) --models $(call arg,MODELS) \
+	  $(if $(value PROTOTXT),--prototxt $(call arg,PROTOTXT)) --episodes $(call arg,EPISODES) \
+	  --device $(call arg,DEVICE) --out $(call arg,RESULTS)
 
 # Both tables in one pass over each fold's episodes (every query's features computed once).
 reproduce-tables: install
-	$(PY) -m reproduce table-run --table 1 2 --voc $(call quote,$(VOC)) --models $(call quote,$(MODELS)) \
-	  $(if $(PROTOTXT),--prototxt $(call quote,$(PROTOTXT))) --episodes $(call quote,$(EPISODES)) \
-	  --device $(call quote,$(DEVICE)) --out $(call quote,$(RESULTS))
+	$(PY) -m reproduce table-run --table 1 2 --voc $(call arg,VOC) --models $(call arg,MODELS) \
+	  $(if $(value PROTOTXT),--prototxt $(call arg,PROTOTXT)) --episodes $(call arg,EPISODES) \
+	  --device $(call arg,DEVICE) --out $(call arg,RESULTS)
 
 # Re-train one fold's model as the authors did: SBD in the VOC layout (python -m reproduce sbd-to-voc),
 # a start model (python -m reproduce make-init), the upstream train net and solver; 60,000 iterations
@@ -88,18 +91,18 @@ SBD ?= data/SBD_VOC
 INIT ?= data/models/oslsm_init.caffemodel
 ITERS ?=
 train: install
-	$(PY) -m reproduce train --fold $(call quote,$(FOLD)) --voc $(call quote,$(VOC)) --sbd $(call quote,$(SBD)) \
-	  --init $(call quote,$(INIT)) $(if $(ITERS),--iters $(call quote,$(ITERS))) --device $(call quote,$(DEVICE)) \
-	  --out $(call quote,$(RESULTS)/train/fold$(FOLD))
+	$(PY) -m reproduce train --fold $(call arg,FOLD) --voc $(call arg,VOC) --sbd $(call arg,SBD) \
+	  --init $(call arg,INIT) $(if $(value ITERS),--iters $(call arg,ITERS)) --device $(call arg,DEVICE) \
+	  --out $(call arg,RESULTS,/train/fold$(value FOLD))
 
 # Every fold at once: one process per fold, queued on DEVICES (e.g. cuda:0,cuda:1); RANKS devices per fold.
 FOLDS ?= 0,1,2,3
-DEVICES ?= $(DEVICE)
+DEVICES ?=
 RANKS ?= 1
 train-all: install
-	$(PY) -m reproduce train-all --voc $(call quote,$(VOC)) --sbd $(call quote,$(SBD)) --init $(call quote,$(INIT)) \
-	  --folds $(call quote,$(FOLDS)) --devices $(call quote,$(DEVICES)) --ranks-per-fold $(call quote,$(RANKS)) \
-	  $(if $(ITERS),--iters $(call quote,$(ITERS))) --out $(call quote,$(RESULTS)/train)
+	$(PY) -m reproduce train-all --voc $(call arg,VOC) --sbd $(call arg,SBD) --init $(call arg,INIT) \
+	  --folds $(call arg,FOLDS) --devices $(if $(value DEVICES),$(call arg,DEVICES),$(call arg,DEVICE)) --ranks-per-fold $(call arg,RANKS) \
+	  $(if $(value ITERS),--iters $(call arg,ITERS)) --out $(call arg,RESULTS,/train)
 
 bench: install
 	$(PY) bench/convert_bench.py

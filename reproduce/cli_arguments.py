@@ -7,6 +7,16 @@ from pathlib import Path
 from reproduce.errors import collect, raise_problems
 from reproduce.data.voc import VOCDataset, refuse_inside_dataset
 from reproduce.data.pascal5i import FOLDS
+from reproduce.numeric_options import numeric_problems
+
+
+def comma_list(text: str, flag: str, problems: list[str]) -> list[str]:
+    """A comma-separated option's items; an empty one, or an empty item, is a problem."""
+    items = [item.strip() for item in text.split(",")]
+    if not text.strip() or not all(items):
+        problems.append(f"{flag} {text!r}: expected one or more comma-separated values")
+        return []
+    return items
 
 
 def add_data_arguments(parser, voc_required: bool = True) -> None:
@@ -33,7 +43,7 @@ def add_training_data_arguments(parser) -> None:
 def open_data(args) -> VOCDataset:
     """The checks `episodes` and `inputs` share before any work, all reported together: the data
     set, the episode count, an output outside the data set and not a folder."""
-    problems = [] if args.episodes >= 1 else [f"--episodes must be >= 1, got {args.episodes}"]
+    problems = numeric_problems(args, ("episodes",))
     dataset = collect(problems, VOCDataset, args.voc)
     if dataset is not None:
         collect(problems, refuse_inside_dataset, args.out, dataset.root)
@@ -43,12 +53,12 @@ def open_data(args) -> VOCDataset:
     return dataset
 
 
-def open_checked_training_sets(args, episodes: int | None = None) -> dict:
+def open_checked_training_sets(args) -> dict:
     """The SBD and VOC training sets once the checks `train` and `train-episodes` share have all
-    passed, reported together: the data sets, an output outside both, the episode count."""
+    passed, reported together: the data sets, an output outside both, the counts given."""
     from reproduce.training.episodes import open_training_sets
 
-    problems = [] if episodes is None or episodes >= 1 else [f"--episodes must be >= 1, got {episodes}"]
+    problems = numeric_problems(args, ("episodes", "iters", "snapshot_every"))
     sets = collect(problems, open_training_sets, args.sbd, args.voc)
     for dataset in (sets or {}).values():
         collect(problems, refuse_inside_dataset, args.out, dataset.root)

@@ -169,3 +169,43 @@ def test_a_command_replaces_its_own_earlier_output(tmp_path):
             "--inputs", str(case / "blobs.npz"), "--out", str(out)]
     assert convert_main(argv) == 0
     assert convert_main(argv) == 0
+
+
+# ---------------------------------------------------------------------------- numbers that are not sane
+BAD_NUMBERS = {"episodes": ["0", "1000000000000"], "workers": ["0"], "iters": ["-5", "0"], "snapshot_every": ["0"],
+               "ranks_per_fold": ["0"], "images": ["-1"], "train_images": ["-1"], "train_iters": ["0"],
+               "hsnet_size": ["0", "100000"], "cache_max_gb": ["nan", "inf", "1e400", "-1"]}
+
+
+def _numeric_cases():
+    from reproduce.numeric_options import CHECKS
+    assert set(BAD_NUMBERS) == set(CHECKS)
+    for name, sub in _subparsers(reproduce_parser()).items():
+        for action in sub._actions:
+            for value in (BAD_NUMBERS.get(action.dest, []) if action.type in (int, float) else []):
+                yield name, action.option_strings[-1], value
+
+
+@pytest.mark.parametrize("command, option, value", list(_numeric_cases()))
+def test_every_numeric_option_is_checked_before_anything_is_written(command, option, value, tmp_path, capsys):
+    sub = _subparsers(reproduce_parser())[command]
+    argv = [command, *_argv_with(sub, tmp_path), option, value]
+    if command in ("table-run", "evaluate") and option == "--hsnet-size":
+        argv += ["--protocol", "hsnet"]
+    before = sorted(tmp_path.rglob("*"))
+    assert reproduce_main(argv) == 2
+    err = capsys.readouterr().err
+    assert option in err and "Traceback" not in err, err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["table-run", "--table", "1", "--cache-max-gb", "nan"], "--cache-max-gb must be a finite size in GB >= 0, got nan"),
+    (["train-all", "--voc", "v", "--sbd", "s", "--devices="], "--devices '': expected one or more comma-separated"),
+    (["train-all", "--voc", "v", "--sbd", "s", "--folds", ""], "--folds '': expected one or more comma-separated"),
+])
+def test_insane_numbers_and_empty_lists_in_a_fresh_process(argv, message, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "reproduce", *argv, "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()

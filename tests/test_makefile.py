@@ -49,3 +49,19 @@ def test_demo_check_voc_and_train_pass_odd_paths():
                     ITERS="5")
     assert [_value(argv, f) for f in ("--voc", "--sbd", "--init", "--out", "--fold", "--iters")] == \
         [ODD + "/v", ODD + "/s", ODD + "/i.caffemodel", ODD + "/train/fold2", "2", "5"]
+
+
+def test_a_dollar_in_a_value_is_passed_as_written():
+    odd = "out/we$ird dir/$(shell echo x)/res"
+    assert _value(_command("reproduce-table1", RESULTS=odd), "--out") == odd
+    assert _value(_command("train", RESULTS=odd, FOLD="1"), "--out") == odd + "/train/fold1"
+    assert _value(_command("convert", PROTOTXT="$p.prototxt"), "--prototxt") == "$p.prototxt"
+
+
+@pytest.mark.parametrize("target, variable", [("demo", "RESULTS"), ("reproduce-table1", "RESULTS"),
+                                              ("reproduce-tables", "VOC"), ("train-all", "DEVICE"),
+                                              ("train-all", "FOLDS"), ("convert", "MODELS")])
+def test_an_empty_required_variable_stops_make_naming_it(target, variable):
+    done = subprocess.run(["make", "-n", "-C", str(ROOT), target, f"{variable}="], capture_output=True, text=True)
+    assert done.returncode != 0 and f"{variable} is empty" in done.stderr
+    assert " -m reproduce " not in done.stdout

@@ -78,6 +78,42 @@ def test_sigterm_stops_every_fold_and_the_same_command_resumes(uninterrupted, tm
         assert {k: v for k, v in files.items() if k not in extra} == whole, fold
 
 
+def _fold_processes(out: Path) -> list[int]:
+    """Pids of the `reproduce train` processes writing under `out`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"train" in argv and any(str(out).encode() in a for a in argv) and b"train-all" not in argv:
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_a_killed_train_all_takes_its_folds_with_it_and_the_same_command_resumes(uninterrupted, tmp_path):
+    out = tmp_path / "train"
+    proc = subprocess.Popen(command(tmp_path, out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while len(_fold_processes(out)) < 2 or not (out / "fold0" / "train.json").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 120
+    while _fold_processes(out):  # each fold got SIGTERM from the kernel: it snapshots and exits
+        assert time.time() < deadline, "fold processes outlived the killed train-all"
+        time.sleep(0.1)
+    assert "interrupted after" in (out / "logs" / "fold0.log").read_text()  # stopped, not left to finish
+    done = subprocess.run(command(tmp_path, out), cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for fold in (0, 1):
+        files, whole = run_files(out / f"fold{fold}"), run_files(uninterrupted / f"fold{fold}")
+        extra = {name for name in set(files) - set(whole) if name.startswith("snapshot_iter_")}
+        assert {k: v for k, v in files.items() if k not in extra} == whole, fold
+
+
 def test_devices_split_into_slots_of_ranks_per_fold():
     assert device_slots(["cuda:0", "cuda:1", "cuda:2", "cuda:3"], 2) == [["cuda:0", "cuda:1"], ["cuda:2", "cuda:3"]]
     assert device_slots(["cpu"], 1) == [["cpu"]]

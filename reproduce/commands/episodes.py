@@ -28,10 +28,10 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     if args.protocol == "hsnet":
         from reproduce.data.hsnet import SPLITS, hsnet_episodes, hsnet_items
-        from reproduce.errors import ReproduceError
+        from reproduce.errors import raise_problems
+        from reproduce.numeric_options import numeric_problems
 
-        if args.episodes < 1:
-            raise ReproduceError(f"--episodes must be >= 1, got {args.episodes}")
+        raise_problems(numeric_problems(args, ("episodes",)))
         splits = args.hsnet_splits or SPLITS
         episodes = hsnet_episodes(args.fold, args.shots, args.episodes, splits)
         n_items = len(hsnet_items(args.fold, splits))
@@ -41,9 +41,11 @@ def run(args) -> int:
 
             raise ReproduceError("--hsnet-splits is an option of --protocol hsnet only")
         if args.voc is None:
-            from reproduce.errors import ReproduceError
+            from reproduce.errors import raise_problems
+            from reproduce.numeric_options import numeric_problems
 
-            raise ReproduceError("--voc is needed for the original protocol's episodes (the data layer scans it)")
+            raise_problems(numeric_problems(args, ("episodes",))
+                           + ["--voc is needed for the original protocol's episodes (the data layer scans it)"])
         dataset = open_data(args)
         episodes, n_items = resolve_episodes(dataset, args.fold, args.shots, args.episodes,
                                              items_cache_dir=args.cache_dir, use_cache=not args.no_cache)

@@ -1,7 +1,8 @@
 """`sbd-to-voc`: SBD's .mat annotations as the VOC-layout folder the training data layer reads."""
 from __future__ import annotations
 
-from reproduce.errors import ReproduceError
+from reproduce.errors import raise_problems
+from reproduce.numeric_options import numeric_problems
 from reproduce.data.sbd import DEFAULT_LISTS, convert_sbd
 from reproduce.data.voc import VOCDataset
 
@@ -24,9 +25,11 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     lists = [name for name in args.lists.split(",") if name]
+    problems = numeric_problems(args, ("workers",))
     if not args.voc and not args.include_voc_val:
-        raise ReproduceError("give --voc (the VOC2012 folder) so that its val images, PASCAL-5i's test images, "
-                             "are left out of the training set; or --include-voc-val to keep them knowingly")
+        problems.append("give --voc (the VOC2012 folder) so that its val images, PASCAL-5i's test images, "
+                        "are left out of the training set; or --include-voc-val to keep them knowingly")
+    raise_problems(problems)
     exclude = set(VOCDataset(args.voc).names) if args.voc else set()
     n = convert_sbd(args.sbd, args.out, lists, exclude, args.copy, args.workers, not args.no_progress)
     print(f"wrote {n} images ({'+'.join(lists)}"

@@ -47,6 +47,7 @@ def run(args) -> int:
     from reproduce.data.hsnet import MASKS
     from reproduce.data.voc import VOCDataset, refuse_inside_dataset
     from reproduce.evaluation.eval_config import argument_problems, hsnet_problems
+    from reproduce.numeric_options import numeric_problems
     from reproduce.workflows.table_pipeline import (check_models, ensure_converted, evaluate_folds, require_voc,
                                                     write_table_and_report)
 
@@ -55,6 +56,7 @@ def run(args) -> int:
     # Every refusal before the first write (a conversion is a write).
     problems = argument_problems(n_episodes=args.episodes, workers=args.workers, device=args.device,
                                  folders={"--out": out, "--cache-dir": args.cache_dir})
+    problems += numeric_problems(args, ("cache_max_gb",))
     voc = collect(problems, require_voc, args.voc)
     collect(problems, check_models, args.models, out / "models", args.folds, prototxt)
     if voc is not None:

@@ -28,20 +28,23 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import sys
 
+    from reproduce.cli_arguments import comma_list
     from reproduce.data.pascal5i import FOLDS
+    from reproduce.numeric_options import numeric_problems
     from reproduce.errors import raise_problems
     from reproduce.training.recipe import RELEASED_ITERATION
     from reproduce.workflows.all_folds import FoldJob, device_slots, publish_model, run_all
     from weights_convert.devices import DeviceError, checked_device
 
     out = Path(args.out)
-    problems = []
+    problems = numeric_problems(args, ("iters", "ranks_per_fold"))
+    folds, devices = comma_list(args.folds, "--folds", problems), comma_list(args.devices, "--devices", problems)
     try:
-        folds = sorted({int(f) for f in args.folds.split(",") if f.strip()})
+        folds = sorted({int(f) for f in folds})
     except ValueError:
-        folds, problems = [], [f"--folds {args.folds!r}: expected comma-separated fold numbers"]
+        folds = []
+        problems.append(f"--folds {args.folds!r}: expected comma-separated fold numbers")
     problems += [f"--folds: {f} is not a PASCAL-5i fold ({FOLDS})" for f in folds if f not in FOLDS]
-    devices = [d.strip() for d in args.devices.split(",") if d.strip()]
     for device in devices:
         try:
             checked_device(device)

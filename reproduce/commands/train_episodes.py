@@ -24,7 +24,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    sets = open_checked_training_sets(args, episodes=args.episodes)
+    sets = open_checked_training_sets(args)
     seed = system_seed() if args.seed is None else args.seed
     items = build_training_items(sets, args.fold, args.cache_dir, not args.no_cache)
     stream = TrainingEpisodes(items, args.shots, seed)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
+from reproduce.numeric_options import numeric_problems
 from reproduce.errors import ReproduceError, collect, raise_problems
 from reproduce.evaluation.protocols import PROTOCOLS, Protocol
 from reproduce.data.hsnet import MASKS, SPLITS, split_file
@@ -97,7 +99,7 @@ def hsnet_problems(protocol: str, folds, masks=None, hsnet_size: int | None = No
     if protocol != "hsnet":
         return [f"{', '.join(given)}: option(s) of --protocol hsnet only (protocol {protocol} reads "
                 "SegmentationClass and scores on the 500x500 query grid)"] if given else []
-    problems = [f"--hsnet-size must be >= 1, got {hsnet_size}"] if hsnet_size is not None and hsnet_size < 1 else []
+    problems = numeric_problems(SimpleNamespace(hsnet_size=hsnet_size))
     for fold in folds:
         collect(problems, split_file, fold, hsnet_splits or SPLITS)
     return problems
@@ -109,10 +111,7 @@ def argument_problems(*, n_episodes: int, workers: int, device: str,
     folder it names (None: not given), which may not exist yet but must not be a file."""
     problems = [f"{flag} {path} is a file; expected a folder" for flag, path in folders.items()
                 if path is not None and Path(path).exists() and not Path(path).is_dir()]
-    if n_episodes < 1:
-        problems.append(f"the number of episodes must be >= 1, got {n_episodes}")
-    if workers < 1:
-        problems.append(f"workers must be >= 1, got {workers}")
+    problems += numeric_problems(SimpleNamespace(episodes=n_episodes, workers=workers))
     collect(problems, _checked_device, device)
     return problems
 

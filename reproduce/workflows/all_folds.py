@@ -6,6 +6,7 @@ finished fold's newest snapshot is copied to models/oslsm_fold{F}_iter_{N}.caffe
 `convert-folds` and `make reproduce-tables MODELS=...` find it."""
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
 import re
@@ -21,6 +22,7 @@ from reproduce.errors import ReproduceError
 from weights_convert.atomic import atomic_path
 
 POLL_S = 2.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclasses.dataclass
@@ -83,13 +85,30 @@ def run_all(jobs: list[FoldJob], slots: list[list[str]], logs: Path, target: int
 def _start(job: FoldJob, slot: list[str], logs: Path) -> FoldJob:
     command, env = fold_command(job, slot)
     log = open(logs / f"fold{job.fold}.log", "ab")
-    # A session of its own: a Ctrl-C at the terminal reaches this process, which stops the folds in order.
-    job.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    # A session of its own: a Ctrl-C at the terminal reaches this process, which stops the folds in order;
+    # and should this process be killed outright, each fold is sent SIGTERM (it snapshots and exits).
+    job.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                   preexec_fn=terminated_with_parent(os.getpid()))
     log.close()
     job.started = time.time()
     print(f"fold {job.fold}: started on {', '.join(slot)} (log {logs / f'fold{job.fold}.log'})", file=sys.stderr,
           flush=True)
     return job
+
+
+def terminated_with_parent(parent: int):
+    """A preexec_fn for Linux: the child gets SIGTERM when `parent` dies (PR_SET_PDEATHSIG), so a
+    SIGKILLed train-all leaves no fold training on behind it. Elsewhere: None (nothing to set)."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def tie() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # the parent died before the tie was made
+            os.kill(os.getpid(), signal.SIGTERM)
+    return tie
 
 
 def _stop(process: subprocess.Popen) -> None:

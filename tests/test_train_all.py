@@ -154,3 +154,22 @@ def test_the_published_models_feed_table_run_and_say_how_they_were_trained(unint
     notes = (out / "table1_1shot.md").read_text()
     assert "re-trained by oslsm-repro: fold 0, iteration 4, episode seed 7, from weights.caffemodel" in notes
     assert "re-trained by oslsm-repro: fold 1, iteration 4, episode seed 8, from weights.caffemodel" in notes
+
+
+def test_a_model_whose_record_names_another_fold_is_refused(uninterrupted, tmp_path, capsys):
+    """A fold-0 model with its record, copied under a fold-1 name, is not fold 1's model."""
+    import shutil
+
+    from reproduce.cli import main
+
+    models = tmp_path / "models"
+    models.mkdir()
+    source = uninterrupted / "models" / "oslsm_fold0_iter_4.caffemodel"
+    shutil.copy(source, models / "oslsm_fold1_iter_4.caffemodel")
+    shutil.copy(source.with_name(source.name + ".json"), models / "oslsm_fold1_iter_4.caffemodel.json")
+    out = tmp_path / "results"
+    assert main(["table-run", "--table", "1", "--voc", str(DATA / "pascal"), "--models", str(models),
+                 "--folds", "1", "--episodes", "2", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "oslsm_fold1_iter_4.caffemodel is used as fold 1's model, but its training record" in err
+    assert "says it was trained for fold 0" in err and not out.exists()

@@ -2,6 +2,7 @@
 written (all of them reported together, not only the first)."""
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +139,10 @@ def check_weights_metadata(weights: str | os.PathLike, fold: int, shots: int) ->
     if "fold" in meta and str(meta["fold"]) != str(fold):
         raise ReproduceError(f"{path} was converted from fold {meta['fold']}'s model, but --fold is {fold}; "
                              f"evaluate each fold with its own model")
+    trained = json.loads(meta["training"]).get("fold") if meta.get("training") else fold
+    if str(trained) != str(fold):
+        raise ReproduceError(f"{path} carries the training record of a fold-{trained} model, but --fold is {fold}; "
+                             "evaluate each fold with its own model")
     declared = meta.get("shots", "any")
     if declared not in ("any", "") and str(declared) != str(shots):
         raise ReproduceError(f"{path} declares a {declared}-shot net, but --shots is {shots}")

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from reproduce.errors import ReproduceError
 from weights_convert.atomic import atomic_write_text
 from weights_convert.provenance import sha256_file
 
@@ -42,6 +43,16 @@ def read_training_record(model: Path) -> dict | None:
     if not isinstance(record, dict) or record.get("sha256") != sha256_file(model):
         print(f"WARNING: {path} describes another file than {model.name} (sha256 differs); ignored", file=sys.stderr)
         return None
+    return record
+
+
+def check_record_fold(model: Path, fold: int) -> dict | None:
+    """The model's own record, refused when it says the model was trained for another fold (a
+    fold-0 model published or copied under a fold-1 name is not fold 1's model)."""
+    record = read_training_record(Path(model))
+    if record is not None and record.get("fold") != fold:
+        raise ReproduceError(f"{model} is used as fold {fold}'s model, but its training record "
+                             f"{record_path(Path(model))} says it was trained for fold {record.get('fold')}")
     return record
 
 

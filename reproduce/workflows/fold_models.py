@@ -73,7 +73,7 @@ def convert_fold_models(models_dir, explicit: dict[int, str | None], prototxt: s
                         out_dir: str | os.PathLike, folds=FOLDS) -> dict[int, Path]:
     """Convert each fold's model to out_dir/fold{F}.safetensors (+ report), skipping outputs that
     already come from the same source (sha256); returns fold -> converted file."""
-    from reproduce.training.model_record import read_training_record
+    from reproduce.training.model_record import check_record_fold
     from weights_convert.convert import convert, warn_nonfinite
     from weights_convert.provenance import sha256_file
 
@@ -85,7 +85,7 @@ def convert_fold_models(models_dir, explicit: dict[int, str | None], prototxt: s
     for fold, source in models.items():
         out = converted[fold] = out_dir / f"fold{fold}.safetensors"
         sha = sha256_file(source)
-        record = read_training_record(source)  # a model this kit re-trained says how
+        record = check_record_fold(source, fold)  # a model this kit re-trained says how, and for which fold
         labels = {"fold": fold, **({"training": json.dumps(record, sort_keys=True)} if record else {})}
         if _already_converted(out, sha, labels):
             print(f"fold {fold}: {out} is up to date with {source.name} (sha256 {sha[:12]}), skipped")

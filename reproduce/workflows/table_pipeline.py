@@ -30,11 +30,13 @@ def require_voc(voc: str | Path) -> Path:
 def check_models(models: str | Path, out_models: Path, folds=FOLDS, prototxt: Path | None = None) -> bool:
     """Without writing anything: True when `models` holds one caffemodel per fold to convert, False
     when every fold is already converted in out_models; else an error saying what is missing."""
+    from reproduce.training.model_record import check_record_fold
     from reproduce.workflows.fold_models import WEIGHT_SUFFIXES, find_fold_models
 
     models = Path(models)
     if models.is_dir() and any(p.name.lower().endswith(WEIGHT_SUFFIXES) for p in models.iterdir() if p.is_file()):
-        find_fold_models(models, {}, folds)  # one file per fold, or an error listing what was found
+        for fold, model in find_fold_models(models, {}, folds).items():  # one file per fold, else what was found
+            check_record_fold(model, fold)
         if prototxt is not None and not Path(prototxt).is_file():
             raise FileNotFoundError(f"--prototxt {prototxt}: no such file")
         return True

@@ -5,6 +5,7 @@ import errno
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -209,3 +210,17 @@ def test_insane_numbers_and_empty_lists_in_a_fresh_process(argv, message, tmp_pa
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv", [["selfcheck", "--quick"], ["train", "--solver", "s.prototxt", "--inputs", "i.npz"]])
+def test_an_unusable_out_folder_is_refused_before_the_work(argv, tmp_path):
+    """A file where the folder should be, or a tree that cannot be written: refused at once (the
+    self-check used to find out after minutes of work)."""
+    (tmp_path / "file").write_text("mine")
+    for out, message in ((tmp_path / "file", "is a file; expected a folder"), ("/proc/no/such", "cannot be written")):
+        started = time.time()
+        done = subprocess.run([sys.executable, "-m", "weights_convert", *argv, "--out", str(out)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+        assert time.time() - started < 60
+    assert (tmp_path / "file").read_text() == "mine"

@@ -6,6 +6,7 @@ import importlib
 import importlib.metadata
 import os
 import sys
+import tempfile
 import traceback
 from typing import Sequence
 
@@ -33,7 +34,8 @@ def build_parser(prog: str, description: str | None, package: str, modules: Sequ
             p.add_argument("--force", action="store_true",
                            help="replace an existing --out file that is not of the kind this command writes")
         # A command that reports every problem at once checks its --device among them (the same check).
-        p.set_defaults(_run=mod.run, _is_own_output=own, _own_device_check=getattr(mod, "DEVICE_IN_PROBLEMS", False))
+        p.set_defaults(_run=mod.run, _is_own_output=own, _own_device_check=getattr(mod, "DEVICE_IN_PROBLEMS", False),
+                       _out_is_folder=getattr(mod, "OUT_IS_FOLDER", False))
     return parser
 
 
@@ -51,6 +53,7 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None,
             # Every command, before it creates anything.
             refuse_outputs_that_are_inputs(args)
             refuse_foreign_out_file(args)
+            refuse_unusable_out_folder(args)
             if getattr(args, "device", None) is not None and not args._own_device_check:
                 args.device = checked_device(args.device)
             return int(args._run(args) or 0)
@@ -105,6 +108,23 @@ def refuse_foreign_out_file(args: argparse.Namespace) -> None:
     if not own(out):
         raise OutputIsInput(f"--out {out} exists and is not a file of the kind this command writes; it is left "
                             "alone: name another file, or pass --force to replace it")
+
+
+def refuse_unusable_out_folder(args: argparse.Namespace) -> None:
+    """A command whose --out is a folder (module attribute OUT_IS_FOLDER) learns before its work,
+    not after it, that the folder is a file or cannot be written."""
+    out = getattr(args, "out", None)
+    if not getattr(args, "_out_is_folder", False) or not out:
+        return
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise OutputIsInput(f"--out {out} is a file; expected a folder")
+    existing = os.path.abspath(out)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    try:  # a real write, not access(): root passes access() on read-only trees such as /proc
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as exc:
+        raise OutputIsInput(f"--out {out}: {existing} cannot be written ({exc.strerror})") from None
 
 
 def _explain(args, message: str) -> None:

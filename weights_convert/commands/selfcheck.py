@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 NAME = "selfcheck"
+OUT_IS_FOLDER = True
 HELP = ("run the real-Caffe golden cases on a device with the test suite's tolerances (every layer case, "
         "the thin OSLSM nets through the graph and the module, a training pass, Caffe's SGD solver, a "
         "solverstate round trip), then time the full-size work there; exit 0 only when every case passes. "

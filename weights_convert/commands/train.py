@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 NAME = "train"
+OUT_IS_FOLDER = True
 HELP = ("train a Caffe net from its solver prototxt exactly as Caffe's solver does (SGD, Nesterov, AdaGrad, "
         "RMSProp, AdaDelta, Adam); data-parallel under "
         "`torchrun --nproc_per_node N -m weights_convert train ...` (each iteration's passes shared by the ranks)")

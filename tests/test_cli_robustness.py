@@ -224,3 +224,31 @@ def test_an_unusable_out_folder_is_refused_before_the_work(argv, tmp_path):
         assert done.returncode == 2 and message in done.stderr, done.stderr
         assert time.time() - started < 60
     assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_train_leaves_no_lock_in_a_foreign_folder(tmp_path, capsys):
+    from helpers import GOLDEN_STD
+    import numpy as np
+
+    case = GOLDEN_STD / "solvers" / "adam"
+    steps = np.load(case / "steps.npz")
+    np.savez(tmp_path / "in.npz", **{"0/data": steps["0/data"], "0/label": steps["0/label"]})
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's own")
+    assert convert_main(["train", "--solver", str(case / "solver.prototxt"), "--weights", str(case / "init.caffemodel"),
+                         "--inputs", str(tmp_path / "in.npz"), "--iters", "1", "--no-progress", "--out", str(out)]) == 2
+    assert "holds files this tool did not write (notes.txt)" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_sbd_to_voc_never_writes_inside_its_inputs(tmp_path, capsys):
+    from helpers import copy_golden_voc
+
+    voc = copy_golden_voc(tmp_path)
+    sbd = tmp_path / "sbd"
+    sbd.mkdir()
+    for out in (voc / "ImageSets" / "Segmentation" / "new", voc / "JPEGImages" / "x", sbd / "out"):
+        assert reproduce_main(["sbd-to-voc", "--sbd", str(sbd), "--voc", str(voc), "--out", str(out)]) == 2
+        assert "lies inside the data set folder" in capsys.readouterr().err
+        assert not out.exists()

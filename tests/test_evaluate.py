@@ -397,7 +397,7 @@ def test_a_second_process_is_refused_by_the_lock(env, tmp_path):
     out.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from weights_convert.folder_lock import folder_lock\n"
-        f"with folder_lock({str(out)!r}, '.run.lock', 'evaluation', RuntimeError):\n"
+        f"with folder_lock({str(out)!r}, '.run.lock', 'evaluation', RuntimeError, owns=lambda _: True):\n"
         "    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE)
     try:
         assert holder.stdout.readline().strip() == b"held"
@@ -551,3 +551,35 @@ def test_saved_masks_carry_their_digest_and_a_damaged_one_is_not_used(env, refer
     assert read_saved_mask(altered) is None and read_saved_mask(cut) is None
     err = capsys.readouterr().err
     assert f"{altered} is damaged (its pixels do not match" in err and f"{cut} is damaged (unreadable" in err
+
+
+# ---------------------------------------------------------------------------- folders that are not ours
+def _evaluate_cli(env, out, *extra):
+    from reproduce.cli import main
+
+    return main(["evaluate", "--voc", str(env["voc"]), "--weights", str(env["weights"][0]), "--fold", "0",
+                 "--shots", "1", "--episodes-file", str(env["ep0"]), "--episodes", "1", "--no-progress",
+                 "--out", str(out), *extra])
+
+
+@pytest.mark.parametrize("files", [("summary.json", "iou_results.txt", "timings.json"), ("all_results.csv",)])
+def test_a_folder_of_someone_elses_results_is_left_alone(env, tmp_path, capsys, files):
+    """No manifest of ours: refused before anything (a lock included) is put in it."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    for name in files:
+        (out / name).write_text("the user's own\n")
+    before = tree_digest(out)
+    assert _evaluate_cli(env, out) == 2
+    assert "holds files this tool did not write" in capsys.readouterr().err
+    assert tree_digest(out) == before and sorted(p.name for p in out.iterdir()) == sorted(files)
+
+
+def test_a_cache_dir_that_is_a_run_folder_is_refused(env, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _evaluate_cli(env, run) == 0
+    before = tree_digest(run)
+    assert _evaluate_cli(env, tmp_path / "other", "--cache-dir", str(run)) == 2
+    err = capsys.readouterr().err
+    assert "--cache-dir" in err and "holds files the cache did not write" in err
+    assert tree_digest(run) == before and not (tmp_path / "other").exists()

@@ -116,12 +116,17 @@ def naming_os_errors(path: str | os.PathLike) -> Iterator[None]:
 _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
 
 
+def is_temporary(name: str) -> bool:
+    """A file name of the kind our writers use before their rename."""
+    return bool(_TEMPORARY.match(name))
+
+
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Delete the temporary files that writers killed mid-write (SIGKILL, power loss) left below
     `folder`; call it only while holding the folder's lock, when no writer of ours is active."""
     removed = []
     for path in Path(folder).rglob(".*"):
-        if path.is_file() and _TEMPORARY.match(path.name):
+        if path.is_file() and is_temporary(path.name):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
                 removed.append(path)

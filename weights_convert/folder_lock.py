@@ -8,17 +8,31 @@ import fcntl
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-from weights_convert.atomic import remove_stale_temporaries
+from weights_convert.atomic import is_temporary, remove_stale_temporaries
+
+
+def foreign_entries(folder: Path, lock_name: str, owns: Callable[[Path], bool]) -> list[str]:
+    """What a non-empty folder holds when it is not one of ours (`owns` says, by its marker
+    file); [] for a missing, empty or own folder. Our lock and temporaries do not count."""
+    if not folder.is_dir():
+        return []
+    entries = sorted(p.name for p in folder.iterdir() if p.name != lock_name and not is_temporary(p.name))
+    return entries if entries and not owns(folder) else []
 
 
 @contextmanager
 def folder_lock(folder: str | os.PathLike, lock_name: str, what: str,
-                error: type[Exception]) -> Iterator[None]:
+                error: type[Exception], owns: Callable[[Path], bool]) -> Iterator[None]:
     """Hold `folder/lock_name` while inside; `error` (naming the other pid) when another process
-    holds it. `what` says what the other process is doing, e.g. "training"."""
+    holds it. `what` says what the other process is doing, e.g. "training". A folder that holds
+    files and is not ours (`owns`) is refused before anything, the lock included, is put in it."""
     folder = Path(folder)
+    foreign = foreign_entries(folder, lock_name, owns)
+    if foreign:
+        raise error(f"{folder} holds files this tool did not write ({', '.join(foreign[:5])}"
+                    f"{', ...' if len(foreign) > 5 else ''}); they are left alone: choose a new or empty folder")
     with open(folder / lock_name, "a+") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,10 +1,10 @@
 """`sbd-to-voc`: SBD's .mat annotations as the VOC-layout folder the training data layer reads."""
 from __future__ import annotations
 
-from reproduce.errors import raise_problems
+from reproduce.errors import collect, raise_problems
 from reproduce.numeric_options import numeric_problems
 from reproduce.data.sbd import DEFAULT_LISTS, convert_sbd
-from reproduce.data.voc import VOCDataset
+from reproduce.data.voc import VOCDataset, refuse_inside_dataset
 
 NAME = "sbd-to-voc"
 HELP = "convert SBD (benchmark_RELEASE/dataset) to the VOC layout, without VOC 2012 val images"
@@ -29,8 +29,11 @@ def run(args) -> int:
     if not args.voc and not args.include_voc_val:
         problems.append("give --voc (the VOC2012 folder) so that its val images, PASCAL-5i's test images, "
                         "are left out of the training set; or --include-voc-val to keep them knowingly")
+    voc = collect(problems, VOCDataset, args.voc) if args.voc else None
+    for root in ([voc.root] if voc is not None else []) + [args.sbd]:  # neither input is ever written
+        collect(problems, refuse_inside_dataset, args.out, root, "--out")
     raise_problems(problems)
-    exclude = set(VOCDataset(args.voc).names) if args.voc else set()
+    exclude = set(voc.names) if voc is not None else set()
     n = convert_sbd(args.sbd, args.out, lists, exclude, args.copy, args.workers, not args.no_progress)
     print(f"wrote {n} images ({'+'.join(lists)}"
           + (f", without {len(exclude)} VOC 2012 val names" if exclude else "") + f") to {args.out}")

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import torch
 
-from reproduce.numeric_options import numeric_problems
 from reproduce.errors import ReproduceError, collect, raise_problems
+from reproduce.numeric_options import numeric_problems
 from reproduce.evaluation.protocols import PROTOCOLS, Protocol
 from reproduce.data.hsnet import MASKS, SPLITS, split_file
 from reproduce.data.voc import VOCDataset, refuse_inside_dataset
@@ -106,12 +106,22 @@ def hsnet_problems(protocol: str, folds, masks=None, hsnet_size: int | None = No
     return problems
 
 
+CACHE_ENTRIES = ("features", "items")  # what a --cache-dir holds: features and mask scans
+
+
 def argument_problems(*, n_episodes: int, workers: int, device: str,
                       folders: dict[str, str | os.PathLike | None]) -> list[str]:
     """What is wrong with the arguments every evaluating command takes; `folders`: option -> a
     folder it names (None: not given), which may not exist yet but must not be a file."""
     problems = [f"{flag} {path} is a file; expected a folder" for flag, path in folders.items()
                 if path is not None and Path(path).exists() and not Path(path).is_dir()]
+    cache = folders.get("--cache-dir")
+    foreign = sorted(p.name for p in Path(cache).iterdir() if p.name not in CACHE_ENTRIES) \
+        if cache is not None and Path(cache).is_dir() else []
+    if foreign:
+        problems.append(f"--cache-dir {cache} holds files the cache did not write ({', '.join(foreign[:5])}); "
+                        f"it is left alone: give a new or empty folder, or one that holds only "
+                        f"{' and '.join(CACHE_ENTRIES)}/")
     problems += numeric_problems(SimpleNamespace(episodes=n_episodes, workers=workers))
     collect(problems, _checked_device, device)
     return problems

@@ -52,6 +52,14 @@ def to_json(obj) -> str:
     return json.dumps(obj, indent=2, sort_keys=True) + "\n"
 
 
+def is_run_folder(path: Path) -> bool:
+    """A folder an evaluation of this tool wrote: its manifest says so."""
+    try:
+        return json.loads((path / "manifest.json").read_text()).get("format") == RUN_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 class RunFolder:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -62,7 +70,7 @@ class RunFolder:
     def locked(self) -> Iterator["RunFolder"]:
         """Create the folder and hold its lock: one evaluation at a time writes here."""
         self.path.mkdir(parents=True, exist_ok=True)
-        with folder_lock(self.path, LOCK_NAME, "evaluation", ReproduceError):
+        with folder_lock(self.path, LOCK_NAME, "evaluation", ReproduceError, owns=is_run_folder):
             yield self
 
     def start(self, manifest: dict, episodes: Sequence, fold: int, shots: int, n_items: int,

@@ -90,7 +90,7 @@ def _train_as(ranks: Ranks, request: TrainRequest, target: int, every: int) -> P
             for note in request.solver.notes():
                 print(f"note: {request.solver.path}: {note}", file=sys.stderr)
             request.out.mkdir(parents=True, exist_ok=True)
-            held.enter_context(folder_lock(request.out, LOCK, "training", CaffeFormatError))
+            held.enter_context(folder_lock(request.out, LOCK, "training", CaffeFormatError, owns=is_training_folder))
             try:
                 start = {"manifest": _manifest(request), "resume": _resume_point(request)}
             except CaffeFormatError as exc:
@@ -208,6 +208,14 @@ def _manifest(request: TrainRequest) -> dict:
             raise CaffeFormatError(f"{request.out} holds another training run ({MANIFEST}); changed: "
                                    f"{'; '.join(changed)}. Use a new --out folder, or the same inputs to resume")
     return manifest
+
+
+def is_training_folder(out: Path) -> bool:
+    """A folder `train` wrote: its train.json says so."""
+    try:
+        return json.loads((out / MANIFEST).read_text()).get("format") == "oslsm-repro-train"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def read_manifest(out: Path) -> dict | None:

@@ -124,3 +124,25 @@ def test_both_tables_in_one_pass_equal_two_separate_runs(setup, tmp_path, capsys
                                                    "episodes.json").read_text())["episodes"]}
         assert one["runs_in_pass"] == 2 and one["forwards"]["query"] == len(queries)
     assert not (together / "cache" / "features").exists()  # no disk feature cache unless asked
+
+
+def test_a_second_table_run_into_the_same_results_folder_is_refused(setup, tmp_path, capsys):
+    """Two table-runs of different folds into one folder would each rewrite the tables and reports
+    (the last writer winning): the second is refused in words, naming the first, and writes nothing."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "results"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from weights_convert.folder_lock import folder_lock\n"
+        f"with folder_lock({str(out)!r}, '.table-run.lock', 'table-run', RuntimeError, owns=lambda _: True, clean=False):\n"
+        "    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        assert _table_run(setup, out) == 2
+        assert f"another table-run process (pid {holder.pid}) is writing" in capsys.readouterr().err
+        assert sorted(p.name for p in out.iterdir()) == [".table-run.lock"]
+    finally:
+        holder.kill()
+        holder.wait()

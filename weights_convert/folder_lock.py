@@ -24,10 +24,12 @@ def foreign_entries(folder: Path, lock_name: str, owns: Callable[[Path], bool]) 
 
 @contextmanager
 def folder_lock(folder: str | os.PathLike, lock_name: str, what: str,
-                error: type[Exception], owns: Callable[[Path], bool]) -> Iterator[None]:
+                error: type[Exception], owns: Callable[[Path], bool], clean: bool = True) -> Iterator[None]:
     """Hold `folder/lock_name` while inside; `error` (naming the other pid) when another process
     holds it. `what` says what the other process is doing, e.g. "training". A folder that holds
-    files and is not ours (`owns`) is refused before anything, the lock included, is put in it."""
+    files and is not ours (`owns`) is refused before anything, the lock included, is put in it.
+    `clean`: remove what a killed predecessor was writing (not in a folder that other commands
+    also write below, where a temporary may be another writer's)."""
     folder = Path(folder)
     foreign = foreign_entries(folder, lock_name, owns)
     if foreign:
@@ -45,7 +47,8 @@ def folder_lock(folder: str | os.PathLike, lock_name: str, what: str,
         fh.truncate()
         fh.write(str(os.getpid()))
         fh.flush()
-        remove_stale_temporaries(folder)  # what a killed predecessor was writing
+        if clean:
+            remove_stale_temporaries(folder)  # what a killed predecessor was writing
         try:
             yield
         finally:

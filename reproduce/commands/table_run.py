@@ -8,6 +8,7 @@ from reproduce.cli_arguments import add_hsnet_arguments, hsnet_options
 from reproduce.data.pascal5i import FOLDS
 from reproduce.evaluation.protocols import PROTOCOLS, Protocol
 
+TABLE_LOCK = ".table-run.lock"
 # --device is checked with the other arguments, all problems reported at once (eval_config).
 DEVICE_IN_PROBLEMS = True
 
@@ -43,11 +44,12 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     # Imported here: `--help` and the light commands start without loading torch.
-    from reproduce.errors import collect, raise_problems
+    from reproduce.errors import ReproduceError, collect, raise_problems
     from reproduce.data.hsnet import MASKS
     from reproduce.data.voc import VOCDataset, refuse_inside_dataset
     from reproduce.evaluation.eval_config import argument_problems, hsnet_problems
     from reproduce.numeric_options import numeric_problems
+    from weights_convert.folder_lock import folder_lock
     from reproduce.workflows.table_pipeline import (check_models, ensure_converted, evaluate_folds, require_voc,
                                                     write_table_and_report)
 
@@ -66,16 +68,20 @@ def run(args) -> int:
     if args.protocol == "hsnet" and voc is not None:  # its masks, before the first conversion
         collect(problems, lambda: VOCDataset(voc, masks=options.get("masks") or voc / MASKS))
     raise_problems(problems, heading="cannot run the table")
-    converted = ensure_converted(args.models, out / "models", args.folds, prototxt=prototxt)
-    tables = sorted(set(args.table))
-    runs = evaluate_folds(tables, voc, converted, out, episodes=args.episodes, device=args.device,
-                          protocol=args.protocol, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-                          cache_max_bytes=int(args.cache_max_gb * (1 << 30)), workers=args.workers,
-                          progress=not args.no_progress, runs_dir="runs" + Protocol(args.protocol,
-                                                                                  args.hsnet_size).table_suffix,
-                          **options)
-    for table in tables:
-        paths = write_table_and_report(table, runs[table], out, voc, device=args.device)
-        print(paths["md"].read_text())
-        print("wrote " + ", ".join(str(p) for p in paths.values()))
+    out.mkdir(parents=True, exist_ok=True)
+    # One table-run at a time per results folder: two would each rewrite the tables and reports of
+    # the other's folds (the last writer winning); the second is refused, naming the first.
+    with folder_lock(out, TABLE_LOCK, "table-run", ReproduceError, owns=lambda _: True, clean=False):
+        converted = ensure_converted(args.models, out / "models", args.folds, prototxt=prototxt)
+        tables = sorted(set(args.table))
+        runs = evaluate_folds(tables, voc, converted, out, episodes=args.episodes, device=args.device,
+                              protocol=args.protocol, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+                              cache_max_bytes=int(args.cache_max_gb * (1 << 30)), workers=args.workers,
+                              progress=not args.no_progress, runs_dir="runs" + Protocol(args.protocol,
+                                                                                      args.hsnet_size).table_suffix,
+                              **options)
+        for table in tables:
+            paths = write_table_and_report(table, runs[table], out, voc, device=args.device)
+            print(paths["md"].read_text())
+            print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -1,5 +1,10 @@
 import sys
 
-from reproduce.cli import main
+try:  # a Ctrl-C while the modules load or the parser is built is a stop like any other, not a traceback
+    from reproduce.cli import main
 
-sys.exit(main())
+    status = main()
+except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    status = 130
+sys.exit(status)

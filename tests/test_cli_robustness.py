@@ -252,3 +252,28 @@ def test_sbd_to_voc_never_writes_inside_its_inputs(tmp_path, capsys):
         assert reproduce_main(["sbd-to-voc", "--sbd", str(sbd), "--voc", str(voc), "--out", str(out)]) == 2
         assert "lies inside the data set folder" in capsys.readouterr().err
         assert not out.exists()
+
+
+def test_evaluate_names_a_folder_given_as_weights(tmp_path, capsys):
+    assert reproduce_main(["evaluate", "--voc", str(GOLDEN / "episodes" / "VOC2012"), "--weights", str(tmp_path),
+                           "--fold", "0", "--shots", "1", "--out", str(tmp_path / "out")]) == 2
+    assert f"weights {tmp_path} is a folder; expected a weights file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tool", ["reproduce", "weights_convert"])
+def test_a_ctrl_c_while_the_modules_load_is_a_stop_not_a_traceback(tool):
+    """SIGINT once the kit's own modules have begun to load (seen in -X importtime's lines)."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", tool, "--help"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if f" {tool}." in line:  # one of the kit's modules has been imported
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert "Traceback" not in rest and "KeyboardInterrupt" not in rest, rest[-2000:]
+    assert proc.returncode in (0, 130)  # 0: --help had already been printed

@@ -197,3 +197,22 @@ def test_the_authors_solver_trains_to_the_released_iteration_by_default():
     assert default_iterations(None, str(SOLVER_PROTOTXT)) == 60_000
     assert default_iterations(None, "other_solver.prototxt") is None
     assert default_iterations(500, str(SOLVER_PROTOTXT)) == 500
+
+
+def test_a_full_disk_names_the_snapshot_and_leaves_no_half_snapshot(tmp_path, monkeypatch, capsys):
+    """The .solverstate fails to write: the error names it (not the loss curve drawn after), and
+    no .caffemodel is left without its state."""
+    import errno
+
+    from reproduce.cli import main
+    from weights_convert.train import trainer
+
+    def no_space(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(trainer, "write_solverstate", no_space)
+    out = tmp_path / "run"
+    assert main(train_args(tmp_path, out, "--iters", "2")) == 2
+    err = capsys.readouterr().err
+    assert "snapshot_iter_2.solverstate" in err and "No space left on device" in err and "loss_curve" not in err
+    assert not list(out.glob("snapshot_iter_*"))

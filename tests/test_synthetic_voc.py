@@ -77,3 +77,15 @@ def test_refuses_to_overwrite(tmp_path):
     with pytest.raises(ReproduceError, match="n_images"):
         make_synthetic_voc(tmp_path / "new", n_images=0)
     assert not (tmp_path / "new").exists()
+
+
+def test_the_folder_gets_the_mode_a_plain_mkdir_gives(tmp_path):
+    """Built in a temporary folder and renamed: not mkdtemp's 0700, so a group can share the set."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        root = make_synthetic_voc(tmp_path / "VOC2012", n_images=40, seed=1)
+    finally:
+        os.umask(old)
+    assert root.stat().st_mode & 0o777 == 0o755

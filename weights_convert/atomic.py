@@ -34,6 +34,14 @@ def _current_umask() -> int:
     return umask
 
 
+def temporary_folder_beside(path: Path) -> Path:
+    """A new hidden folder next to `path`, to be renamed to it once complete, with the mode a plain
+    mkdir would give (mkdtemp's 0700 would make the renamed folder private whatever the umask)."""
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    tmp.chmod(0o777 & ~_current_umask())
+    return tmp
+
+
 def _sync_directory(folder: Path) -> None:
     """Make the rename itself durable."""
     with contextlib.suppress(OSError):  # some file systems cannot open or fsync a directory

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
@@ -18,6 +17,7 @@ from PIL import Image
 
 from reproduce.errors import ReproduceError
 from reproduce.data.voc import voc_palette
+from weights_convert.atomic import temporary_folder_beside
 from weights_convert.progress import Progress
 
 DEFAULT_LISTS = ("train", "val")
@@ -91,7 +91,7 @@ def convert_sbd(sbd: str | Path, out: str | Path, lists=DEFAULT_LISTS, exclude: 
     if missing:
         raise ReproduceError(f"{root}: {len(missing)} listed file(s) missing, e.g. {missing[0]}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    work = temporary_folder_beside(out)
     try:
         for sub in ("JPEGImages", "SegmentationClass", "SegmentationObject", "ImageSets/Segmentation"):
             (work / sub).mkdir(parents=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from reproduce.errors import ReproduceError
 from reproduce.data.items import keeps_object
 from reproduce.data.voc import VOID, voc_palette
 from reproduce.data.pascal5i import FOLDS
+from weights_convert.atomic import temporary_folder_beside
 
 N_CLASSES = 20
 VOID_BAND = 3       # pixels of void drawn around every object, as VOC annotators did
@@ -126,7 +126,7 @@ def _build_in_place(root: Path, write) -> Path:
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise ReproduceError(f"{root} exists and is not an empty folder; refusing to overwrite it")
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".tmp"))
+    tmp = temporary_folder_beside(root)
     try:
         write(tmp)
         if root.exists():

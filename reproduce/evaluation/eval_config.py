@@ -75,7 +75,10 @@ def open_checked(config: EvalConfig):
                                    hsnet_splits=config.hsnet_splits)
     problems += argument_problems(n_episodes=config.n_episodes, workers=config.workers, device=config.device,
                                   folders={"--out": config.out_dir, "--cache-dir": config.cache_dir})
-    if not Path(config.weights).is_file():
+    if Path(config.weights).is_dir():
+        problems.append(f"weights {config.weights} is a folder; expected a weights file (.safetensors, .caffemodel "
+                        "or .caffemodel.h5)")
+    elif not Path(config.weights).is_file():
         problems.append(f"weights {config.weights}: no such file")
     else:
         collect(problems, check_weights_metadata, config.weights, config.fold, config.shots)

@@ -2,6 +2,7 @@
 from the SBD and VOC training sets, a solver and its train net, Caffe's SGD, the loss curve."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sys
@@ -35,8 +36,14 @@ def train_fold(sets: Mapping, fold: int, *, solver: str | Path, out: Path, init:
     lead = lead_process()  # under torchrun, rank 0 alone speaks and writes
     if lead:
         print(f"fold {fold}: {items.n_items} training items, episode seed {seed}", file=sys.stderr)
+    title = title or f"OSLSM fold {fold} training"
     try:
-        return train(request)
-    finally:
+        last = train(request)
+    except BaseException:
         if lead and (out / LOSSES).exists():
-            write_loss_curve(out / LOSSES, out / "loss_curve.png", title or f"OSLSM fold {fold} training")
+            with contextlib.suppress(OSError):  # best effort: the training's own error is the one to report
+                write_loss_curve(out / LOSSES, out / "loss_curve.png", title)
+        raise
+    if lead and (out / LOSSES).exists():
+        write_loss_curve(out / LOSSES, out / "loss_curve.png", title)
+    return last

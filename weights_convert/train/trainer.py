@@ -134,6 +134,17 @@ class Trainer:
         the snapshot is complete), .trainstate.json; returns the .solverstate path."""
         folder = Path(folder)
         stem = snapshot_stem(self.iteration)
+        files = [folder / f"{stem}{suffix}" for suffix in (".caffemodel", ".solverstate", ".trainstate.json")]
+        new = [path for path in files if not path.exists()]
+        try:
+            return self._write_snapshot(folder, stem)
+        except BaseException:
+            # a snapshot is its three files or none: a full disk must not leave a model without its state
+            for path in new:
+                path.unlink(missing_ok=True)
+            raise
+
+    def _write_snapshot(self, folder: Path, stem: str) -> Path:
         model = folder / f"{stem}.caffemodel"
         types = {layer.name: layer.type for layer in self.net.param_layers()}
         write_caffemodel(model, self.net.params_to_numpy(), types, net_name=self.solver.net.name)

@@ -20,6 +20,7 @@ setup(
         "tqdm",
         "matplotlib",
         "scipy",  # SBD's .mat files (sbd-to-voc)
+        "xxhash",  # converted files' data checksum (XXH3-128, at memory speed)
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "grpcio-tools==1.85.1"],

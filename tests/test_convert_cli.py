@@ -3,6 +3,7 @@ import hashlib
 import json
 
 import numpy as np
+import xxhash
 import pytest
 
 from helpers import GOLDEN, UPSTREAM
@@ -300,17 +301,39 @@ def test_forward_takes_one_episode_of_an_inputs_file(tmp_path, capsys):
 def test_conversion_bytes_are_those_of_the_code_before_the_reorganisation(tmp_path):
     """Digests recorded from commit 53b48e5 (before `reproduce/` became packages and the converter's
     --fold became --label fold=F) for the golden 5-shot case in the oslsm form: the data section
-    byte for byte, and the header but for the data digest since added to it (`data_sha256`)."""
+    byte for byte, and the header but for the data checksum since added to it (`data_xxh3_128`)."""
     out = tmp_path / "fold2.safetensors"
     assert main(convert_args(CASE5, out, "--model", "oslsm", "--label", "fold=2")) == 0
     raw = out.read_bytes()
     size = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8:8 + size])
-    data_sha256 = header["__metadata__"].pop("data_sha256")
-    assert hashlib.sha256(raw[8 + size:]).hexdigest() == data_sha256 == \
+    checksum = header["__metadata__"].pop("data_xxh3_128")
+    assert hashlib.sha256(raw[8 + size:]).hexdigest() == \
         "03badedb0eecee303adfd15a915cd72f629922141536f5e8fcdded7e255ff332"
+    assert checksum == xxhash.xxh3_128(raw[8 + size:]).hexdigest()
     assert hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest() == \
         "39850ce9a928be79cb25e9c039e6dd695a22801896b1e16e4bf2ddd1bdf3a5af"
+
+
+def test_a_file_written_with_the_former_sha256_still_reads_and_is_checked(tmp_path):
+    """Converted before the checksum became XXH3-128: its data sha256 is verified as before."""
+    out = tmp_path / "model.safetensors"
+    assert main(convert_args(CASE5, out, "--model", "oslsm")) == 0
+    raw = out.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + size])
+    data = raw[8 + size:]
+    meta = header["__metadata__"]
+    del meta["data_xxh3_128"]
+    meta["data_sha256"] = hashlib.sha256(data).hexdigest()
+    text = json.dumps(header).encode()
+    legacy = tmp_path / "legacy.safetensors"
+    legacy.write_bytes(len(text).to_bytes(8, "little") + text + data)
+    tensors, metadata = read_safetensors(legacy)
+    assert "data_sha256" not in metadata and len(tensors) == 69
+    legacy.write_bytes(len(text).to_bytes(8, "little") + text + data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(CaffeFormatError, match="damaged"):
+        read_safetensors(legacy)
 
 
 def test_a_damaged_conversion_is_refused_when_read(tmp_path):

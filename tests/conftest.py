@@ -25,3 +25,24 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def device(request) -> str:
     return request.config.getoption("--device")
+
+
+@pytest.fixture(scope="session")
+def zoo_files(tmp_path_factory):
+    """Each Model Zoo net's weights and inputs as tests/golden_zoo's oracle writes them (a separate
+    process, numpy only): name -> (caffemodel, inputs .npz)."""
+    import json
+    import subprocess
+    import sys
+
+    from helpers import GOLDEN_ZOO
+
+    root = tmp_path_factory.mktemp("zoo")
+    files = {}
+    for name, case in json.loads((GOLDEN_ZOO / "cases.json").read_text()).items():
+        weights, inputs = root / f"{name}.caffemodel", root / f"{name}_inputs.npz"
+        oracle = [sys.executable, str(GOLDEN_ZOO / "zoo_oracle.py")]
+        subprocess.run(oracle + ["weights", str(GOLDEN_ZOO / case["params"]), str(case["seed"]), str(weights)], check=True)
+        subprocess.run(oracle + ["inputs", name, str(inputs)], check=True)
+        files[name] = (weights, inputs)
+    return files

@@ -107,7 +107,8 @@ def test_reproduce_packages_import_only_packages_below_them():
     files = _modules()
     loose = sorted(m for m in graph if m.startswith("reproduce.") and m.count(".") == 1
                    and files[m].name != "__init__.py")
-    assert loose == ["reproduce.__main__", "reproduce.cli", "reproduce.cli_arguments", "reproduce.errors"]
+    assert loose == ["reproduce.__main__", "reproduce.cli", "reproduce.cli_arguments", "reproduce.errors",
+                     "reproduce.numeric_options"]
     assert set(REPRODUCE_LAYERS) == {m.split(".")[1] for m in graph if m.count(".") >= 2 and m.startswith("reproduce.")}
 
 

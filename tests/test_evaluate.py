@@ -320,7 +320,7 @@ def test_cache_keys_follow_code_and_hardware(monkeypatch):
 def test_zero_episodes_and_a_mask_of_the_wrong_size_are_refused(env, tmp_path):
     from PIL import Image
 
-    with pytest.raises(ReproduceError, match="number of episodes must be >= 1, got 0"):
+    with pytest.raises(ReproduceError, match="--episodes must be >= 1, got 0"):
         evaluate(env["voc"], env["weights"][0], 0, 1, n_episodes=0, out_dir=tmp_path / "zero", progress=False)
     assert not (tmp_path / "zero").exists()
     voc = tmp_path / "VOC2012"
@@ -374,7 +374,7 @@ def test_every_problem_is_reported_before_anything_is_written(env, tmp_path):
                  out_dir=out, progress=False, cache_dir=env["voc"] / "cache")
     message = str(err.value)
     assert message.startswith("5 problems:")
-    for expected in ("number of episodes must be >= 1, got -5", "shots must be >= 1, got 0",
+    for expected in ("--episodes must be >= 1, got -5", "shots must be >= 1, got 0",
                      "--device 'tpu'", "missing.safetensors: no such file", "cache folder"):
         assert expected in message
     assert not out.exists()

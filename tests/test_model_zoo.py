@@ -3,8 +3,6 @@ and FCN-8s from their real deploy prototxts at odd input sizes (pooling's ceil r
 crops), weights written bit for bit from a seed by the oracle's own numpy-only writer. Every
 stored blob must match; a converted file must give the same blobs as the caffemodel."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,20 +15,6 @@ from weights_convert.numerics import faithful_mode
 
 CASES = json.loads((GOLDEN_ZOO / "cases.json").read_text())
 TOL = 1e-5  # times max(1, max|ref|); measured worst 5.6e-6 (FCN-8s score_fr), AMD EPYC, torch 2.13 CPU
-
-
-@pytest.fixture(scope="module")
-def zoo_files(tmp_path_factory):
-    """Each net's weights and inputs as the oracle writes them (a separate process, numpy only)."""
-    root = tmp_path_factory.mktemp("zoo")
-    files = {}
-    for name, case in CASES.items():
-        weights, inputs = root / f"{name}.caffemodel", root / f"{name}_inputs.npz"
-        oracle = [sys.executable, str(GOLDEN_ZOO / "zoo_oracle.py")]
-        subprocess.run(oracle + ["weights", str(GOLDEN_ZOO / case["params"]), str(case["seed"]), str(weights)], check=True)
-        subprocess.run(oracle + ["inputs", name, str(inputs)], check=True)
-        files[name] = (weights, inputs)
-    return files
 
 
 def assert_matches_caffe(name: str, blobs) -> None:

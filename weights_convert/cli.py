@@ -5,7 +5,7 @@ from weights_convert.cli_frame import build_parser as _build_parser
 from weights_convert.cli_frame import run_command
 from weights_convert.errors import CaffeFormatError
 
-COMMAND_MODULES = ["convert", "forward", "verify", "netspec", "train", "gradients", "selfcheck"]
+COMMAND_MODULES = ["convert", "forward", "verify", "export", "netspec", "train", "gradients", "selfcheck"]
 
 
 def build_parser():

@@ -412,17 +412,30 @@ class CaffeNet(nn.Module):
                 for layer in self.param_layers()}
 
     # ------------------------------------------------------------------ running
+    def needed_for(self, blobs: Sequence[str]) -> tuple[set[str], list[str]]:
+        """The layers (by name) and inputs whose values `blobs` depend on."""
+        wanted, layers = set(blobs), set()
+        for layer in reversed(self.layers):
+            if wanted & set(layer.tops):
+                layers.add(layer.name)
+                wanted |= set(layer.bottoms)
+        return layers, [name for name in self.input_names if name in wanted]
+
     def forward(self, inputs: Mapping[str, object] | None = None,
-                on_top: Callable[[str, torch.Tensor], None] | None = None, **named) -> Blobs:
+                on_top: Callable[[str, torch.Tensor], None] | None = None, only: set[str] | None = None,
+                **named) -> Blobs:
         """Every blob by name after one forward pass; an in-place layer's blob holds its final value.
-        `on_top(name, tensor)` sees every value a blob takes, in order: inputs, then each top."""
+        `on_top(name, tensor)` sees every value a blob takes, in order: inputs, then each top.
+        `only`: run just these layers (needed_for), the inputs they read being the ones required."""
         given = dict(inputs or {})
         overlap = set(given) & set(named)
         if overlap:
             raise CaffeFormatError(f"inputs {sorted(overlap)} given twice")
         given.update(named)
+        required = self.input_names if only is None else [
+            n for n in self.input_names if any(n in self.layer_by_name[name].bottoms for name in only)]
         unknown = sorted(set(given) - set(self.input_names))
-        missing = [n for n in self.input_names if n not in given]
+        missing = [n for n in required if n not in given]
         if unknown or missing:
             raise CaffeFormatError(f"{self.source}: the net's inputs are {', '.join(self.input_names) or 'none'}; "
                                    + (f"missing {', '.join(missing)}" if missing else "")
@@ -431,13 +444,13 @@ class CaffeNet(nn.Module):
         blobs: dict[str, torch.Tensor] = {}
         frames: dict[str, Frame | None] = {}  # where a blob may differ from one value per channel
         device = self.device
-        for name in self.input_names:
+        for name in required:
             value = given[name]
             blobs[name] = _input_on(value, device)
             if on_top is not None:
                 on_top(name, blobs[name])
         for layer in self.layers:
-            if isinstance(layer, Input):
+            if isinstance(layer, Input) or (only is not None and layer.name not in only):
                 continue
             bottoms = [blobs[b] if down else blobs[b].detach() for b, down in zip(layer.bottoms, layer.propagate_down)]
             try:

@@ -30,6 +30,25 @@ def is_npz(path: str | os.PathLike) -> bool:
     return bool(names) and all(n.endswith(".npy") for n in names)
 
 
+def is_export(path: str | os.PathLike) -> bool:
+    """A .pt2 or .onnx written by `export` (its metadata names this kit's export format)."""
+    from weights_convert.artifacts import META_NAME
+
+    if os.fspath(path).lower().endswith(".onnx"):
+        try:
+            import onnx
+
+            model = onnx.load_model(os.fspath(path), load_external_data=False)
+        except Exception:  # not ONNX at all
+            return False
+        return any(p.key == META_NAME for p in model.metadata_props)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/" + META_NAME) or name == META_NAME for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def is_png(path: str | os.PathLike) -> bool:
     try:
         with open(path, "rb") as fh:

@@ -3,17 +3,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from weights_convert.artifacts import is_artifact, load_artifact
+from weights_convert.errors import CaffeFormatError
 from weights_convert.forward_pass import input_names, load_npz, run_graph, split_copies
 
 NAME = "verify"
-HELP = "compare every blob of a forward pass with golden blobs (.npz); non-zero exit beyond tolerance"
+HELP = ("compare every blob of a forward pass with golden blobs (.npz); non-zero exit beyond tolerance. With an "
+        "exported .pt2 or .onnx as --weights, the artifact runs alone (torch.export.load / onnxruntime, not "
+        "this kit's graph) and its outputs are compared")
 SCALAR_RTOL = 2e-4  # scalar losses sum many terms, so they get a relative tolerance
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--prototxt", required=True)
-    parser.add_argument("--weights", help=".caffemodel, .caffemodel.h5 or our .safetensors "
-                        "(omit only for a net without learnable layers)")
+    parser.add_argument("--prototxt", help="the net (not needed for an exported .pt2 / .onnx)")
+    parser.add_argument("--weights", help=".caffemodel, .caffemodel.h5 or our .safetensors (omit only for a net "
+                        "without learnable layers), or an exported .pt2 / .onnx")
     parser.add_argument("--golden", required=True, help=".npz of reference blobs (inputs included)")
     parser.add_argument("--tol", type=float, default=5e-5,
                         help="allowed max |diff| per blob, times max(1, max|ref|) (default 5e-5)")
@@ -50,14 +54,14 @@ def compare(blobs: dict[str, np.ndarray], golden: dict[str, np.ndarray], tol: fl
 
 def run(args) -> int:
     golden = load_npz(args.golden)
+    if args.weights is not None and is_artifact(args.weights):
+        return _verify_artifact(args, golden)
+    if args.prototxt is None:
+        raise CaffeFormatError("--prototxt is needed unless --weights is an exported .pt2 / .onnx")
     inputs = set(input_names(args.prototxt))
     blobs = run_graph(args.prototxt, args.weights, golden, source=args.golden)
     rows = compare(blobs, golden, args.tol, skip=inputs)
-    width = max([len(r["blob"]) for r in rows] + [4])
-    print(f"{'blob':<{width}}  {'shape':<20} {'max|diff|':>11} {'tolerance':>11}  ok")
-    for r in rows:
-        print(f"{r['blob']:<{width}}  {str(r['shape']):<20} {r['diff']:>11.3g} {r['tol']:>11.3g}  "
-              f"{'ok' if r['ok'] else 'FAIL'} {r['note']}".rstrip())
+    _print_rows(rows)
     failed = [r["blob"] for r in rows if not r["ok"]]
     not_compared = sorted(set(blobs) - set(golden) - inputs - split_copies(args.prototxt))
     if not_compared:
@@ -75,4 +79,33 @@ def run(args) -> int:
         return 1
     print(f"all {len(rows)} compared blobs within tolerance"
           + (f" ({len(not_compared)} not compared, --allow-partial)" if not_compared else ""))
+    return 0
+
+
+def _print_rows(rows: list[dict]) -> None:
+    width = max([len(r["blob"]) for r in rows] + [4])
+    print(f"{'blob':<{width}}  {'shape':<20} {'max|diff|':>11} {'tolerance':>11}  ok")
+    for r in rows:
+        print(f"{r['blob']:<{width}}  {str(r['shape']):<20} {r['diff']:>11.3g} {r['tol']:>11.3g}  "
+              f"{'ok' if r['ok'] else 'FAIL'} {r['note']}".rstrip())
+
+
+def _verify_artifact(args, golden: dict[str, np.ndarray]) -> int:
+    """The artifact's outputs that the golden file holds; its inputs come from the golden file."""
+    artifact = load_artifact(args.weights)
+    outputs = artifact.run(golden)
+    compared = {name: ref for name, ref in golden.items() if name in outputs}
+    rows = compare(outputs, compared, args.tol)
+    if rows:
+        _print_rows(rows)
+    missing = [name for name in artifact.outputs if name not in golden]
+    if missing:
+        print(f"NOT COMPARED: the golden file has no values for output(s) {', '.join(missing)}")
+    failed = [r["blob"] for r in rows if not r["ok"]]
+    if failed or not rows:
+        print(f"FAILED: {len(failed)} of {len(rows)} outputs beyond tolerance: {', '.join(failed)}" if rows else
+              "FAILED: the golden file holds none of the artifact's outputs")
+        return 1
+    print(f"all {len(rows)} outputs of {args.weights} within tolerance (run by "
+          f"{'onnxruntime' if args.weights.lower().endswith('.onnx') else 'torch.export.load'})")
     return 0

@@ -98,5 +98,11 @@ class CaffeLayer(nn.Module):
             raise self.fail(f"has {n} {what}(s); expected {want}")
 
 
+def traced(*sizes) -> bool:
+    """Sizes that are symbols (torch.export with dynamic height and width), not numbers: checks
+    that compare them are left to the numbers a run gives, since comparing would fix them."""
+    return any(isinstance(s, torch.SymInt) for s in sizes)
+
+
 def count(shape: Sequence[int]) -> int:
     return math.prod(int(d) for d in shape)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from weights_convert.formats.schema import pb
-from weights_convert.layers.base import CaffeLayer, Shape
+from weights_convert.layers.base import CaffeLayer, Shape, traced
 from weights_convert.layers.frame import framed_conv2d
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -105,7 +105,7 @@ class Convolution(CaffeLayer):
         return x
 
     def _checked_top(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if min(y.shape[2:], default=1) < 1:
+        if not traced(*y.shape[2:]) and any(d < 1 for d in y.shape[2:]):
             raise self.fail(f"output {tuple(y.shape)} is empty for input {tuple(x.shape)}")
         return y
 

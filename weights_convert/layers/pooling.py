@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from weights_convert.formats.schema import pb
-from weights_convert.layers.base import CaffeLayer
+from weights_convert.layers.base import CaffeLayer, traced
 
 P = pb.PoolingParameter
 
@@ -20,8 +20,8 @@ def pooled_sizes(hw: tuple[int, int], kernel: tuple[int, int], pad: tuple[int, i
     The rule looks at both pads together: pad_w alone can drop a row."""
     out = []
     for size, k, p, s in zip(hw, kernel, pad, stride):
-        span = (size + 2 * p - k) / s
-        out.append((math.ceil(span) if ceil else math.floor(span)) + 1)
+        span = size + 2 * p - k  # integer ceil/floor division: exact, and valid on traced sizes
+        out.append((-(-span // s) if ceil else span // s) + 1)
     if any(pad):
         out = [o - 1 if (o - 1) * s >= size + p else o for o, s, size, p in zip(out, stride, hw, pad)]
     return out[0], out[1]
@@ -34,14 +34,30 @@ def _window_sizes(out: int, size: int, kernel: int, pad: int, stride: int) -> to
     return (ends - starts).to(torch.float32)
 
 
-def _max_pool(x: torch.Tensor, kernel, stride, pad, spec, out, ceil: bool) -> torch.Tensor:
+def _max_pool(x: torch.Tensor, kernel, stride, pad, out, ceil: bool) -> torch.Tensor:
     """Caffe's max over windows clipped to the map: torch's own padded pooling where it gives
     Caffe's output size (it saves copying the map into -inf padding), else that copy."""
     hw = tuple(x.shape[2:])
-    if all(2 * p <= k for p, k in zip(pad, kernel)) and _torch_pooled_sizes(hw, kernel, pad, stride, ceil) == out:
+    # Without padding and with a stride no larger than the kernel, torch's size is Caffe's (no window
+    # can start past the map): decided without comparing sizes, so traced sizes stay symbols.
+    same = not any(pad) and all(s <= k for s, k in zip(stride, kernel))
+    if same and ceil and traced(*hw):
+        # torch's ceil_mode settles its last window by a branch on the size (a traced size would be
+        # fixed by it): pad stride - 1 at the end instead, the floor count then being Caffe's ceil one
+        padded = F.pad(x, (0, stride[1] - 1, 0, stride[0] - 1), value=float("-inf"))
+        return F.max_pool2d(padded, kernel, stride)
+    if same or (all(2 * p <= k for p, k in zip(pad, kernel))
+                and _torch_pooled_sizes(hw, kernel, pad, stride, ceil) == out):
         return F.max_pool2d(x, kernel, stride, pad, ceil_mode=ceil)
-    padded = F.pad(x, spec, value=float("-inf"))
+    padded = F.pad(x, _padding(out, stride, kernel, hw, pad), value=float("-inf"))
     return F.max_pool2d(padded, kernel, stride)[:, :, :out[0], :out[1]]
+
+
+def _padding(out, stride, kernel, hw, pad) -> tuple:
+    """F.pad's spec so that every one of the `out` windows lies inside; the extra right padding
+    only ever covers positions Caffe clips away (max: -inf; sums: 0)."""
+    right = [max(0, (o - 1) * st + k - s - p) for o, st, k, s, p in zip(out, stride, kernel, hw, pad)]
+    return (pad[1], right[1], pad[0], right[0])
 
 
 def _torch_pooled_sizes(hw, kernel, pad, stride, ceil: bool) -> tuple[int, int]:
@@ -103,24 +119,22 @@ class Pooling(CaffeLayer):
         x = bottoms[0]
         if x.dim() != 4:
             raise self.fail(f"needs a 4-D bottom, got shape {tuple(x.shape)}")
-        H, W = int(x.shape[2]), int(x.shape[3])
+        H, W = x.shape[2], x.shape[3]
         if self.global_pooling:
             kernel, pad, stride = (H, W), (0, 0), (1, 1)
         else:
             kernel, pad, stride = self.kernel, self.pad, self.stride
         out = pooled_sizes((H, W), kernel, pad, stride, self.ceil)
-        if min(out) < 1:
+        if not traced(H, W) and min(out) < 1:
             raise self.fail(f"input {H}x{W} is smaller than the kernel {kernel}")
         # Pad so that every one of the `out` windows lies inside; the extra right padding only ever
         # covers positions Caffe clips away (max: -inf; sums: 0).
-        right = [max(0, (o - 1) * st + k - s - p) for o, st, k, s, p in zip(out, stride, kernel, (H, W), pad)]
-        spec = (pad[1], right[1], pad[0], right[0])
         if self.method == P.MAX:
-            y = _max_pool(x, kernel, stride, pad, spec, out, self.ceil)
+            y = _max_pool(x, kernel, stride, pad, out, self.ceil)
             # Caffe starts each max at -FLT_MAX: -inf inputs and empty windows (stride > kernel
             # with ceil rounding) give -FLT_MAX
             return [torch.clamp(y, min=-torch.finfo(torch.float32).max)]
-        padded = F.pad(x, spec, value=0.0)
+        padded = F.pad(x, _padding(out, stride, kernel, (H, W), pad), value=0.0)
         if self.method == P.AVE:
             sums = F.avg_pool2d(padded, kernel, stride, divisor_override=1)[:, :, :out[0], :out[1]]
             rows = _window_sizes(out[0], H, kernel[0], pad[0], stride[0]).to(x.device)

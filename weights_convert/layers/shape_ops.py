@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from weights_convert.formats.schema import pb
-from weights_convert.layers.base import CaffeLayer, count
+from weights_convert.layers.base import CaffeLayer, count, traced
 
 
 class Reshape(CaffeLayer):
@@ -118,17 +118,13 @@ class Crop(CaffeLayer):
         n = x.dim() - axis
         if len(self.offsets) not in (0, 1, n):
             raise self.fail(f"{len(self.offsets)} offsets given; expected 0, 1 or {n} (one per cropped axis)")
-        index = []
-        for i in range(x.dim()):
-            if i < axis:
-                index.append(slice(None))
-                continue
+        for i in range(axis, x.dim()):
             off = 0 if not self.offsets else self.offsets[0] if len(self.offsets) == 1 else self.offsets[i - axis]
-            size = int(ref.shape[i])
-            if off + size > x.shape[i]:
+            size = ref.shape[i]
+            if not traced(size, x.shape[i]) and off + size > x.shape[i]:
                 raise self.fail(f"axis {i}: offset {off} + size {size} exceeds the bottom's {x.shape[i]}")
-            index.append(slice(off, off + size))
-        return [x[tuple(index)]]
+            x = x.narrow(i, off, size)  # a checked view, not a slice: traced sizes are not compared
+        return [x]
 
 
 class Concat(CaffeLayer):

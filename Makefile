@@ -26,7 +26,7 @@ arg = $(if $(strip $(value $(1))),$(call quote,$(value $(1))$(2)),$(error $(1) i
 # Re-installs when setup.py changes; torch is pinned there to the local CPU wheel.
 $(VENV)/.installed: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[test,export]'
 	touch $@
 
 install: $(VENV)/.installed

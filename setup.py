@@ -24,6 +24,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "grpcio-tools==1.85.1"],
+        # `export --onnx` and running .onnx files (verify); the .pt2 path needs torch alone
+        "export": ["onnx", "onnxscript", "onnxruntime"],
     },
     entry_points={
         "console_scripts": [

@@ -599,3 +599,22 @@ def test_axis_and_its_legacy_field_together_are_refused(layer):
     x = np.zeros((1, 4), np.float32)
     with pytest.raises(CaffeFormatError, match=r"'l'.*give either axis or (concat|slice)_dim, not both"):
         single(f'layer {{ name: "l" {layer} }}', [x.shape], [x])
+
+
+def test_the_converters_blob_facts_agree_with_every_layer_class():
+    """layers/facts.py (torch-free, read by the converter) says which layers own blobs; each
+    registered class's own param_shapes must say the same for a typical use of it."""
+    from weights_convert.layers.facts import owns_blobs
+
+    owning = {"Convolution": 'convolution_param { num_output: 2 kernel_size: 1 }',
+              "Deconvolution": 'convolution_param { num_output: 2 kernel_size: 1 }',
+              "InnerProduct": 'inner_product_param { num_output: 2 }', "BatchNorm": "", "PReLU": "",
+              "Scale": "", "Bias": ""}
+    image = 'layer { name: "i" type: "Input" top: "m" input_param { shape { dim: 1 dim: 3 dim: 4 dim: 4 } } }\n'
+    for kind, params in owning.items():
+        net = net_of(image + f'layer {{ name: "l" type: "{kind}" bottom: "m" top: "y" {params} }}\n')
+        lp = net.layer_params[-1]
+        assert owns_blobs(lp) and [layer.name for layer in net.param_layers()] == ["l"], kind
+    two = net_of(image + 'layer { name: "l" type: "Scale" bottom: "m" bottom: "m" top: "y" scale_param { axis: 0 } }\n')
+    assert not owns_blobs(two.layer_params[-1]) and not two.param_layers()
+    assert set(owning) <= set(LAYER_TYPES)

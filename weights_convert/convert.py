@@ -28,14 +28,12 @@ from weights_convert.formats.safetensors_io import (LateValue, TensorEntry, caff
                                                     safetensors_metadata, write_safetensors_streaming)
 from weights_convert.formats.schema import pb
 from weights_convert.formats.weights_io import BlobHandle, sniff_format
+from weights_convert.layers.facts import owns_blobs
 from weights_convert.provenance import sha256_file
 
 FORMAT_NAME, FORMAT_VERSION = "oslsm-repro-weights", "1"
 MODEL_FORMS = ("graph", "oslsm")
 # Layer types that own learnable blobs (Scale/Bias only with one bottom).
-_LEARNABLE_TYPES = {"Convolution", "Deconvolution", "InnerProduct", "BatchNorm", "Scale", "Bias", "PReLU"}
-
-
 class WeightSource:
     """Layer name -> blob handles of a weights file (.caffemodel streamed; others read whole)."""
 
@@ -92,7 +90,7 @@ def check_graph_weights(net: pb.NetParameter, layers: Mapping[str, Sequence[Blob
     if extra:
         raise CaffeFormatError(f"{weights}: layer(s) {', '.join(extra)} carry weights but {prototxt} has no "
                                "layer of that name; is this the right prototxt for these weights?")
-    missing = [layer.name for layer in net.layer if _is_learnable(layer) and layer.name not in layers]
+    missing = [layer.name for layer in net.layer if owns_blobs(layer) and layer.name not in layers]
     if missing:
         raise CaffeFormatError(f"{weights}: no weights for layer(s) {', '.join(missing)} of {prototxt}")
     if _looks_like_oslsm(net):
@@ -116,13 +114,6 @@ def _check_shapes_with_graph(net: pb.NetParameter, layers: Mapping[str, Sequence
             graph.checked_blobs(layer, layers.get(layer.name, ()))
         except CaffeFormatError as exc:
             raise CaffeFormatError(f"{weights}: {exc} (checked against {prototxt})") from None
-
-
-def _is_learnable(layer: pb.LayerParameter) -> bool:
-    if layer.type not in _LEARNABLE_TYPES:
-        return False
-    # A second bottom supplies Scale's / Bias's operand, so the layer has no blob of its own.
-    return not (layer.type in ("Scale", "Bias") and len(layer.bottom) > 1)
 
 
 def _looks_like_oslsm(net: pb.NetParameter) -> bool:

@@ -151,3 +151,28 @@ def test_oslsm_retraining_under_two_ranks_draws_the_one_process_episodes(tmp_pat
     for layer, blobs in ref.items():
         for a, b in zip(ours[layer], blobs):
             assert np.abs(a - b).max() <= 1e-6 * max(np.abs(b).max(), 1e-30), layer
+
+
+@pytest.mark.slow
+def test_two_ranks_train_with_adam_as_the_real_caffe(tmp_path):
+    """The adaptive solvers under torchrun: Adam with iter_size 2 (one pass per rank), against
+    the real Caffe's params after each of its 4 steps and its final .solverstate."""
+    from test_solvers_golden import HISTORY_TOL, assert_params_follow_caffe, case_dir, write_inputs
+    from weights_convert.formats.solverstate import read_solverstate
+
+    case = "adam_iter_size2"
+    inputs = write_inputs(case, tmp_path / "inputs.npz")
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "weights_convert", "train", "--solver", str(case_dir(case) / "solver.prototxt"),
+                           "--weights", str(case_dir(case) / "init.caffemodel"), "--inputs", str(inputs),
+                           "--iters", "4", "--snapshot-every", "1", "--no-progress", "--out", str(out)],
+                          cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_params_follow_caffe(case, out)
+    ours, caffe = read_solverstate(out / "snapshot_iter_4.solverstate"), read_solverstate(
+        case_dir(case) / "snap_iter_4.solverstate")
+    assert len(ours.history) == len(caffe.history) == 8
+    for h, ref in zip(ours.history, caffe.history):
+        assert np.abs(h - ref).max() <= HISTORY_TOL * np.abs(ref).max()

@@ -33,24 +33,23 @@ def count_problem(value: int, low: int = 1) -> str | None:
     return None if value >= low else f"must be >= {low}, got {value}"
 
 
-def episodes_problem(value: int) -> str | None:
-    need = value * EPISODE_BYTES
+def _fits_problem(value: int, need: int, what: str, usual: str) -> str | None:
+    """A count >= 1 whose `need` bytes fit in half of the memory this machine has available."""
     if value < 1:
         return f"must be >= 1, got {value}"
     if need > available_memory() // 2:
-        return (f"{value} needs about {_gib(need)} to hold the episode list; this machine has "
-                f"{_gib(available_memory())} available (the paper uses 1000)")
+        return (f"{value} needs about {_gib(need)} {what}; this machine has {_gib(available_memory())} "
+                f"available ({usual})")
     return None
+
+
+def episodes_problem(value: int) -> str | None:
+    return _fits_problem(value, value * EPISODE_BYTES, "to hold the episode list", "the paper uses 1000")
 
 
 def grid_problem(value: int) -> str | None:
-    need = value * value * GRID_PIXEL_BYTES
-    if value < 1:
-        return f"must be >= 1, got {value}"
-    if need > available_memory() // 2:
-        return (f"{value} needs about {_gib(need)} for its {value}x{value} scoring grid; this machine has "
-                f"{_gib(available_memory())} available (HSNet scores at 400)")
-    return None
+    return _fits_problem(value, value * value * GRID_PIXEL_BYTES, f"for its {value}x{value} scoring grid",
+                         "HSNet scores at 400")
 
 
 def size_gb_problem(value: float) -> str | None:

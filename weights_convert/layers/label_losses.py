@@ -136,6 +136,15 @@ def read_blobproto(path: str, layer: CaffeLayer) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32)
 
 
+def item_labels(layer: CaffeLayer, x: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x as num x dim, one class label per item): the layout of the losses that take Blob::num()."""
+    num = int(x.shape[0])
+    if label.numel() != num:
+        raise layer.fail(f"expects one label per item: {num} items, labels of shape {tuple(label.shape)}")
+    rows = x.detach().reshape(num, -1)
+    return rows, class_labels(layer, label.reshape(num), rows.shape[1], None)[0]
+
+
 class MultinomialLogisticLoss(CaffeLayer):
     """-log(max(p[i, label_i], 1e-20)) summed over the batch, over the batch size; the bottom is
     already a probability. Diff -1 / (num * max(p, 1e-20)) at the label, 0 elsewhere."""
@@ -143,13 +152,10 @@ class MultinomialLogisticLoss(CaffeLayer):
 
     def forward(self, bottoms):
         prob, label = bottoms
-        num = int(prob.shape[0])
-        if label.numel() != num:
-            raise self.fail(f"expects one label per item: {num} items, labels of shape {tuple(label.shape)}")
         if self.shapes_only:
             return [torch.empty((), device="meta")]
-        p = prob.detach().reshape(num, -1)
-        labels, _ = class_labels(self, label.reshape(num), p.shape[1], None)
+        p, labels = item_labels(self, prob, label)
+        num = p.shape[0]
         picked = torch.clamp(p.gather(1, labels.unsqueeze(1)).squeeze(1), min=LOG_THRESHOLD)
         top = scalar(np.float32(running_sum(-torch.log(picked)) / np.float32(num)), prob)
         if needs_gradient(prob):
@@ -171,13 +177,10 @@ class HingeLoss(CaffeLayer):
 
     def forward(self, bottoms):
         x, label = bottoms
-        num = int(x.shape[0])
-        if label.numel() != num:
-            raise self.fail(f"expects one label per item: {num} items, labels of shape {tuple(label.shape)}")
         if self.shapes_only:
             return [torch.empty((), device="meta")]
-        s = x.detach().reshape(num, -1)
-        labels, _ = class_labels(self, label.reshape(num), s.shape[1], None)
+        s, labels = item_labels(self, x, label)
+        num = s.shape[0]
         flip = torch.ones_like(s).scatter_(1, labels.unsqueeze(1), -1.0)
         margins = torch.clamp(1 + s * flip, min=0)
         l1 = self.norm == pb.HingeLossParameter.L1

@@ -241,8 +241,9 @@ def test_a_different_run_in_the_same_folder_is_refused(env, reference_runs):
     other = env["tmp"] / "foreign"
     other.mkdir()
     (other / "all_results.csv").write_text("0,0,0,1,1,1,1,0.3\n")
-    with pytest.raises(ReproduceError, match="without a manifest"):
+    with pytest.raises(ReproduceError, match=r"holds files this tool did not write \(all_results.csv\)"):
         _run(env, "foreign")
+    assert [p.name for p in other.iterdir()] == ["all_results.csv"]  # no lock left in it either
 
 
 def test_fold_and_shots_mismatch_errors(env):

@@ -242,13 +242,14 @@ def test_train_leaves_no_lock_in_a_foreign_folder(tmp_path, capsys):
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
-def test_sbd_to_voc_never_writes_inside_its_inputs(tmp_path, capsys):
+def test_sbd_to_voc_never_writes_inside_the_voc_folder(tmp_path, capsys):
+    """(An --out inside SBD itself: tests/test_retraining.py.)"""
     from helpers import copy_golden_voc
 
     voc = copy_golden_voc(tmp_path)
     sbd = tmp_path / "sbd"
     sbd.mkdir()
-    for out in (voc / "ImageSets" / "Segmentation" / "new", voc / "JPEGImages" / "x", sbd / "out"):
+    for out in (voc / "ImageSets" / "Segmentation" / "new", voc / "JPEGImages" / "x"):
         assert reproduce_main(["sbd-to-voc", "--sbd", str(sbd), "--voc", str(voc), "--out", str(out)]) == 2
         assert "lies inside the data set folder" in capsys.readouterr().err
         assert not out.exists()

@@ -76,7 +76,8 @@ def test_sbd_to_voc_refusals(tmp_path, capsys):
         (["--out", str(tmp_path / "o1")], "give --voc"),
         (["--voc", str(voc), "--out", str(sbd / "inside")], "inside the SBD folder"),
         (["--voc", str(voc), "--out", str(tmp_path / "o2")], "not an SBD GTcls .mat"),
-        (["--voc", str(voc), "--lists", "train", "--out", str(voc)], "exists"),
+        (["--voc", str(voc), "--lists", "train", "--out", str(voc)], "lies inside the data set folder"),
+        (["--voc", str(voc), "--lists", "train", "--out", str(tmp_path)], "exists"),
     ]
     for extra, message in cases:
         assert main(["sbd-to-voc", "--sbd", str(sbd), "--no-progress", *extra]) == 2

@@ -30,8 +30,8 @@ def run(args) -> int:
         problems.append("give --voc (the VOC2012 folder) so that its val images, PASCAL-5i's test images, "
                         "are left out of the training set; or --include-voc-val to keep them knowingly")
     voc = collect(problems, VOCDataset, args.voc) if args.voc else None
-    for root in ([voc.root] if voc is not None else []) + [args.sbd]:  # neither input is ever written
-        collect(problems, refuse_inside_dataset, args.out, root, "--out")
+    if voc is not None:  # (convert_sbd refuses an --out inside SBD itself)
+        collect(problems, refuse_inside_dataset, args.out, voc.root, "--out")
     raise_problems(problems)
     exclude = set(voc.names) if voc is not None else set()
     n = convert_sbd(args.sbd, args.out, lists, exclude, args.copy, args.workers, not args.no_progress)

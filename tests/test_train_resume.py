@@ -110,8 +110,8 @@ def test_changed_run_and_foreign_folder_are_refused(tmp_path, capsys, monkeypatc
     foreign.mkdir()
     (foreign / "results.csv").write_text("mine")
     assert main(train_args(foreign, 1)) == 2
-    assert "holds no training run" in capsys.readouterr().err
-    assert sorted(p.name for p in foreign.iterdir()) == [".train.lock", "results.csv"]
+    assert "holds files this tool did not write (results.csv)" in capsys.readouterr().err
+    assert sorted(p.name for p in foreign.iterdir()) == ["results.csv"]  # not even a lock is left in it
 
 
 def test_second_process_in_the_same_folder_is_refused(tmp_path, capsys):

@@ -27,9 +27,11 @@ DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", 
 _DTYPE_BY_NUMPY = {np.dtype(v).newbyteorder("<"): k for k, v in DTYPES.items()}
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the reference implementation's limit
 METADATA_KEY = "__metadata__"
-# Our files record a checksum of their data section, checked on every read: XXH3-128, which runs at
-# memory speed (a sha256 of a 1.1 GB model costs more than the conversion's own work; the source's
-# sha256 stays, as the identity users compare). Files written before carry a sha256, still checked.
+# Our files record a checksum, checked on every read: XXH3-128 (at memory speed: a sha256 of a
+# 1.1 GB model costs more than the conversion's own work; the source's sha256 stays, as the identity
+# users compare) of the header, its own value blanked, and the data section, so that a damaged
+# tensor name or shape is caught as well as damaged values. Files written before carry a sha256 of
+# the data section alone, still checked.
 DATA_DIGEST_KEY = "data_xxh3_128"
 LEGACY_DATA_DIGEST_KEY = "data_sha256"
 _DATA_DIGESTS = {DATA_DIGEST_KEY: xxhash.xxh3_128, LEGACY_DATA_DIGEST_KEY: hashlib.sha256}
@@ -80,12 +82,13 @@ class _HashingWriter:
 def write_safetensors_streaming(path: str | os.PathLike, entries: Sequence[TensorEntry],
                                 metadata: Mapping[str, str | LateValue] | None) -> None:
     """Header first, then each entry's bytes in order; written atomically. The metadata records
-    the checksum of the data section (DATA_DIGEST_KEY), which every read checks."""
+    the checksum of the header and data (DATA_DIGEST_KEY), which every read checks."""
     path = os.fspath(path)
     data = None
-    metadata = {**(metadata or {}), DATA_DIGEST_KEY: LateValue(32, lambda: data.digest.hexdigest())}
-    late = {k: v for k, v in metadata.items() if isinstance(v, LateValue)}
+    metadata = {**(metadata or {}), DATA_DIGEST_KEY: LateValue(32, lambda: file_checksum(final, data.digest))}
+    late = {k: v for k, v in metadata.items() if isinstance(v, LateValue)}  # the checksum last
     header = _build_header(path, entries, {k: v.placeholder(k) if k in late else v for k, v in metadata.items()})
+    final = header  # the header as it will read, but for the checksum's own placeholder
     with atomic_write(path) as raw:
         raw.write(len(header).to_bytes(8, "little"))
         raw.write(header)
@@ -106,6 +109,13 @@ def write_safetensors_streaming(path: str | os.PathLike, entries: Sequence[Tenso
                 raise ValueError(f"late metadata {key!r}: {text!r} is not {value.width} letters and digits")
             raw.seek(8 + header.index(value.placeholder(key).encode()))
             raw.write(text.encode())
+            final = final.replace(value.placeholder(key).encode(), text.encode(), 1)
+
+
+def file_checksum(header: bytes, data_digest) -> str:
+    """XXH3-128 of the header (its checksum's placeholder in place) and of the data section's own
+    XXH3-128 (computed as the data are written or read)."""
+    return xxhash.xxh3_128(header + data_digest.digest()).hexdigest()
 
 
 def _build_header(path: str, entries: Sequence[TensorEntry], metadata: Mapping[str, str]) -> bytes:
@@ -176,6 +186,10 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
         entries, metadata, data_start = read_safetensors_header(path, fh, size)
         written_key = next((k for k in _DATA_DIGESTS if k in metadata), None)
         data = _DATA_DIGESTS[written_key]() if written_key else None
+        if written_key == DATA_DIGEST_KEY:  # the header as written, its checksum's placeholder back in place
+            fh.seek(8)
+            value = metadata[written_key].encode()
+            header = fh.read(data_start - 8).replace(value, LateValue(len(value), str).placeholder(written_key).encode(), 1)
         tensors = {}
         for e in sorted(entries, key=lambda e: e.begin):
             array = np.empty(e.shape, dtype=np.dtype(DTYPES[e.dtype]))
@@ -188,7 +202,8 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
             tensors[e.key] = array.astype(array.dtype.newbyteorder("="), copy=False)
     written = metadata.get(written_key)
     metadata = {k: v for k, v in metadata.items() if k not in _DATA_DIGESTS}  # the file's own record
-    if data is not None and data.hexdigest() != written:
+    found = file_checksum(header, data) if written_key == DATA_DIGEST_KEY else data.hexdigest() if data else None
+    if data is not None and found != written:
         raise CaffeFormatError(f"{path}: damaged: its tensor bytes are not the ones written (their checksum is in "
                                "its header); convert the model again")
     return {e.key: tensors[e.key] for e in entries}, metadata

@@ -35,8 +35,8 @@ def count_problem(value: int, low: int = 1) -> str | None:
 
 def _fits_problem(value: int, need: int, what: str, usual: str) -> str | None:
     """A count >= 1 whose `need` bytes fit in half of the memory this machine has available."""
-    if value < 1:
-        return f"must be >= 1, got {value}"
+    if count_problem(value):
+        return count_problem(value)
     if need > available_memory() // 2:
         return (f"{value} needs about {_gib(need)} {what}; this machine has {_gib(available_memory())} "
                 f"available ({usual})")

@@ -278,3 +278,14 @@ def test_a_ctrl_c_while_the_modules_load_is_a_stop_not_a_traceback(tool):
     proc.wait(timeout=120)
     assert "Traceback" not in rest and "KeyboardInterrupt" not in rest, rest[-2000:]
     assert proc.returncode in (0, 130)  # 0: --help had already been printed
+
+
+def test_export_leaves_a_foreign_file_at_onnx_alone(tmp_path, capsys):
+    """--onnx goes through the same output-file check as --out."""
+    mine = tmp_path / "mine.onnx"
+    mine.write_text("the user's own")
+    case = GOLDEN / "conv_basic"
+    assert convert_main(["export", "--prototxt", str(case / "net.prototxt"), "--weights", str(case / "weights.caffemodel"),
+                         "--out", str(tmp_path / "net.pt2"), "--onnx", str(mine)]) == 2
+    assert f"--onnx {mine} exists and is not a file of the kind this command writes" in capsys.readouterr().err
+    assert mine.read_text() == "the user's own" and not (tmp_path / "net.pt2").exists()

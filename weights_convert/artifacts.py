@@ -10,7 +10,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from weights_convert.errors import CaffeFormatError
+from weights_convert.errors import CaffeFormatError, first_line
 
 ARTIFACT_FORMAT = "oslsm-repro-export/1"
 META_NAME = "oslsm_repro.json"   # an extra file of the .pt2, a metadata_props key of the .onnx
@@ -79,7 +79,7 @@ def _load_pt2(path: str) -> Artifact:
     try:
         program = torch.export.load(path, extra_files=extra)
     except Exception as exc:  # a damaged or foreign archive
-        raise CaffeFormatError(f"{path}: not a readable torch.export program ({str(exc).splitlines()[0][:200]})") from None
+        raise CaffeFormatError(f"{path}: not a readable torch.export program ({first_line(exc, 200)})") from None
     meta = _checked_meta(path, extra[META_NAME])
     module = program.module()
 
@@ -89,7 +89,7 @@ def _load_pt2(path: str) -> Artifact:
             with torch.no_grad():
                 outs = module(*values)
         except Exception as exc:  # the program's own checks (its guards) on what it was given
-            raise CaffeFormatError(f"{path}: the program refused its inputs: {str(exc).splitlines()[0][:300]}") from None
+            raise CaffeFormatError(f"{path}: the program refused its inputs: {first_line(exc)}") from None
         return {name: out.numpy() for name, out in zip(meta["outputs"], outs)}
     return Artifact(path, meta, run)
 
@@ -100,7 +100,7 @@ def _load_onnx(path: str) -> Artifact:
     try:
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own errors
-        raise CaffeFormatError(f"{path}: not a readable ONNX model ({str(exc).splitlines()[0][:200]})") from None
+        raise CaffeFormatError(f"{path}: not a readable ONNX model ({first_line(exc, 200)})") from None
     meta = _checked_meta(path, session.get_modelmeta().custom_metadata_map.get(META_NAME))
 
     def run(arrays):
@@ -108,6 +108,6 @@ def _load_onnx(path: str) -> Artifact:
         try:
             outs = session.run(meta["outputs"], dict(zip(meta["inputs"], values)))
         except Exception as exc:  # onnxruntime's checks on what it was given
-            raise CaffeFormatError(f"{path}: onnxruntime refused its inputs: {str(exc).splitlines()[0][:300]}") from None
+            raise CaffeFormatError(f"{path}: onnxruntime refused its inputs: {first_line(exc)}") from None
         return dict(zip(meta["outputs"], outs))
     return Artifact(path, meta, run)

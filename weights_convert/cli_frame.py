@@ -35,7 +35,8 @@ def build_parser(prog: str, description: str | None, package: str, modules: Sequ
                            help="replace an existing --out file that is not of the kind this command writes")
         # A command that reports every problem at once checks its --device among them (the same check).
         p.set_defaults(_run=mod.run, _is_own_output=own, _own_device_check=getattr(mod, "DEVICE_IN_PROBLEMS", False),
-                       _out_is_folder=getattr(mod, "OUT_IS_FOLDER", False))
+                       _out_is_folder=getattr(mod, "OUT_IS_FOLDER", False),
+                       _owned_outputs=getattr(mod, "OWNED_OUTPUTS", ("out",)))
     return parser
 
 
@@ -72,7 +73,7 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None,
         return exit_status()
 
 
-OUTPUT_OPTIONS = ("out", "report")
+OUTPUT_OPTIONS = ("out", "report", "onnx")
 
 
 class OutputIsInput(ValueError):
@@ -98,16 +99,21 @@ def refuse_outputs_that_are_inputs(args: argparse.Namespace) -> None:
 
 
 def refuse_foreign_out_file(args: argparse.Namespace) -> None:
-    """A command that writes one file (module attribute `is_own_output(path) -> bool`) replaces an
-    existing --out only when it is of the kind the command writes, or with --force."""
-    own, out = getattr(args, "_is_own_output", None), getattr(args, "out", None)
-    if own is None or out is None or getattr(args, "force", False) or not os.path.exists(out):
+    """A command that writes files (module attribute `is_own_output(path) -> bool`; OWNED_OUTPUTS
+    names its output options, by default --out) replaces an existing one only when it is of the
+    kind the command writes, or with --force."""
+    own = getattr(args, "_is_own_output", None)
+    if own is None or getattr(args, "force", False):
         return
-    if os.path.isdir(out):
-        raise OutputIsInput(f"{out} is a folder; --out expects a file name")
-    if not own(out):
-        raise OutputIsInput(f"--out {out} exists and is not a file of the kind this command writes; it is left "
-                            "alone: name another file, or pass --force to replace it")
+    for option in getattr(args, "_owned_outputs", ("out",)):
+        out = getattr(args, option, None)
+        if out is None or not os.path.exists(out):
+            continue
+        if os.path.isdir(out):
+            raise OutputIsInput(f"{out} is a folder; --{option} expects a file name")
+        if not own(out):
+            raise OutputIsInput(f"--{option} {out} exists and is not a file of the kind this command writes; it is "
+                                "left alone: name another file, or pass --force to replace it")
 
 
 def refuse_unusable_out_folder(args: argparse.Namespace) -> None:

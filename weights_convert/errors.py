@@ -10,3 +10,10 @@ class CaffeFormatError(ValueError):
 class Interrupted(Exception):
     """A run stopped on request (Ctrl-C, SIGTERM) after saving what it needs to resume; the
     message says where it stopped. Command lines exit 130."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception from another library, for a one-line message (its type
+    when it says nothing)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

@@ -19,7 +19,7 @@ from torch import nn
 
 from weights_convert.artifacts import ARTIFACT_FORMAT, META_NAME
 from weights_convert.atomic import atomic_path
-from weights_convert.errors import CaffeFormatError
+from weights_convert.errors import CaffeFormatError, first_line
 from weights_convert.graph import CaffeNet
 from weights_convert.provenance import sha256_file
 
@@ -56,19 +56,18 @@ class ExportRecord:
 
 
 def build_program(prototxt: str | os.PathLike, weights: str | os.PathLike | None,
-                  outputs: Sequence[str] | None = None) -> tuple[_NetProgram, CaffeNet]:
+                  outputs: Sequence[str] | None = None) -> _NetProgram:
     net = CaffeNet.from_prototxt(prototxt, phase="TEST", skip_constant_frame=False)
     if weights is not None:
         net.load_weights(weights)
-    elif net.param_layers():
-        raise CaffeFormatError(f"{prototxt}: has learnable layers ({', '.join(l.name for l in net.param_layers())}); "
-                               "give their values with --weights")
+    else:
+        net.refuse_missing_weights()
     # By default the net's outputs but its losses: a deployed artifact has no labels to score
     outputs = list(outputs) if outputs else [name for name in net.output_names if name not in net.loss_weights]
     unknown = [name for name in outputs if name not in net.blob_shapes]
     if unknown:
         raise CaffeFormatError(f"{prototxt}: no blob named {', '.join(unknown)} (--outputs)")
-    return _NetProgram(net.eval(), outputs), net
+    return _NetProgram(net.eval(), outputs)
 
 
 def export_program(prototxt: str | os.PathLike, weights: str | os.PathLike | None,
@@ -76,8 +75,8 @@ def export_program(prototxt: str | os.PathLike, weights: str | os.PathLike | Non
                    onnx_out: str | os.PathLike | None = None, outputs: Sequence[str] | None = None) -> ExportRecord:
     """Write `out` (.pt2) and, when asked, `onnx_out`; each atomically."""
     prototxt = os.fspath(prototxt)
-    program, net = build_program(prototxt, weights, outputs)
-    shapes = {name: list(input_shapes.get(name, net.blob_shapes[name])) for name in program.inputs}
+    program = build_program(prototxt, weights, outputs)
+    shapes = {name: list(input_shapes.get(name, program.net.blob_shapes[name])) for name in program.inputs}
     unknown = sorted(set(input_shapes) - set(program.inputs))
     if unknown:
         raise CaffeFormatError(f"{prototxt}: --input-shape names {', '.join(unknown)}, not inputs that the outputs "
@@ -105,10 +104,10 @@ def _traced(program: _NetProgram, example, dims) -> torch.export.ExportedProgram
             return torch.export.export(program, example, dynamic_shapes=(dims,))  # one entry: *inputs
     except Exception as exc:  # torch's tracing errors have no common base class
         where = f"layer '{entered[-1]}' (type {program.net.layer_by_name[entered[-1]].type})" if entered else "the net"
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        why = first_line(exc)
         if isinstance(exc, CaffeFormatError):  # the graph's own message names the layer and the file
             why = why.split(" failed: ", 1)[-1]
-        raise CaffeFormatError(f"{where} cannot be exported: {why[:300]}") from None
+        raise CaffeFormatError(f"{where} cannot be exported: {why}") from None
     finally:
         for hook in hooks:
             hook.remove()
@@ -144,8 +143,7 @@ def _write_onnx(exported, example, inputs: list[str], outputs: list[str], meta: 
         program = torch.onnx.export(exported, example, dynamo=True, opset_version=ONNX_OPSET,
                                     input_names=inputs, output_names=outputs, verbose=False)
     except Exception as exc:  # the exporter's own errors
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CaffeFormatError(f"ONNX export failed: {first[:300]}") from None
+        raise CaffeFormatError(f"ONNX export failed: {first_line(exc)}") from None
     model = program.model_proto
     entry = model.metadata_props.add()
     entry.key, entry.value = META_NAME, meta

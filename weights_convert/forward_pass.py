@@ -37,10 +37,7 @@ def run_graph(prototxt: str | os.PathLike, weights: str | os.PathLike | None,
                                f"(has {', '.join(sorted(arrays)[:8]) or 'nothing'}{hint})")
     net = CaffeNet.from_prototxt(prototxt)
     if weights is None:
-        learnable = [layer.name for layer in net.param_layers()]
-        if learnable:
-            raise CaffeFormatError(f"{os.fspath(prototxt)}: layer(s) {', '.join(learnable)} have learnable "
-                                   "blobs; pass their weights with --weights")
+        net.refuse_missing_weights()
     else:
         net.load_weights(weights)
     inputs = {n: torch.from_numpy(np.ascontiguousarray(arrays[n], dtype=np.float32)) for n in names}

@@ -394,6 +394,13 @@ class CaffeNet(nn.Module):
                                        f"({layer.type}{extra})")
         return given
 
+    def refuse_missing_weights(self) -> None:
+        """For a net given no weights file: one with learnable blobs cannot run."""
+        learnable = [layer.name for layer in self.param_layers()]
+        if learnable:
+            raise CaffeFormatError(f"{self.source}: layer(s) {', '.join(learnable)} have learnable blobs; pass "
+                                   "their weights with --weights")
+
     def load_weights(self, path: str | os.PathLike, strict: bool = True) -> "CaffeNet":
         """load_params from a weights file (.caffemodel, .caffemodel.h5, our .safetensors in either
         form); errors name the file."""
@@ -432,8 +439,8 @@ class CaffeNet(nn.Module):
         if overlap:
             raise CaffeFormatError(f"inputs {sorted(overlap)} given twice")
         given.update(named)
-        required = self.input_names if only is None else [
-            n for n in self.input_names if any(n in self.layer_by_name[name].bottoms for name in only)]
+        read = None if only is None else {b for name in only for b in self.layer_by_name[name].bottoms}
+        required = [n for n in self.input_names if read is None or n in read]
         unknown = sorted(set(given) - set(self.input_names))
         missing = [n for n in required if n not in given]
         if unknown or missing:

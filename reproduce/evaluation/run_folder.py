@@ -79,12 +79,11 @@ class RunFolder:
         folder holds this run on the same data (or a shorter run over the same first episodes, which
         this one extends). A folder where no episode was scored yet never blocks another request.
         `data`: image name -> digest of the files an episode reads of it."""
+        # (a folder with rows but no manifest of ours never gets here: locked() refuses it)
         scored = self.csv_path.exists() and b"\n" in self.csv_path.read_bytes()
-        if self.manifest_path.exists() and scored:
+        if scored:
             self._check_manifest(manifest, episodes)
             self._check_data(data)
-        elif scored:
-            raise ReproduceError(f"{self.csv_path} exists without a manifest.json; it is not a run of this tool")
         atomic_write_text(self.manifest_path, to_json(manifest))
         known = self._read_data() if scored else {}
         atomic_write_text(self.path / DATA_NAME, to_json(known | data))

@@ -1,11 +1,10 @@
 """`export`: a net as a self-contained torch.export program (.pt2) and, optionally, ONNX."""
 from __future__ import annotations
 
-import os
-
 from weights_convert.own_outputs import is_export
 
-is_own_output = is_export  # an existing --out is replaced only when it is an export of ours
+is_own_output = is_export  # an existing --out or --onnx is replaced only when it is an export of ours
+OWNED_OUTPUTS = ("out", "onnx")
 
 NAME = "export"
 HELP = ("write a net (TEST phase, Caffe's semantics included) as a torch.export program that runs without "
@@ -30,12 +29,6 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from weights_convert.export import ONNX_OPSET, export_program, parse_input_shapes
 
-    from weights_convert.cli_frame import OutputIsInput
-    from weights_convert.own_outputs import is_export as ours
-
-    if args.onnx and os.path.exists(args.onnx) and not (args.force or ours(args.onnx)):
-        raise OutputIsInput(f"--onnx {args.onnx} exists and is not an export of this kit; it is left alone: name "
-                            "another file, or pass --force to replace it")
     outputs = [name.strip() for name in args.outputs.split(",") if name.strip()] if args.outputs else None
     record = export_program(args.prototxt, args.weights, parse_input_shapes(args.input_shape), args.out,
                             onnx_out=args.onnx, outputs=outputs)

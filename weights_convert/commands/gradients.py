@@ -30,7 +30,6 @@ def run(args) -> int:
     import numpy as np
 
     from weights_convert.atomic import atomic_write
-    from weights_convert.errors import CaffeFormatError
     from weights_convert.graph import CaffeNet
     from weights_convert.numerics import faithful_mode
     from weights_convert.train.data import EpisodeInputs
@@ -47,9 +46,8 @@ def run(args) -> int:
                                  skip_constant_frame=not (args.every_position or args.blob_diffs))
     if args.weights is not None:
         load_weights_for_training(net, args.weights)
-    elif net.param_layers():
-        raise CaffeFormatError(f"{args.prototxt}: has learnable layers ({', '.join(l.name for l in net.param_layers())}); "
-                               "give their values with --weights")
+    else:
+        net.refuse_missing_weights()
     with faithful_mode():
         result = forward_backward(net, batch, blob_diffs=args.blob_diffs)
     arrays = {"loss": np.float32(result.loss)}

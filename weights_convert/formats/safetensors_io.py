@@ -200,12 +200,12 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
             if data is not None:
                 data.update(view)
             tensors[e.key] = array.astype(array.dtype.newbyteorder("="), copy=False)
-    written = metadata.get(written_key)
+    if data is not None:
+        found = file_checksum(header, data) if written_key == DATA_DIGEST_KEY else data.hexdigest()
+        if found != metadata[written_key]:
+            raise CaffeFormatError(f"{path}: damaged: its tensor bytes are not the ones written (their checksum is in "
+                                   "its header); convert the model again")
     metadata = {k: v for k, v in metadata.items() if k not in _DATA_DIGESTS}  # the file's own record
-    found = file_checksum(header, data) if written_key == DATA_DIGEST_KEY else data.hexdigest() if data else None
-    if data is not None and found != written:
-        raise CaffeFormatError(f"{path}: damaged: its tensor bytes are not the ones written (their checksum is in "
-                               "its header); convert the model again")
     return {e.key: tensors[e.key] for e in entries}, metadata
 
 

@@ -104,5 +104,6 @@ def traced(*sizes) -> bool:
     return any(isinstance(s, torch.SymInt) for s in sizes)
 
 
-def count(shape: Sequence[int]) -> int:
-    return math.prod(int(d) for d in shape)
+def count(shape: Sequence[int], start: int = 0, end: int | None = None) -> int:
+    """Caffe's Blob::count(start, end): the product of the dims in [start, end)."""
+    return math.prod(int(d) for d in list(shape)[start:end])

@@ -13,9 +13,9 @@ import torch
 
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.schema import pb
-from weights_convert.layers.base import CaffeLayer
-from weights_convert.layers.loss import (L, class_labels, count, ignore_label, needs_gradient, normalization_mode,
-                                         normalizer, running_sum, scalar, with_caffe_gradient)
+from weights_convert.layers.base import CaffeLayer, count
+from weights_convert.layers.loss import (class_labels, ignore_label, needs_gradient, normalization_mode, normalizer,
+                                         running_sum, scalar, with_caffe_gradient)
 
 FLT_MIN = float(np.finfo(np.float32).tiny)  # SoftmaxWithLoss's floor under a probability
 LOG_THRESHOLD = 1e-20                        # kLOG_THRESHOLD: the other layers' floor
@@ -40,13 +40,13 @@ class _ClassAxisLoss(CaffeLayer):
                             f"Caffe expects {outer * inner} (one per position, values 0..{classes - 1})")
         return outer, classes, inner
 
-    def loss_of(self, terms: torch.Tensor, valid: torch.Tensor, outer: int, inner: int) -> np.float32:
-        """Caffe's value: the valid positions' terms summed in order, over the normaliser."""
-        total = running_sum(torch.where(valid, terms, torch.zeros_like(terms)))
-        return np.float32(total / normalizer(self.normalization, outer, inner, int(valid.sum())))
-
-    def scale(self, valid: torch.Tensor, outer: int, inner: int) -> float:
-        return float(np.float32(1.0) / normalizer(self.normalization, outer, inner, int(valid.sum())))
+    def loss_and_scale(self, terms: torch.Tensor, counted: torch.Tensor, valid: torch.Tensor, outer: int,
+                       inner: int) -> tuple[np.float32, float]:
+        """Caffe's value (the counted terms summed in order, over the normaliser of the valid
+        positions) and the diffs' scale, 1 / normaliser."""
+        norm = normalizer(self.normalization, outer, inner, int(valid.sum()))
+        total = running_sum(torch.where(counted, terms, torch.zeros_like(terms)))
+        return np.float32(total / norm), float(np.float32(1.0) / norm)
 
 
 class SoftmaxWithLoss(_ClassAxisLoss):
@@ -66,12 +66,12 @@ class SoftmaxWithLoss(_ClassAxisLoss):
         labels, valid = class_labels(self, label.reshape(outer, inner), classes, self.ignore_label)
         index = torch.where(valid, labels, 0).unsqueeze(1)
         picked = p.gather(1, index).squeeze(1)
-        loss = self.loss_of(-torch.log(torch.clamp(picked, min=FLT_MIN)), valid, outer, inner)
+        loss, scale = self.loss_and_scale(-torch.log(torch.clamp(picked, min=FLT_MIN)), valid, valid, outer, inner)
         top = scalar(loss, x)
         if needs_gradient(x):
             diff = p.clone()
             diff.scatter_add_(1, index, torch.full_like(picked, -1.0).unsqueeze(1))
-            diff = diff * valid.unsqueeze(1) * self.scale(valid, outer, inner)
+            diff = diff * valid.unsqueeze(1) * scale
             top = with_caffe_gradient(top, [(x, diff.reshape(x.shape))])
         return [top, prob][:len(self.tops)]
 
@@ -107,13 +107,11 @@ class InfogainLoss(_ClassAxisLoss):
         logs = torch.log(torch.clamp(p, min=LOG_THRESHOLD))
         # Caffe subtracts the classes' products one by one inside the position loop
         terms = (-rows * logs).permute(0, 2, 1).reshape(outer, inner * classes)
-        valid_terms = valid.repeat_interleave(classes, dim=1)
-        total = running_sum(torch.where(valid_terms, terms, torch.zeros_like(terms)))
-        loss = np.float32(total / normalizer(self.normalization, outer, inner, int(valid.sum())))
+        loss, scale = self.loss_and_scale(terms, valid.repeat_interleave(classes, dim=1), valid, outer, inner)
         top = scalar(loss, x)
         if needs_gradient(x):
             diff = p * rows.sum(1, keepdim=True) - rows
-            diff = diff * valid.unsqueeze(1) * self.scale(valid, outer, inner)
+            diff = diff * valid.unsqueeze(1) * scale
             top = with_caffe_gradient(top, [(x, diff.reshape(x.shape))])
         return [top, prob][:len(self.tops)]
 

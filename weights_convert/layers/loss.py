@@ -8,14 +8,13 @@ Caffe's bottom diffs (per unit top diff) together, and `with_caffe_gradient` mak
 those diffs, times the top's diff (its loss_weight), to the bottoms."""
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from weights_convert.formats.schema import pb
-from weights_convert.layers.base import CaffeLayer
+from weights_convert.layers.base import CaffeLayer, count
 
 L = pb.LossParameter
 
@@ -52,11 +51,6 @@ def running_sum(terms: torch.Tensor) -> np.float32:
     differs by up to ~1e-4 relative at a million terms)."""
     flat = terms.detach().reshape(-1).float().cpu().numpy()
     return np.cumsum(flat, dtype=np.float32)[-1] if flat.size else np.float32(0.0)
-
-
-def count(shape: Sequence[int], start: int = 0, end: int | None = None) -> int:
-    """Caffe's Blob::count(start, end): the product of the dims in [start, end)."""
-    return math.prod(int(d) for d in list(shape)[start:end])
 
 
 def class_labels(layer: CaffeLayer, label: torch.Tensor, n_classes: int, ignore: int | None) -> tuple[torch.Tensor, torch.Tensor]:

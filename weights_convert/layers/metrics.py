@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from weights_convert.formats.schema import pb
-from weights_convert.layers.base import CaffeLayer
-from weights_convert.layers.loss import class_labels, count, without_backward
+from weights_convert.layers.base import CaffeLayer, count
+from weights_convert.layers.loss import class_labels, without_backward
 
 
 class Accuracy(CaffeLayer):

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from weights_convert.formats.schema import pb
-from weights_convert.layers.base import CaffeLayer
-from weights_convert.layers.loss import count, needs_gradient, running_sum, scalar, with_caffe_gradient
+from weights_convert.layers.base import CaffeLayer, count
+from weights_convert.layers.loss import needs_gradient, running_sum, scalar, with_caffe_gradient
 
 
 class EuclideanLoss(CaffeLayer):

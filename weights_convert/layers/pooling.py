@@ -127,8 +127,6 @@ class Pooling(CaffeLayer):
         out = pooled_sizes((H, W), kernel, pad, stride, self.ceil)
         if not traced(H, W) and min(out) < 1:
             raise self.fail(f"input {H}x{W} is smaller than the kernel {kernel}")
-        # Pad so that every one of the `out` windows lies inside; the extra right padding only ever
-        # covers positions Caffe clips away (max: -inf; sums: 0).
         if self.method == P.MAX:
             y = _max_pool(x, kernel, stride, pad, out, self.ceil)
             # Caffe starts each max at -FLT_MAX: -inf inputs and empty windows (stride > kernel

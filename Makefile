@@ -41,8 +41,8 @@ test: install
 # The golden layer, net, module, gradient and solver tests on a GPU (fails in one line without one).
 # GPU users keep their own CUDA build of torch: `make test-gpu PY=python3` uses it, installing nothing.
 SETUP := $(if $(filter command line,$(origin PY)),,install)
-GOLDEN_TESTS = tests/test_layers_golden.py tests/test_oslsm_model.py tests/test_train_golden.py \
-               tests/test_standard_layers.py tests/test_solvers_golden.py tests/test_model_zoo.py
+GOLDEN_TESTS = tests/weights_convert/layers/test_layers_golden.py tests/weights_convert/oslsm/test_oslsm_model.py tests/weights_convert/train/test_train_golden.py \
+               tests/weights_convert/layers/test_standard_layers.py tests/weights_convert/train/test_solvers_golden.py tests/weights_convert/test_model_zoo.py
 test-gpu: $(SETUP)
 	$(PY) -m pytest -q --device $(if $(filter cpu,$(DEVICE)),cuda,$(call arg,DEVICE)) $(GOLDEN_TESTS)
 

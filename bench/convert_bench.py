@@ -258,7 +258,7 @@ def main() -> int:
         print()
         print(section)
         if not args.no_record:
-            from weights_convert.atomic import atomic_write_text
+            from weights_convert.files.atomic import atomic_write_text
 
             old = RESULTS.read_text() if RESULTS.exists() else ""
             atomic_write_text(RESULTS, replace_section(old, section))

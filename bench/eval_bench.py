@@ -26,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from weights_convert.atomic import atomic_write_text  # noqa: E402
+from weights_convert.files.atomic import atomic_write_text  # noqa: E402
 from weights_convert.oslsm.layout import (FC6_KERNEL, QUERY_PAD,  # noqa: E402
                                           VGG_BLOCKS, OSLSMWidths, conv_layer_shapes)
 
@@ -35,13 +35,13 @@ SECTION = "## Evaluation"
 
 
 def sync(device: torch.device) -> None:
-    from weights_convert.device_timing import synchronize
+    from weights_convert.checks.device_timing import synchronize
 
     synchronize(device)
 
 
 def machine() -> str:
-    from weights_convert.provenance import cpu_name
+    from weights_convert.files.provenance import cpu_name
 
     cpu = cpu_name()
     mem = ""
@@ -59,7 +59,7 @@ def machine() -> str:
 def conv_reference(device: torch.device, reps: int = 5) -> dict:
     """The yardstick for the model's forward: the package's float32 convolution throughput (the
     self-check measures the same)."""
-    from weights_convert.device_timing import conv_throughput
+    from weights_convert.checks.device_timing import conv_throughput
 
     return conv_throughput(device, reps)
 
@@ -191,7 +191,7 @@ def main(argv=None) -> int:
     one = timed_eval(voc, weights, args.fold, 1, args.episodes, args.device, work / "run_1shot_disk", True, disk)
     five = timed_eval(voc, weights, args.fold, args.shots, args.episodes, args.device, work / "run_after_1shot", True, disk)
     identical = (off["csv"] == on["csv"] == five["csv"]) and (off["summary"] == on["summary"] == five["summary"])
-    from weights_convert.numerics import faithful_mode
+    from weights_convert.runtime.numerics import faithful_mode
     with faithful_mode():  # the evaluation's numerics
         ref = conv_reference(device)
         full = full_query_forward(device)

@@ -23,7 +23,7 @@ GOLDEN = ROOT / "tests" / "golden_train"
 
 RUN = """
 import sys
-from weights_convert import numerics
+from weights_convert.runtime import numerics
 if sys.argv[1] == "unsettled":
     numerics._settle_lazy_kernels = lambda: None
 from weights_convert.cli import main

@@ -84,7 +84,7 @@ def previous_forward(branch, x: torch.Tensor) -> torch.Tensor:
 def ab_query_forward(hw: tuple[int, int], reps: int) -> dict:
     """Median seconds of the previous code's forward, today's with the skipping off and with it
     on, alternated in one process on one model."""
-    from weights_convert.numerics import faithful_mode
+    from weights_convert.runtime.numerics import faithful_mode
     from weights_convert.oslsm.model import OSLSM
 
     model = OSLSM(OSLSMWidths.FULL).to(memory_format=torch.channels_last).eval()  # load_oslsm's layout
@@ -112,7 +112,7 @@ def ab_query_forward(hw: tuple[int, int], reps: int) -> dict:
 
 
 def support_forward_seconds(reps: int = 3) -> float:
-    from weights_convert.numerics import faithful_mode
+    from weights_convert.runtime.numerics import faithful_mode
     from weights_convert.oslsm.model import OSLSM
 
     model = OSLSM(OSLSMWidths.FULL).to(memory_format=torch.channels_last).eval()
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     ap.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"))
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
-    from weights_convert.numerics import faithful_mode
+    from weights_convert.runtime.numerics import faithful_mode
 
     rows = []
     for hw in ((500, 500), (375, 500)):

@@ -1,5 +1,5 @@
 """A training process with malloc's defaults against one that keeps its freed blocks
-(`weights_convert.allocator.keep_freed_blocks`, what `train` does): seconds per iteration of the
+(`weights_convert.runtime.allocator.keep_freed_blocks`, what `train` does): seconds per iteration of the
 full-size upstream train net (iter_size 10, the five golden training episodes), resident memory
 and the heap's free bytes after each iteration, in two child processes on this machine. Writes the
 "## Training allocator" section of bench/RESULTS.md.
@@ -26,12 +26,12 @@ SECTION = "## Training allocator"
 CHILD = """
 import json, resource, sys, tempfile, time
 from pathlib import Path
-from weights_convert.allocator import free_heap_bytes, keep_freed_blocks
+from weights_convert.runtime.allocator import free_heap_bytes, keep_freed_blocks
 kept = keep_freed_blocks() if sys.argv[1] == "keep" else False
 sys.path.insert(0, "bench")
 from train_bench import GOLDEN, UPSTREAM, full_size_weights
 from weights_convert.graph import CaffeNet
-from weights_convert.numerics import faithful_mode
+from weights_convert.runtime.numerics import faithful_mode
 from weights_convert.train.data import EpisodeInputs
 from weights_convert.train.solver_file import read_solver
 from weights_convert.train.trainer import Trainer, load_weights_for_training

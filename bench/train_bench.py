@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from eval_bench import machine, sync, write_section  # noqa: E402
-from weights_convert.allocator import keep_freed_blocks  # noqa: E402
+from weights_convert.runtime.allocator import keep_freed_blocks  # noqa: E402
 from weights_convert.formats.caffemodel import write_caffemodel  # noqa: E402
 from weights_convert.graph import CaffeNet  # noqa: E402
-from weights_convert.numerics import faithful_mode  # noqa: E402
+from weights_convert.runtime.numerics import faithful_mode  # noqa: E402
 from weights_convert.oslsm import OSLSMWidths  # noqa: E402
 from weights_convert.oslsm.random_init import random_oslsm_params  # noqa: E402
 from weights_convert.train.data import EpisodeInputs  # noqa: E402

@@ -19,6 +19,22 @@ def comma_list(text: str, flag: str, problems: list[str]) -> list[str]:
     return items
 
 
+def add_folds_argument(parser, help_tail: str = "") -> None:
+    parser.add_argument("--folds", nargs="+", default=[",".join(map(str, FOLDS))], metavar="F",
+                        help="folds, space- or comma-separated (default: all four)" + help_tail)
+
+
+def selected_folds(values: list[str], problems: list[str]) -> list[int]:
+    """--folds as sorted distinct fold numbers; what is not a PASCAL-5i fold is a problem."""
+    folds = set()
+    for item in (item for value in values for item in comma_list(value, "--folds", problems)):
+        if item.isdigit() and int(item) in FOLDS:
+            folds.add(int(item))
+        else:
+            problems.append(f"--folds: {item} is not a PASCAL-5i fold ({', '.join(map(str, FOLDS))})")
+    return sorted(folds)
+
+
 def add_data_arguments(parser, voc_required: bool = True) -> None:
     parser.add_argument("--voc", required=voc_required,
                         help="VOC2012 folder (ImageSets, JPEGImages, SegmentationClass)")
@@ -64,22 +80,3 @@ def open_checked_training_sets(args) -> dict:
         collect(problems, refuse_inside_dataset, args.out, dataset.root)
     raise_problems(problems)
     return sets
-
-
-def add_hsnet_arguments(parser, masks: bool = True, size: bool = True) -> None:
-    """The options of protocol hsnet: its split files, its masks and its scoring grid."""
-    parser.add_argument("--hsnet-splits", help="protocol hsnet: a folder of fold0.txt .. fold3.txt split files "
-                        "(default: HSNet's own, packaged)")
-    if masks:
-        parser.add_argument("--masks", help="protocol hsnet: the SegmentationClassAug folder (default: "
-                            "VOC/SegmentationClassAug)")
-    if size:
-        parser.add_argument("--hsnet-size", type=int, help="protocol hsnet: score at SIZE x SIZE, the mask "
-                            "nearest-resized, as HSNet's default 400 (default: at the image's own size)")
-
-
-def hsnet_options(args) -> dict:
-    """The hsnet options given, as EvalConfig fields (absent ones left out)."""
-    options = {"masks": getattr(args, "masks", None), "hsnet_size": getattr(args, "hsnet_size", None),
-               "hsnet_splits": args.hsnet_splits}
-    return {k: (Path(v) if k != "hsnet_size" else v) for k, v in options.items() if v is not None}

@@ -14,7 +14,7 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     """A device this machine cannot run fails the session in one line: never a silent skip or pass."""
-    from weights_convert.devices import DeviceError, checked_device
+    from weights_convert.runtime.devices import DeviceError, checked_device
 
     try:
         config.option.device = checked_device(config.getoption("--device"))

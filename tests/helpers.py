@@ -2,12 +2,18 @@
 tests/golden, so no ../shared is needed) and a digest that proves a folder was not written."""
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
-GOLDEN = Path(__file__).parent / "golden"
-GOLDEN_STD = Path(__file__).parent / "golden_std"    # Caffe's standard losses, metrics and solvers
-GOLDEN_ZOO = Path(__file__).parent / "golden_zoo"    # Model Zoo nets run by the real Caffe
-UPSTREAM = Path(__file__).parent / "upstream"
+TESTS = Path(__file__).resolve().parent   # the tests, in folders that follow the packages, and their data
+ROOT = TESTS.parent
+GOLDEN = TESTS / "golden"
+GOLDEN_TRAIN = TESTS / "golden_train"  # the real Caffe training a thin OSLSM
+GOLDEN_STD = TESTS / "golden_std"      # Caffe's standard losses, metrics and solvers
+GOLDEN_ZOO = TESTS / "golden_zoo"      # Model Zoo nets run by the real Caffe
+TRAINING_DATA = GOLDEN_TRAIN / "episodes" / "data"  # synthetic VOC + SBD folders of the training layer
+REFERENCE = TESTS / "reference"        # episode lists of the original and of HSNet
+UPSTREAM = TESTS / "upstream"
 MANIFEST = json.loads((GOLDEN / "manifest.json").read_text())
 CASES = sorted(k for k in MANIFEST if not k.startswith("_"))
 
@@ -51,3 +57,12 @@ def write_mixed_thin_caffemodel(path: Path, seed: int) -> None:
     from weights_convert.oslsm.random_init import write_oslsm_caffemodel
 
     write_oslsm_caffemodel(path, mixed_thin_params(seed))
+
+
+def thin_solver(folder: Path) -> Path:
+    """A short SGD solver for the golden thin OSLSM train net, written with a copy of the net into `folder`."""
+    shutil.copy(GOLDEN_TRAIN / "net.prototxt", folder / "net.prototxt")
+    solver = folder / "solver.prototxt"
+    solver.write_text('train_net: "net.prototxt"\nbase_lr: 1e-9\nlr_policy: "fixed"\nmomentum: 0.9\n'
+                      'weight_decay: 0.0005\niter_size: 2\naverage_loss: 10\nmax_iter: 4\nsnapshot: 2\n')
+    return solver

@@ -3,8 +3,8 @@ included), dependencies pointing one way, commands at the top, short library fun
 import ast
 from pathlib import Path
 
-from weights_convert import source_graph
-from weights_convert.source_graph import imported_modules, project_modules
+from weights_convert.files import source_graph
+from weights_convert.files.source_graph import imported_modules, project_modules
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("weights_convert", "reproduce")
@@ -87,6 +87,30 @@ def test_dependencies_point_one_way():
     assert _violations(("weights_convert.oslsm",), ("weights_convert.graph", "weights_convert.convert",
                                                     "weights_convert.train"), graph) == []
     assert _violations(("weights_convert",), ("reproduce",), graph) == []
+    # the run-time environment and file helpers sit below everything else in the toolkit
+    toolkit = tuple(f"weights_convert.{p}" for p in ("formats", "layers", "graph", "oslsm", "train", "convert",
+                                                     "export", "artifacts", "forward_pass", "netspec", "checks",
+                                                     "commands", "cli"))
+    assert _violations(("weights_convert.runtime", "weights_convert.files"), toolkit, graph) == []
+
+
+def test_the_toolkit_root_holds_entry_points_and_the_net_alone():
+    """Utilities live in sub-packages named for what they are for (runtime, files, checks)."""
+    files = _modules()
+    loose = sorted(m for m in files if m.startswith("weights_convert.") and m.count(".") == 1
+                   and files[m].name != "__init__.py")
+    assert loose == ["weights_convert.__main__", "weights_convert.artifacts", "weights_convert.cli",
+                     "weights_convert.cli_frame", "weights_convert.convert", "weights_convert.errors",
+                     "weights_convert.export", "weights_convert.forward_pass", "weights_convert.graph",
+                     "weights_convert.netspec"]
+
+
+def test_commands_are_thin():
+    """A command parses, checks and calls a library function: its work lives below it."""
+    files = _modules()
+    long = sorted(f"{m}: {n} lines" for m, path in files.items() if ".commands." in m
+                  and (n := len(path.read_text().splitlines())) > 120)
+    assert long == []
 
 
 # reproduce/ in the order of the data's way through it: a package imports only from those before it.
@@ -143,7 +167,7 @@ def test_the_model_file_holds_the_architecture_only():
 
 def test_feature_provenance_reads_sources_without_importing_them():
     graph = import_graph()
-    assert graph["reproduce.evaluation.provenance"] <= {"weights_convert.provenance", "weights_convert.source_graph"}
+    assert graph["reproduce.evaluation.provenance"] <= {"weights_convert.files.provenance", "weights_convert.files.source_graph"}
 
 
 def test_library_functions_are_short():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -15,6 +16,23 @@ from weights_convert.errors import CaffeFormatError, first_line
 ARTIFACT_FORMAT = "oslsm-repro-export/1"
 META_NAME = "oslsm_repro.json"   # an extra file of the .pt2, a metadata_props key of the .onnx
 ARTIFACT_SUFFIXES = (".pt2", ".onnx")
+
+
+def is_export(path: str | os.PathLike) -> bool:
+    """A .pt2 or .onnx written by `export` (its metadata names this kit's export format)."""
+    if os.fspath(path).lower().endswith(".onnx"):
+        try:
+            import onnx
+
+            model = onnx.load_model(os.fspath(path), load_external_data=False)
+        except Exception:  # not ONNX at all
+            return False
+        return any(p.key == META_NAME for p in model.metadata_props)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/" + META_NAME) or name == META_NAME for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 @dataclass

@@ -10,9 +10,9 @@ import tempfile
 import traceback
 from typing import Sequence
 
-from weights_convert.devices import DeviceError, checked_device
+from weights_convert.runtime.devices import DeviceError, checked_device
 from weights_convert.errors import Interrupted
-from weights_convert.stop_signals import exit_status, sigterm_as_interrupt
+from weights_convert.runtime.stop_signals import exit_status, sigterm_as_interrupt
 
 
 def build_parser(prog: str, description: str | None, package: str, modules: Sequence[str]) -> argparse.ArgumentParser:

@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from weights_convert.atomic import atomic_write_text
+from weights_convert.files.atomic import atomic_write_text
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.prototxt import load_net
 from weights_convert.formats.safetensors_io import (LateValue, TensorEntry, caffemodel_to_safetensors, inspected,
@@ -29,7 +29,7 @@ from weights_convert.formats.safetensors_io import (LateValue, TensorEntry, caff
 from weights_convert.formats.schema import pb
 from weights_convert.formats.weights_io import BlobHandle, sniff_format
 from weights_convert.layers.facts import owns_blobs
-from weights_convert.provenance import sha256_file
+from weights_convert.files.provenance import sha256_file
 
 FORMAT_NAME, FORMAT_VERSION = "oslsm-repro-weights", "1"
 MODEL_FORMS = ("graph", "oslsm")

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from weights_convert.artifacts import ARTIFACT_FORMAT, META_NAME
-from weights_convert.atomic import atomic_path
+from weights_convert.files.atomic import atomic_path
 from weights_convert.errors import CaffeFormatError, first_line
 from weights_convert.graph import CaffeNet
-from weights_convert.provenance import sha256_file
+from weights_convert.files.provenance import sha256_file
 
 ONNX_OPSET = 18  # the torch exporter's default in torch 2.13, stated rather than implied
 

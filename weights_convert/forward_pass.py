@@ -8,7 +8,7 @@ from typing import Mapping
 
 import numpy as np
 
-from weights_convert.atomic import atomic_path
+from weights_convert.files.atomic import atomic_path
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.prototxt import load_net
 
@@ -25,7 +25,7 @@ def run_graph(prototxt: str | os.PathLike, weights: str | os.PathLike | None,
     import torch
 
     from weights_convert.graph import CaffeNet
-    from weights_convert.numerics import faithful_mode
+    from weights_convert.runtime.numerics import faithful_mode
 
     names = input_names(prototxt)
     missing = [n for n in names if n not in arrays]

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from google.protobuf import text_format
 from google.protobuf.descriptor import FieldDescriptor
 
-from weights_convert.atomic import atomic_write_text
+from weights_convert.files.atomic import atomic_write_text
 from weights_convert.formats.schema import pb
 
 

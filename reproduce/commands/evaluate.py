@@ -1,9 +1,8 @@
 """`evaluate`: one fold's test episodes through a converted OSLSM model, scored as test.py."""
 from __future__ import annotations
 
-from reproduce.cli_arguments import add_hsnet_arguments, hsnet_options
 from reproduce.data.pascal5i import FOLDS
-from reproduce.evaluation.protocols import PROTOCOLS
+from reproduce.evaluation.protocols import add_protocol_arguments
 
 # --device is checked with the other arguments, all problems reported at once (eval_config).
 DEVICE_IN_PROBLEMS = True
@@ -24,11 +23,7 @@ def add_arguments(parser) -> None:
                         "`episodes` writes; hand-made lists: see README, 'Episode files')")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--out", required=True, help="RUN_DIR (resumed when it holds the same run)")
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="original",
-                        help="original: test.py's scoring (void = background, the paper's numbers); "
-                             "modern: void pixels ignored; hsnet: HSNet's episodes, masks and scoring "
-                             "(docs/protocols.md)")
-    add_hsnet_arguments(parser)
+    add_protocol_arguments(parser)
     parser.add_argument("--cache-dir", help="on-disk cache of features and the mask scan (default: none; "
                         "nothing is cached outside the run folder)")
     parser.add_argument("--no-cache", action="store_true", help="recompute every image for every episode")
@@ -41,16 +36,21 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from reproduce.data.episodes import load_episodes
+    from reproduce.errors import raise_problems
     from reproduce.evaluation.evaluate import evaluate, summary_lines
+    from reproduce.evaluation.protocols import protocol_from_args
+
+    protocol, problems = protocol_from_args(args)
+    raise_problems(problems)
 
     n_episodes = args.episodes
     if n_episodes is None:
         n_episodes = len(load_episodes(args.episodes_file).episodes) if args.episodes_file else 1000
     s = evaluate(args.voc, args.weights, args.fold, args.shots, n_episodes=n_episodes, device=args.device,
-                 out_dir=args.out, episodes_file=args.episodes_file, protocol=args.protocol,
+                 out_dir=args.out, episodes_file=args.episodes_file, protocol=protocol,
                  cache=not args.no_cache, cache_dir=args.cache_dir, save_masks=args.save_masks,
                  progress=not args.no_progress, prototxt=args.prototxt, workers=args.workers,
-                 allow_nonfinite=args.allow_nonfinite, **hsnet_options(args))
+                 allow_nonfinite=args.allow_nonfinite)
     print("\n".join(summary_lines(s)))
     print(f"-> {args.out}")
     return 0

@@ -1,7 +1,7 @@
 """`figure`: episode panels of a finished run, like the paper's qualitative figure."""
 from __future__ import annotations
 
-from weights_convert.own_outputs import is_png
+from weights_convert.files.own_outputs import is_png
 
 is_own_output = is_png
 

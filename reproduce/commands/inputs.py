@@ -6,8 +6,8 @@ import numpy as np
 from reproduce.cli_arguments import add_data_arguments, open_data
 from reproduce.data.episodes import resolve_episodes
 from reproduce.data.preprocess import episode_inputs
-from weights_convert.atomic import atomic_write
-from weights_convert.own_outputs import is_npz
+from weights_convert.files.atomic import atomic_write
+from weights_convert.files.own_outputs import is_npz
 
 is_own_output = is_npz
 

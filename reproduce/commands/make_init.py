@@ -8,10 +8,10 @@ import numpy as np
 
 from reproduce.errors import ReproduceError
 from reproduce.training.recipe import TRAIN_PROTOTXT, train_net_blobs
-from weights_convert.atomic import atomic_write_text
+from weights_convert.files.atomic import atomic_write_text
 from weights_convert.formats.caffemodel import write_caffemodel
-from weights_convert.own_outputs import json_with_keys
-from weights_convert.provenance import sha256_file
+from weights_convert.files.own_outputs import json_with_keys
+from weights_convert.files.provenance import sha256_file
 
 def is_own_output(path) -> bool:
     """A start model is ours when the record this command writes beside it is there."""

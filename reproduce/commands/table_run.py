@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reproduce.cli_arguments import add_hsnet_arguments, hsnet_options
-from reproduce.data.pascal5i import FOLDS
-from reproduce.evaluation.protocols import PROTOCOLS, Protocol
+from reproduce.cli_arguments import add_folds_argument
+from reproduce.evaluation.protocols import add_protocol_arguments
 
 TABLE_LOCK = ".table-run.lock"
 # --device is checked with the other arguments, all problems reported at once (eval_config).
@@ -32,24 +31,22 @@ def add_arguments(parser) -> None:
                         help="keep computed features on disk here for later runs (default: none, memory only)")
     parser.add_argument("--cache-max-gb", type=float, default=10.0,
                         help="the on-disk feature cache stops growing at this size (default 10)")
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="original",
-                        help="original: the paper's (default); modern: void ignored; hsnet: HSNet's protocol, "
-                             "tables table{1_1shot,2_5shot}_hsnet.* and runs in OUT/runs_hsnet (docs/protocols.md)")
-    add_hsnet_arguments(parser)
-    parser.add_argument("--folds", type=int, nargs="+", default=list(FOLDS), choices=FOLDS,
-                        help="a subset of folds (the table then has no mean)")
+    add_protocol_arguments(parser, extra_help="; a protocol's tables and runs carry its suffix "
+                           "(e.g. table1_1shot_hsnet.* and OUT/runs_hsnet)")
+    add_folds_argument(parser, " (a subset: the table then has no mean)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args) -> int:
     # Imported here: `--help` and the light commands start without loading torch.
+    from reproduce.cli_arguments import selected_folds
     from reproduce.errors import ReproduceError, collect, raise_problems
-    from reproduce.data.hsnet import MASKS
     from reproduce.data.voc import VOCDataset, refuse_inside_dataset
-    from reproduce.evaluation.eval_config import argument_problems, hsnet_problems
+    from reproduce.evaluation.eval_config import argument_problems
+    from reproduce.evaluation.protocols import protocol_from_args
     from reproduce.numeric_options import numeric_problems
-    from weights_convert.folder_lock import folder_lock
+    from weights_convert.files.folder_lock import folder_lock
     from reproduce.workflows.table_pipeline import (check_models, ensure_converted, evaluate_folds, require_voc,
                                                     write_table_and_report)
 
@@ -59,27 +56,26 @@ def run(args) -> int:
     problems = argument_problems(n_episodes=args.episodes, workers=args.workers, device=args.device,
                                  folders={"--out": out, "--cache-dir": args.cache_dir})
     problems += numeric_problems(args, ("cache_max_gb",))
+    folds = selected_folds(args.folds, problems)
     voc = collect(problems, require_voc, args.voc)
-    collect(problems, check_models, args.models, out / "models", args.folds, prototxt)
+    collect(problems, check_models, args.models, out / "models", folds, prototxt)
     if voc is not None:
         collect(problems, refuse_inside_dataset, out, voc, "--out")
-    options = hsnet_options(args)
-    problems += hsnet_problems(args.protocol, args.folds, **options)
-    if args.protocol == "hsnet" and voc is not None:  # its masks, before the first conversion
-        collect(problems, lambda: VOCDataset(voc, masks=options.get("masks") or voc / MASKS))
+    protocol, protocol_problems = protocol_from_args(args, folds=folds)
+    problems += protocol_problems
+    if protocol is not None and voc is not None and protocol.mask_dir(voc) is not None:
+        collect(problems, lambda: VOCDataset(voc, masks=protocol.mask_dir(voc)))  # before the first conversion
     raise_problems(problems, heading="cannot run the table")
     out.mkdir(parents=True, exist_ok=True)
     # One table-run at a time per results folder: two would each rewrite the tables and reports of
     # the other's folds (the last writer winning); the second is refused, naming the first.
     with folder_lock(out, TABLE_LOCK, "table-run", ReproduceError, owns=lambda _: True, clean=False):
-        converted = ensure_converted(args.models, out / "models", args.folds, prototxt=prototxt)
+        converted = ensure_converted(args.models, out / "models", folds, prototxt=prototxt)
         tables = sorted(set(args.table))
         runs = evaluate_folds(tables, voc, converted, out, episodes=args.episodes, device=args.device,
-                              protocol=args.protocol, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+                              protocol=protocol, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
                               cache_max_bytes=int(args.cache_max_gb * (1 << 30)), workers=args.workers,
-                              progress=not args.no_progress, runs_dir="runs" + Protocol(args.protocol,
-                                                                                      args.hsnet_size).table_suffix,
-                              **options)
+                              progress=not args.no_progress)
         for table in tables:
             paths = write_table_and_report(table, runs[table], out, voc, device=args.device)
             print(paths["md"].read_text())

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from reproduce.cli_arguments import add_training_data_arguments, open_checked_training_sets
 from reproduce.errors import ReproduceError
-from reproduce.training.recipe import RELEASED_ITERATION, SOLVER_PROTOTXT
+from reproduce.training.recipe import RELEASED_ITERATION, SOLVER_PROTOTXT, default_iterations
 from reproduce.data.voc import VOCDataset
 
 NAME = "train"
@@ -40,15 +40,9 @@ def check_no_test_images(sets, voc: str) -> None:
                              "or pass --allow-val-images knowingly")
 
 
-def default_iterations(iters: int | None, solver: str) -> int | None:
-    if iters is not None:
-        return iters
-    return RELEASED_ITERATION if Path(solver).resolve() == SOLVER_PROTOTXT.resolve() else None
-
-
 def run(args) -> int:
     from reproduce.workflows.fold_training import train_fold  # here: `--help` starts without loading torch
-    from weights_convert.allocator import keep_freed_blocks
+    from weights_convert.runtime.allocator import keep_freed_blocks
     from weights_convert.train.distributed import lead_process
 
     keep_freed_blocks()  # a training process needs its peak on every pass: reuse it, do not refault it

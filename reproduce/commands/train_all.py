@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from reproduce.cli_arguments import add_folds_argument
+
 NAME = "train-all"
 HELP = ("re-train the fold models: one `train` process per fold (a torchrun job with --ranks-per-fold R), "
         "queued on --devices; resumable; each fold's newest snapshot copied to OUT/models/")
@@ -12,7 +14,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--voc", required=True, help="VOC2012 folder (train.txt is read)")
     parser.add_argument("--sbd", required=True, help="SBD in the VOC layout (from `sbd-to-voc`)")
     parser.add_argument("--init", help="start model (from `make-init`); not needed to resume")
-    parser.add_argument("--folds", default="0,1,2,3", help="comma-separated folds (default 0,1,2,3)")
+    add_folds_argument(parser)
     parser.add_argument("--devices", default="cpu",
                         help="comma-separated devices, e.g. cuda:0,cuda:1 (a fold at a time on each; repeat cpu "
                              "to run folds side by side on the CPU)")
@@ -28,23 +30,16 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import sys
 
-    from reproduce.cli_arguments import comma_list
-    from reproduce.data.pascal5i import FOLDS
+    from reproduce.cli_arguments import comma_list, selected_folds
     from reproduce.numeric_options import numeric_problems
     from reproduce.errors import raise_problems
-    from reproduce.training.recipe import RELEASED_ITERATION
+    from reproduce.training.recipe import default_iterations
     from reproduce.workflows.all_folds import FoldJob, device_slots, publish_model, run_all
-    from weights_convert.devices import DeviceError, checked_device
+    from weights_convert.runtime.devices import DeviceError, checked_device
 
     out = Path(args.out)
     problems = numeric_problems(args, ("iters", "ranks_per_fold"))
-    folds, devices = comma_list(args.folds, "--folds", problems), comma_list(args.devices, "--devices", problems)
-    try:
-        folds = sorted({int(f) for f in folds})
-    except ValueError:
-        folds = []
-        problems.append(f"--folds {args.folds!r}: expected comma-separated fold numbers")
-    problems += [f"--folds: {f} is not a PASCAL-5i fold ({FOLDS})" for f in folds if f not in FOLDS]
+    folds, devices = selected_folds(args.folds, problems), comma_list(args.devices, "--devices", problems)
     for device in devices:
         try:
             checked_device(device)
@@ -55,7 +50,7 @@ def run(args) -> int:
     raise_problems(problems, heading="cannot start train-all")
     slots = device_slots(devices, args.ranks_per_fold)
     jobs = [FoldJob(f, out / f"fold{f}", _train_arguments(args, f)) for f in folds]
-    statuses = run_all(jobs, slots, out / "logs", args.iters or (None if args.solver else RELEASED_ITERATION))
+    statuses = run_all(jobs, slots, out / "logs", default_iterations(args.iters, args.solver))
     failed = sorted(f for f, status in statuses.items() if status != 0)
     for fold in folds:
         if fold in failed:

@@ -6,8 +6,8 @@ import json
 from reproduce.cli_arguments import add_training_data_arguments, open_checked_training_sets
 from reproduce.data.episodes import episodes_sha256
 from reproduce.training.episodes import TrainingEpisodes, build_training_items, system_seed
-from weights_convert.atomic import atomic_write_text
-from weights_convert.own_outputs import json_with_keys
+from weights_convert.files.atomic import atomic_write_text
+from weights_convert.files.own_outputs import json_with_keys
 
 def is_own_output(path) -> bool:
     return json_with_keys(path, ("fold", "shots", "n_items", "seed", "sets", "episodes", "sha256"))

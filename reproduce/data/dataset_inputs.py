@@ -7,7 +7,7 @@ import numpy as np
 from reproduce.data import preprocess
 from reproduce.data.resize2017 import resize_2017
 from reproduce.data.voc import VOID
-from weights_convert.provenance import sha256_file
+from weights_convert.files.provenance import sha256_file
 
 
 class DatasetInputs:

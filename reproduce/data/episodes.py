@@ -10,7 +10,7 @@ from pathlib import Path
 from reproduce.errors import ReproduceError
 from reproduce.data.items import FoldItems
 from reproduce.data.voc import class_name, fold_classes
-from weights_convert.atomic import atomic_write_text
+from weights_convert.files.atomic import atomic_write_text
 from reproduce.data.pascal5i import N_CLASSES, N_FOLDS
 
 SEED = 1385       # the original's fixed seed for deterministic mode

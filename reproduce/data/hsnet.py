@@ -18,7 +18,7 @@ from reproduce.data.episodes import Episode
 from reproduce.data.pascal5i import FOLDS
 from reproduce.data.voc import fold_classes
 from reproduce.errors import ReproduceError
-from weights_convert.atomic import atomic_write_text
+from weights_convert.files.atomic import atomic_write_text
 
 SPLITS = Path(__file__).parent / "reference" / "hsnet"
 SEED = 0  # HSNet's test.py: utils.fix_randseed(0)

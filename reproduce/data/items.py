@@ -20,7 +20,7 @@ import numpy as np
 from reproduce.errors import ReproduceError
 from reproduce.data.resize2017 import resize_2017
 from reproduce.data.voc import VOID, VOCDataset, fold_classes, refuse_inside_dataset
-from weights_convert.atomic import atomic_write_text
+from weights_convert.files.atomic import atomic_write_text
 
 MIN_CELLS = 2  # an item is kept when its 1/32 label map sums to MORE than this
 CACHE_VERSION = 1

@@ -17,8 +17,8 @@ from PIL import Image
 
 from reproduce.errors import ReproduceError
 from reproduce.data.voc import voc_palette
-from weights_convert.atomic import temporary_folder_beside
-from weights_convert.progress import Progress
+from weights_convert.files.atomic import temporary_folder_beside
+from weights_convert.runtime.progress import Progress
 
 DEFAULT_LISTS = ("train", "val")
 

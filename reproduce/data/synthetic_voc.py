@@ -19,7 +19,7 @@ from reproduce.errors import ReproduceError
 from reproduce.data.items import keeps_object
 from reproduce.data.voc import VOID, voc_palette
 from reproduce.data.pascal5i import FOLDS
-from weights_convert.atomic import temporary_folder_beside
+from weights_convert.files.atomic import temporary_folder_beside
 
 N_CLASSES = 20
 VOID_BAND = 3       # pixels of void drawn around every object, as VOC annotators did

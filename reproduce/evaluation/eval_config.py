@@ -12,10 +12,9 @@ import torch
 
 from reproduce.errors import ReproduceError, collect, raise_problems
 from reproduce.numeric_options import numeric_problems
-from reproduce.evaluation.protocols import PROTOCOLS, Protocol
-from reproduce.data.hsnet import MASKS, SPLITS, split_file
+from reproduce.evaluation.protocols import DEFAULT, Protocol, protocol_named
 from reproduce.data.voc import VOCDataset, refuse_inside_dataset
-from weights_convert.devices import DeviceError, checked_device
+from weights_convert.runtime.devices import DeviceError, checked_device
 from reproduce.data.pascal5i import N_FOLDS
 
 
@@ -29,7 +28,7 @@ class EvalConfig:
     device: str = "cpu"
     out_dir: Path = Path("results/run")
     episodes_file: Path | None = None
-    protocol: str = "original"
+    protocol: Protocol | str = DEFAULT  # a protocol object, or a registered name (its default options)
     cache: bool = True
     cache_dir: Path | None = None   # None: features are kept in memory for this run only
     cache_max_bytes: int = 10 << 30  # the on-disk feature cache stops growing here
@@ -40,24 +39,14 @@ class EvalConfig:
     workers: int = 2
     memory_bytes: int = 4 << 30
     allow_nonfinite: bool = False   # evaluate weights holding NaN or infinity anyway
-    masks: Path | None = None       # hsnet: the SegmentationClassAug folder (default: beside JPEGImages)
-    hsnet_size: int | None = None   # hsnet: score at this size squared instead of the image's size
-    hsnet_splits: Path | None = None  # hsnet: a folder of fold{F}.txt split files (default: HSNet's own)
+
+    def __post_init__(self):
+        if isinstance(self.protocol, str):
+            object.__setattr__(self, "protocol", protocol_named(self.protocol))
 
     @property
     def torch_device(self) -> torch.device:
         return torch.device(self.device)
-
-    @property
-    def scoring(self) -> Protocol:
-        return Protocol(self.protocol, self.hsnet_size)
-
-    @property
-    def mask_dir(self) -> Path | None:
-        """The masks this run reads: None for VOC's SegmentationClass."""
-        if self.protocol != "hsnet" or self.masks is not None or hasattr(self.voc, "read_image"):
-            return self.masks
-        return Path(self.voc) / MASKS
 
 
 def open_checked(config: EvalConfig):
@@ -68,11 +57,7 @@ def open_checked(config: EvalConfig):
         problems.append(f"fold must be 0..{N_FOLDS - 1}, got {config.fold}")
     if config.shots < 1:
         problems.append(f"shots must be >= 1, got {config.shots}")
-    if config.protocol not in PROTOCOLS:
-        problems.append(f"protocol must be one of {', '.join(PROTOCOLS)}, got {config.protocol!r}")
-    else:
-        problems += hsnet_problems(config.protocol, [config.fold], masks=config.masks, hsnet_size=config.hsnet_size,
-                                   hsnet_splits=config.hsnet_splits)
+    problems += config.protocol.problems([config.fold])
     problems += argument_problems(n_episodes=config.n_episodes, workers=config.workers, device=config.device,
                                   folders={"--out": config.out_dir, "--cache-dir": config.cache_dir})
     if Path(config.weights).is_dir():
@@ -85,7 +70,7 @@ def open_checked(config: EvalConfig):
     if config.prototxt is not None:
         collect(problems, check_prototxt_shots, config.prototxt, config.shots)
     dataset = config.voc if hasattr(config.voc, "read_image") else collect(
-        problems, lambda: VOCDataset(config.voc, masks=config.mask_dir))
+        problems, lambda: VOCDataset(config.voc, masks=config.protocol.mask_dir(config.voc)))
     root = getattr(dataset, "root", None)
     if root is not None:
         collect(problems, refuse_inside_dataset, config.out_dir, root, "run folder")
@@ -93,20 +78,6 @@ def open_checked(config: EvalConfig):
             collect(problems, refuse_inside_dataset, config.cache_dir, root, "cache folder")
     raise_problems(problems)
     return dataset
-
-
-def hsnet_problems(protocol: str, folds, masks=None, hsnet_size: int | None = None, hsnet_splits=None) -> list[str]:
-    """What is wrong with protocol hsnet's options: given to another protocol, a size below 1, a
-    missing split file (the mask folder is checked when the data set is opened)."""
-    given = [flag for flag, value in (("--masks", masks), ("--hsnet-size", hsnet_size),
-                                      ("--hsnet-splits", hsnet_splits)) if value is not None]
-    if protocol != "hsnet":
-        return [f"{', '.join(given)}: option(s) of --protocol hsnet only (protocol {protocol} reads "
-                "SegmentationClass and scores on the 500x500 query grid)"] if given else []
-    problems = numeric_problems(SimpleNamespace(hsnet_size=hsnet_size))
-    for fold in folds:
-        collect(problems, split_file, fold, hsnet_splits or SPLITS)
-    return problems
 
 
 CACHE_ENTRIES = ("features", "items")  # what a --cache-dir holds: features and mask scans

@@ -15,21 +15,19 @@ import numpy as np
 import torch
 
 from reproduce.data.dataset_inputs import DatasetInputs
-from reproduce.data.episodes import episodes_sha256, resolve_episodes
-from reproduce.data.hsnet import SPLITS, hsnet_episodes, hsnet_items, splits_status
+from reproduce.data.episodes import episodes_sha256
 from reproduce.errors import ReproduceError
 from reproduce.evaluation.eval_config import EvalConfig, open_checked, source_sha256, weights_training
 from reproduce.evaluation.feature_cache import FeatureProvider
-from reproduce.evaluation.protocols import Protocol
+from reproduce.evaluation.protocols import protocol_of
 from reproduce.evaluation.provenance import code_record
-from reproduce.data.reference_episodes import reference_status
 from reproduce.evaluation.run_folder import RUN_FORMAT, SOURCES_NAME, RunFolder
 from reproduce.evaluation.scoring import csv_row, fold_score_from_rows, write_iou_results_txt
 from reproduce.data.voc import class_name, fold_classes
 from weights_convert.errors import Interrupted
-from weights_convert.numerics import faithful_mode
-from weights_convert.progress import Progress
-from weights_convert.provenance import sha256_file
+from weights_convert.runtime.numerics import faithful_mode
+from weights_convert.runtime.progress import Progress
+from weights_convert.files.provenance import sha256_file
 
 QUERY_HW = (500, 500)
 ModelLoader = Callable[..., torch.nn.Module]  # (weights, prototxt=..., device=...) -> OSLSM
@@ -128,25 +126,25 @@ def _planned_run(config: EvalConfig) -> PlannedRun:
 
 
 def _episodes(config: EvalConfig, dataset) -> tuple[list, int, str]:
-    """The run's episodes, its fold's item count and how the list compares with the original's on
-    VOC 2012: from a file, HSNet's split files (protocol hsnet) or the original's data layer."""
-    if config.protocol == "hsnet" and config.episodes_file is None:
-        splits = config.hsnet_splits or SPLITS
-        return (hsnet_episodes(config.fold, config.shots, config.n_episodes, splits),
-                len(hsnet_items(config.fold, splits)), f"not applicable (hsnet: {splits_status(splits)})")
+    """The run's episodes (from a file, or as its protocol draws them), its fold's item count and
+    how the list compares with the original's on VOC 2012."""
     # Without a cache folder nothing is cached on disk, the mask scan included.
     scan_dir = config.scan_cache_dir or (config.cache_dir / "items" if config.cache_dir else None)
-    episodes, n_items = resolve_episodes(dataset, config.fold, config.shots, config.n_episodes,
-                                         config.episodes_file, scan_dir, use_cache=scan_dir is not None)
-    if config.protocol == "hsnet":
-        return episodes, n_items, "not applicable (hsnet, episodes from a file)"
-    return episodes, n_items, _reference(episodes, dataset, config)
+    episodes, n_items = config.protocol.episodes(dataset, config.fold, config.shots, config.n_episodes,
+                                                 episodes_file=config.episodes_file, scan_dir=scan_dir,
+                                                 use_cache=scan_dir is not None)
+    reference = config.protocol.reference(episodes, dataset, config.fold, config.shots,
+                                          config.episodes_file is not None)
+    if reference.startswith("differs"):
+        print(f"WARNING: fold {config.fold} {config.shots}-shot: these episodes are not the ones the original "
+              f"printed on VOC 2012 val ({reference}); `python -m reproduce check-voc --voc DIR` says which items "
+              "differ", file=sys.stderr)
+    return episodes, n_items, reference
 
 
 def _one_pass_possible(runs: Sequence[PlannedRun]) -> bool:
     """One model, data set and set-up for all, distinct folders, and episode lists that nest."""
-    shared = ("voc", "weights", "fold", "device", "protocol", "masks", "hsnet_size", "hsnet_splits", "cache", "cache_dir",
-              "workers", "memory_bytes")
+    shared = ("voc", "weights", "fold", "device", "protocol", "cache", "cache_dir", "workers", "memory_bytes")
     first = runs[0].config
     if any(getattr(r.config, f) != getattr(first, f) for r in runs for f in shared):
         return False
@@ -165,7 +163,7 @@ def _lead(runs: Sequence[PlannedRun]) -> PlannedRun:
 
 def _start(run: PlannedRun, model_sha: str, code: dict, inputs: DatasetInputs) -> None:
     config = run.config
-    run.manifest = {"format": RUN_FORMAT, "fold": config.fold, "shots": config.shots, **config.scoring.record(),
+    run.manifest = {"format": RUN_FORMAT, "fold": config.fold, "shots": config.shots, **config.protocol.record(),
                     "n_episodes": len(run.episodes), "episodes_sha256": episodes_sha256(run.episodes),
                     "reference": run.reference, "model_sha256": model_sha, "device_type": config.torch_device.type,
                     "code": code}
@@ -192,15 +190,6 @@ def _refuse_missing_files(dataset, episodes: Sequence) -> None:
         raise ReproduceError(f"the episodes read {len(missing)} file(s) that do not exist: {listed}")
 
 
-def _reference(episodes, dataset, config: EvalConfig) -> str:
-    reference = reference_status(episodes, config.fold, config.shots, len(getattr(dataset, "names", ())))
-    if reference.startswith("differs"):
-        print(f"WARNING: fold {config.fold} {config.shots}-shot: these episodes are not the ones the original "
-              f"printed on VOC 2012 val ({reference}); `python -m reproduce check-voc --voc DIR` says which items "
-              "differ", file=sys.stderr)
-    return reference
-
-
 def _warn_classes_without_episodes(episodes: Sequence, config: EvalConfig) -> None:
     """With few episodes a test class may get none: its IoU is then 0 by test.py's formula and
     pulls the fold's mIoU down without measuring anything."""
@@ -215,7 +204,7 @@ def summary_lines(summary: dict) -> list[str]:
     """The end-of-run printout: the fold's scores and each test class's IoU."""
     lines = [f"fold {summary['fold']} {summary['shots']}-shot: mIoU {summary['miou_x100']:.2f}  "
              f"FB-IoU {summary['fb_iou_x100']:.2f}  ({summary['n_episodes']} episodes, protocol "
-             f"{Protocol.of(summary).label})"]
+             f"{protocol_of(summary).label})"]
     for cls, numbers in summary["per_class"].items():
         lines.append(f"  class {int(cls):2d} {summary['class_names'][cls]:<12} IoU {100.0 * numbers['iou']:6.2f}")
     return lines
@@ -237,7 +226,7 @@ def _sources(dataset, config: EvalConfig) -> dict:
     root = getattr(dataset, "root", None)
     return {"voc": str(Path(root).resolve()) if root else None, "weights": str(config.weights.resolve()),
             "prototxt": str(config.prototxt.resolve()) if config.prototxt else None,
-            **({"masks": str(Path(dataset.mask_dir).resolve())} if config.protocol == "hsnet" and root else {})}
+            **config.protocol.sources(dataset)}
 
 
 def _write_missing_masks(run: RunFolder, model, provider: FeatureProvider, finished: Sequence) -> None:
@@ -253,7 +242,7 @@ def _write_missing_masks(run: RunFolder, model, provider: FeatureProvider, finis
 def _score_episodes(runs: Sequence[PlannedRun], model, provider: FeatureProvider, episodes: Sequence) -> dict:
     """Score each run's unfinished episodes into its journal, in one pass over the lead run's list;
     a row in a journal means its episode is complete."""
-    scoring = runs[0].config.scoring
+    scoring = runs[0].config.protocol
     inputs = provider.source
     start = min(run.resumed_from for run in runs)
     end = max(len(run.episodes) for run in runs)
@@ -285,7 +274,7 @@ def _score_one(run: PlannedRun, journal, i: int, model, feats, w, b, truth, seco
     k = run.config.shots  # this run's supports are the first k of the pass's
     score = score_map(model, feats, w[:k], b[:k])
     t2 = time.perf_counter()
-    counts = run.config.scoring.counts(score, truth)
+    counts = run.config.protocol.counts(score, truth)
     if run.config.save_masks:  # before the row: the row says the episode is complete
         run.folder.save_masks(i, score)
     run.folder.append_row(journal, csv_row(i, int(run.episodes[i].cls), counts))
@@ -302,9 +291,9 @@ def _finish(run: PlannedRun, weights: dict) -> dict:
     if len(rows) != len(episodes):
         raise ReproduceError(f"{run.folder.csv_path}: {len(rows)} rows after the run; expected {len(episodes)}")
     classes = fold_classes(config.fold)
-    numbers = config.scoring.fold_summary(classes, rows)
+    numbers = config.protocol.fold_summary(classes, rows)
     summary = {
-        "format": RUN_FORMAT, "fold": config.fold, "shots": config.shots, **config.scoring.record(),
+        "format": RUN_FORMAT, "fold": config.fold, "shots": config.shots, **config.protocol.record(),
         "test_classes": classes, "class_names": {str(c): class_name(c) for c in classes},
         "n_episodes": len(episodes), "episodes_sha256": run.manifest["episodes_sha256"],
         "reference": run.manifest["reference"], "model_sha256": run.manifest["model_sha256"],
@@ -312,7 +301,7 @@ def _finish(run: PlannedRun, weights: dict) -> dict:
         **numbers, "miou_x100": 100.0 * numbers["miou"], "fb_iou_x100": 100.0 * numbers["fb_iou"],
     }
     run.folder.write_json("summary.json", summary)
-    if config.protocol != "hsnet":  # test.py's file, of test.py's sums
+    if config.protocol.writes_test_py_file:
         write_iou_results_txt(run.folder.path / "iou_results.txt", fold_score_from_rows(classes, rows))
     return summary
 

@@ -33,9 +33,9 @@ import torch
 
 from reproduce.errors import ReproduceError
 from reproduce.evaluation.provenance import code_version
-from weights_convert.allocator import in_own_mapping, trim_when_free_exceeds
-from weights_convert.atomic import atomic_path
-from weights_convert.devices import explained_out_of_memory
+from weights_convert.runtime.allocator import in_own_mapping, trim_when_free_exceeds
+from weights_convert.files.atomic import atomic_path
+from weights_convert.runtime.devices import explained_out_of_memory
 
 
 TRIM_ABOVE_BYTES = 256 << 20  # free heap bytes above which they are returned to the system

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from weights_convert.provenance import hardware
-from weights_convert.source_graph import source_files
+from weights_convert.files.provenance import hardware
+from weights_convert.files.source_graph import source_files
 
 # Bump when the meaning of a cached tensor changes in a way the sources below cannot show.
 CACHE_FORMAT = 1
@@ -20,9 +20,9 @@ _PACKAGES = ("reproduce", "weights_convert")
 
 # The code between an image file and its cached tensor (data reading, pre-processing, the cache,
 # the model as loaded), named by its entry modules: the files are what they import, found in the
-# source (weights_convert/source_graph.py), so a module moved or added on the path is in the key.
+# source (weights_convert/files/source_graph.py), so a module moved or added on the path is in the key.
 FEATURE_CODE = ("reproduce.data.dataset_inputs", "reproduce.evaluation.feature_cache",
-                "weights_convert.oslsm.loading", "weights_convert.numerics")
+                "weights_convert.oslsm.loading", "weights_convert.runtime.numerics")
 # ... and the code that turns a run's tensors into its rows and numbers (episodes, protocols, scoring).
 RUN_CODE = FEATURE_CODE + ("reproduce.evaluation.evaluate",)
 

@@ -35,8 +35,8 @@ from reproduce.data.episodes import episodes_to_json, load_episodes
 from reproduce.errors import ReproduceError
 from reproduce.evaluation.provenance import describe_changes
 from reproduce.evaluation.scoring import format_csv_row, parse_csv_line
-from weights_convert.atomic import atomic_path, atomic_write_text, naming_os_errors
-from weights_convert.folder_lock import folder_lock
+from weights_convert.files.atomic import atomic_path, atomic_write_text, naming_os_errors
+from weights_convert.files.folder_lock import folder_lock
 
 RUN_FORMAT = "oslsm-repro-run/1"
 CSV_NAME = "all_results.csv"

@@ -1,9 +1,9 @@
 """Scoring of the original OSLSM `test.py`: per-episode confusion counts on the query grid,
 per-class IoU summed over a fold's episodes, the fold mIoU, FB-IoU, and the original result files.
 
-Protocol "original" (the default, the paper's numbers): y = label > 0.5, p = score > 0.5 on the
-500x500 query grid, every pixel counted; void (255) is already background (0) in the binary label.
-Protocol "modern" ignores the query's void pixels; it is offered for comparison only.
+The paper's numbers: y = label > 0.5, p = score > 0.5 on the 500x500 query grid, every pixel
+counted; void (255) is already background (0) in the binary label. Given the query's void mask,
+those pixels are left out of every count (protocol `modern`, for comparison only).
 """
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from reproduce.errors import ReproduceError
-from weights_convert.atomic import atomic_write_text
+from weights_convert.files.atomic import atomic_write_text
 from reproduce.data.pascal5i import N_CLASSES
 
-PROTOCOLS = ("original", "modern")
 THRESHOLD = 0.5
 
 
@@ -34,12 +33,6 @@ class Counts:
         return iou(self.tp, self.fp, self.fn)
 
 
-def check_protocol(protocol: str) -> str:
-    if protocol not in PROTOCOLS:
-        raise ReproduceError(f"unknown scoring protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
-    return protocol
-
-
 def _as_grid(array, name: str) -> np.ndarray:
     a = np.asarray(array)
     # Accept (H,W), (1,H,W), (1,1,H,W): the net's blobs carry leading singleton axes.
@@ -50,20 +43,17 @@ def _as_grid(array, name: str) -> np.ndarray:
     return a
 
 
-def episode_counts(score, label, void=None, protocol: str = "original") -> Counts:
+def episode_counts(score, label, void=None) -> Counts:
     """tp/tn/fp/fn of one episode. `score` is the sigmoid output (p = score > 0.5, as test.py);
-    `label` the resized binary query label (y = label > 0.5). `void` (bool, same grid) is used
-    only by protocol "modern", where those pixels are left out of every count."""
-    check_protocol(protocol)
+    `label` the resized binary query label (y = label > 0.5); `void` (bool, same grid, or None):
+    pixels left out of every count."""
     s = _as_grid(score, "score")
     y_in = _as_grid(label, "label")
     if s.shape != y_in.shape:
         raise ReproduceError(f"score grid {s.shape} and label grid {y_in.shape} differ")
     y = y_in > THRESHOLD
     p = s > THRESHOLD
-    if protocol == "modern":
-        if void is None:
-            raise ReproduceError("protocol 'modern' needs the query's void mask on the label grid")
+    if void is not None:
         v = _as_grid(void, "void").astype(bool)
         if v.shape != s.shape:
             raise ReproduceError(f"void grid {v.shape} and score grid {s.shape} differ")

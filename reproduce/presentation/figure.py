@@ -11,18 +11,17 @@ import numpy as np
 import torch
 
 from reproduce.data.dataset_inputs import DatasetInputs
-from reproduce.data.hsnet import MASKS
 from reproduce.errors import ReproduceError
 from reproduce.evaluation.evaluate import score_map
 from reproduce.evaluation.feature_cache import FeatureProvider
 from reproduce.presentation.finished_run import FinishedRun
 from reproduce.presentation.panels import EpisodePanel, draw_panels
 from reproduce.evaluation.run_folder import RunFolder, read_saved_mask
-from reproduce.evaluation.protocols import Protocol
+from reproduce.evaluation.protocols import protocol_of
 from reproduce.data.voc import VOID, VOCDataset, class_name
-from weights_convert.numerics import faithful_mode
+from weights_convert.runtime.numerics import faithful_mode
 from weights_convert.oslsm import load_oslsm
-from weights_convert.provenance import sha256_file
+from weights_convert.files.provenance import sha256_file
 
 
 def saved_score(run: FinishedRun, index: int) -> np.ndarray | None:
@@ -57,7 +56,7 @@ def recompute_scores(run: FinishedRun, indices: Sequence[int], dataset, weights=
         model = load_oslsm(weights, prototxt=prototxt, device=dev)
         inputs = DatasetInputs(dataset)
         provider = FeatureProvider(model, inputs, model_sha256=digest, device=dev, workers=1)
-        scoring = Protocol.of(run.summary)
+        scoring = protocol_of(run.summary)
         episodes = [run.episodes[i] for i in indices]
         units = provider.iter_episodes(episodes, extra=lambda _, ep: scoring.truth(inputs, ep.query, ep.cls))
         for j, _, feats, w, b, truth in units:
@@ -74,11 +73,7 @@ def recompute_scores(run: FinishedRun, indices: Sequence[int], dataset, weights=
 def episode_panels(run: FinishedRun, indices: Sequence[int], voc=None, weights=None, prototxt=None,
                    device: str = "cpu") -> list[EpisodePanel]:
     root = _source(run, "voc", voc, "--voc")
-    masks = None
-    if run.summary["protocol"] == "hsnet":  # the run's own masks where they still are, else beside the VOC
-        recorded = run.sources.get("masks")
-        masks = recorded if recorded and Path(recorded).is_dir() else root / MASKS
-    dataset = VOCDataset(root, masks=masks)
+    dataset = VOCDataset(root, masks=protocol_of(run.summary).run_masks(run.sources, root))
     scores = {i: s for i in indices if (s := saved_score(run, i)) is not None}
     missing = [i for i in indices if i not in scores]
     if missing:

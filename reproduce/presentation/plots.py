@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from weights_convert.atomic import atomic_path
+from weights_convert.files.atomic import atomic_path
 
 PAPER = "#8c8c8c"      # published numbers
 OURS = "#1f77b4"       # this reproduction

@@ -15,9 +15,9 @@ from reproduce.presentation.figure import episode_panels
 from reproduce.presentation.finished_run import PICKS, FinishedRun, open_run
 from reproduce.presentation.panels import draw_panels
 from reproduce.presentation.plots import OURS, PAPER, pyplot, save_png
-from reproduce.evaluation.protocols import Protocol
+from reproduce.evaluation.protocols import protocol_of
 from reproduce.presentation.tables import PAPER_OTHER_PROTOCOL, TABLES, load_paper
-from weights_convert.atomic import atomic_write_text
+from weights_convert.files.atomic import atomic_write_text
 
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
          "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}"
@@ -93,8 +93,8 @@ def _scores_table(run: FinishedRun) -> str:
 
 
 def _comparable(run: FinishedRun) -> bool:
-    """Whether a run's numbers may be set against the paper's (hsnet's never are)."""
-    return run.summary["protocol"] != "hsnet"
+    """Whether a run's numbers may be set against the paper's."""
+    return protocol_of(run.summary).comparable_with_paper
 
 
 def _difference(run: FinishedRun, ours: float, paper: float | None) -> float | None:
@@ -102,15 +102,8 @@ def _difference(run: FinishedRun, ours: float, paper: float | None) -> float | N
 
 
 def _protocol_note(run: FinishedRun) -> str:
-    label = html.escape(Protocol.of(run.summary).label)
-    if run.summary["protocol"] == "original":
-        return ""
-    if run.summary["protocol"] == "hsnet":
-        return (f"<p class='note'>Protocol <code>{label}</code>: HSNet's episodes, SegmentationClassAug masks "
-                "with 255 ignored, HSNet's mIoU and FB-IoU. The paper's number is of OSLSM's own protocol and "
-                "is not subtracted from this one.</p>")
-    return (f"<p class='note'>Scored with protocol <code>{label}</code>; the "
-            "paper's numbers use the original test.py scoring, so the difference is not like for like.</p>")
+    note = protocol_of(run.summary).report_note()
+    return f"<p class='note'>{note}</p>" if note else ""
 
 
 def run_page(run: FinishedRun, slug: str, gallery: dict[str, int], note: str) -> str:
@@ -124,7 +117,7 @@ def run_page(run: FinishedRun, slug: str, gallery: dict[str, int], note: str) ->
             f"<h1>Fold {s['fold']}, {s['shots']}-shot ({html.escape(run.name)})</h1>"
             + (f"<p class='note'>{html.escape(note)}</p>" if note else "")
             + _protocol_note(run) + _scores_table(run)
-            + f"<p>{s['n_episodes']} episodes, protocol <code>{html.escape(Protocol.of(s).label)}</code>, weights sha256 "
+            + f"<p>{s['n_episodes']} episodes, protocol <code>{html.escape(protocol_of(s).label)}</code>, weights sha256 "
               f"<code>{html.escape(str(s.get('weights_sha256', s.get('model_sha256'))))}</code>, episodes sha256 "
               f"<code>{html.escape(str(s.get('episodes_sha256')))}</code> (the original's list on VOC 2012: "
               f"{html.escape(str(s.get('reference', 'not recorded')))}), run folder "
@@ -142,7 +135,7 @@ def index_page(runs: Sequence[FinishedRun], slugs: Sequence[str], title: str, no
         s, paper = run.summary, paper_miou(run)
         ours = 100.0 * s["miou"]
         rows.append(f"<tr><td><a href='{slug}.html'>{html.escape(slug)}</a></td><td>{s['fold']}</td>"
-                    f"<td>{s['shots']}</td><td>{html.escape(Protocol.of(s).label)}</td><td>{s['n_episodes']}</td>"
+                    f"<td>{s['shots']}</td><td>{html.escape(protocol_of(s).label)}</td><td>{s['n_episodes']}</td>"
                     f"<td>{_fmt(ours)}</td><td>{_fmt(paper)}</td>"
                     f"<td>{_fmt(_difference(run, ours, paper), True)}</td>"
                     f"<td>{_fmt(100.0 * s['fb_iou'])}</td></tr>")

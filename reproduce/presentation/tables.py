@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Sequence
 
 from reproduce.errors import ReproduceError
-from reproduce.evaluation.protocols import Protocol
+from reproduce.evaluation.protocols import protocol_of
 from reproduce.training.model_record import describe as describe_model
 from reproduce.presentation.plots import OURS, PAPER, SECOND, pyplot, save_png
-from weights_convert.atomic import atomic_write_text
+from weights_convert.files.atomic import atomic_write_text
 from reproduce.data.pascal5i import FOLDS, N_FOLDS
 
 TABLES = {1: ("table1_1shot", 1), 2: ("table2_5shot", 5)}
@@ -102,13 +102,13 @@ def build_table(table: int, run_dirs: Sequence[str | os.PathLike], paper_dir=PAP
     paper = load_paper(table, paper_dir)
     runs = _runs_by_fold(table, run_dirs)
     others = _runs_by_fold(table, baseline[1]) if baseline else {}
-    protocols = {Protocol.of(s) for s in [*runs.values(), *others.values()]}
+    protocols = {protocol_of(s) for s in [*runs.values(), *others.values()]}
     if len(protocols) > 1:
         raise ReproduceError(f"runs mix scoring protocols ({', '.join(sorted(p.label for p in protocols))}); "
                              "a table needs one")
     protocol = protocols.pop()
-    # The paper's numbers are of its own protocol: set beside hsnet's, never subtracted from them.
-    comparable = protocol.name != "hsnet"
+    # The paper's numbers are of its own protocol: set beside another's, never subtracted from them.
+    comparable = protocol.comparable_with_paper
     rows = []
     for f in FOLDS:
         s = runs.get(f)
@@ -126,8 +126,8 @@ def build_table(table: int, run_dirs: Sequence[str | os.PathLike], paper_dir=PAP
     rows.append({"fold": "mean", "paper_miou": paper["mean"], "ours_miou": mean_ours, "rerun_miou": None,
                  "difference": None if mean_ours is None or not comparable else mean_ours - paper["mean"],
                  "ours_fb_iou": mean_fb, "episodes": None, "baseline_miou": mean_baseline})
-    return {"table": table, "stem": stem + protocol.table_suffix, "shots": shots, "protocol": protocol.name,
-            "protocol_label": protocol.label, "paper_label": "paper" if comparable else PAPER_OTHER_PROTOCOL,
+    return {"table": table, "stem": stem + protocol.table_suffix, "shots": shots, "protocol": protocol,
+            "paper_label": "paper" if comparable else PAPER_OTHER_PROTOCOL,
             "rows": rows,
             "baseline_label": baseline[0] if baseline else None,
             "paper_source": paper["source"], "paper_fb_iou": paper["fb_iou"], "rerun": paper["rerun"],
@@ -146,32 +146,23 @@ def _fmt(v, signed: bool = False) -> str:
 
 def table_markdown(t: dict, note: str = "") -> str:
     heads = [r["fold"] for r in t["rows"]]
-    if t["protocol"] == "hsnet":
-        lines = [f"# Table {t['table']}: OSLSM {t['shots']}-shot mIoU (%) on PASCAL-5i under HSNet's protocol, "
-                 f"{t['protocol_label']}", ""]
-    else:
-        lines = [f"# Table {t['table']}: OSLSM {t['shots']}-shot mIoU (%) on PASCAL-5i, paper vs this reproduction", ""]
+    protocol = t["protocol"]
+    lines = [f"# {protocol.table_heading(t['table'], t['shots'])}", ""]
     if note:
         lines += [note, ""]
-    if t["protocol"] == "hsnet":
-        lines += ["**Protocol `hsnet`:** HSNet's test episodes, `SegmentationClassAug` masks, 255 ignored, its "
-                  "mIoU and FB-IoU (docs/protocols.md). The paper's numbers are of OSLSM's own protocol, shown "
-                  "for orientation only: no row subtracts one from the other.", ""]
-    elif t["protocol"] != "original":
-        lines += [f"**Not the paper's scoring:** ours use protocol `{t['protocol']}` (void pixels ignored); the "
-                  "paper's numbers count void as background (protocol `original`), so the difference row "
-                  "compares two different measures.", ""]
+    if protocol.table_note():
+        lines += [protocol.table_note(), ""]
     lines += ["| | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
-    ours = "ours" if t["protocol"] == "original" else f"ours ({t['protocol']})"
+    ours = protocol.ours_label
     lines.append(f"| {t['paper_label']} | " + " | ".join(_fmt(r["paper_miou"]) for r in t["rows"]) + " |")
     if t["rerun"]:  # the original code on a released model, run by others: where the paper's model may stand
-        rerun = t["rerun"]["label"] + ("" if t["protocol"] != "hsnet" else " (its own protocol)")
+        rerun = t["rerun"]["label"] + ("" if protocol.comparable_with_paper else " (its own protocol)")
         lines.append(f"| {rerun} | " + " | ".join(_fmt(r["rerun_miou"]) for r in t["rows"]) + " |")
     lines.append(f"| {ours} | " + " | ".join(_fmt(r["ours_miou"]) for r in t["rows"]) + " |")
     if t["baseline_label"]:
         lines.append(f"| {t['baseline_label']} | " + " | ".join(_fmt(r["baseline_miou"]) for r in t["rows"]) + " |")
-    if t["protocol"] != "hsnet":
-        difference = "ours - paper" if t["protocol"] == "original" else f"ours ({t['protocol']}) - paper (original)"
+    if protocol.comparable_with_paper:
+        difference = "ours - paper" if protocol.papers_own else f"{ours} - paper (original)"
         lines.append(f"| {difference} | " + " | ".join(_fmt(r["difference"], True) for r in t["rows"]) + " |")
     lines.append(f"| {ours} FB-IoU | " + " | ".join(_fmt(r["ours_fb_iou"]) for r in t["rows"]) + " |")
     eps = sorted({r["episodes"] for r in t["rows"] if r["episodes"] is not None})
@@ -181,7 +172,7 @@ def table_markdown(t: dict, note: str = "") -> str:
                      "The authors' released models are incomplete (upstream issue lzzcd001/OSLSM #9: fold 2 is "
                      "missing), so most tables are of re-trained models.")
     lines += [
-              f"- Ours: scoring protocol `{t['protocol_label']}`, {', '.join(map(str, eps))} episodes per fold "
+              f"- Ours: scoring protocol `{protocol.label}`, {', '.join(map(str, eps))} episodes per fold "
               f"(the paper: 1000); mIoU is the mean IoU of a fold's 5 test classes, x100.",
               f"- FB-IoU is not in the paper; later work quotes {t['paper_fb_iou']} for OSLSM {t['shots']}-shot."]
     missing = [r["fold"] for r in t["rows"][:N_FOLDS] if r["ours_miou"] is None]
@@ -200,13 +191,13 @@ def table_csv(t: dict) -> str:
     columns = ["paper_miou", "rerun_miou", "ours_miou", "difference", "ours_fb_iou", "episodes"]
     columns += ["baseline_miou"] if t["baseline_label"] else []
     own = {"paper_miou": "paper_own_protocol_miou", "rerun_miou": "rerun_own_protocol_miou"}
-    if t["protocol"] == "hsnet":  # the paper's protocol is not this one: named, and no difference column
+    if not t["protocol"].comparable_with_paper:  # the paper's protocol is another: named, no difference column
         columns = [own.get(k, k) for k in columns if k != "difference"]
     writer.writerow(["fold", *columns, "protocol"])
     for r in t["rows"]:
         r = {**r, **{name: r[k] for k, name in own.items()}}
         writer.writerow([r["fold"]] + ["" if r[k] is None else (f"{r[k]:.4f}" if isinstance(r[k], float) else r[k])
-                                       for k in columns] + [t["protocol_label"]])
+                                       for k in columns] + [t["protocol"].label])
     return buf.getvalue()
 
 
@@ -236,9 +227,9 @@ def table_png(t: dict, path: str | os.PathLike, note: str = "") -> None:
     top = max([v for _, _, values in series for v in values if v == v] + [1.0])
     ax.set_ylim(0, top * 1.15)
     title = f"Table {t['table']}: OSLSM {t['shots']}-shot on PASCAL-5i" + (
-        "" if t["protocol"] == "original" else f", protocol {t['protocol_label']}")
+        "" if t["protocol"].papers_own else f", protocol {t['protocol'].label}")
     ax.set_title("\n".join([title] + textwrap.wrap(note, 90)), fontsize=9)
-    ax.set_xlabel("fold" + (" (ours - paper below)" if t["protocol"] != "hsnet" else ""), fontsize=8)
+    ax.set_xlabel("fold" + (" (ours - paper below)" if t["protocol"].comparable_with_paper else ""), fontsize=8)
     ax.legend()
     save_png(fig, path)
 
@@ -246,7 +237,7 @@ def table_png(t: dict, path: str | os.PathLike, note: str = "") -> None:
 def write_table(table: int, run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                 note: str = "", paper_dir=PAPER_DIR,
                 baseline: tuple[str, Sequence[str | os.PathLike]] | None = None) -> dict[str, Path]:
-    """Write table{T}_{k}shot[_hsnet].md/.csv/.png under out_dir; returns their paths."""
+    """Write table{T}_{k}shot{protocol suffix}.md/.csv/.png under out_dir; returns their paths."""
     t = build_table(table, run_dirs, paper_dir, baseline)
     out = Path(out_dir)
     paths = {ext: out / f"{t['stem']}.{ext}" for ext in ("md", "csv", "png")}

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from reproduce.errors import ReproduceError
-from weights_convert.atomic import atomic_write_text
-from weights_convert.provenance import sha256_file
+from weights_convert.files.atomic import atomic_write_text
+from weights_convert.files.provenance import sha256_file
 
 KIND = "re-trained by oslsm-repro"
 

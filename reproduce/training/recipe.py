@@ -12,6 +12,16 @@ SOLVER_PROTOTXT = RECIPES / "solver_ss_os_fc.prototxt"
 # snapshots/fold2/ss_os_fc_iter_60000.caffemodel; github dongzhuoyao/OSLSM's README the fold-0 one):
 # `train` stops there with the authors' solver, not at its max_iter of 1,000,000.
 RELEASED_ITERATION = 60_000
+
+
+def default_iterations(iters: int | None, solver: str | Path | None = None) -> int | None:
+    """Where a training stops: --iters when given; with the authors' solver (the default) their
+    released iteration; with another solver None, its own max_iter."""
+    if iters is not None:
+        return iters
+    return RELEASED_ITERATION if solver is None or Path(solver).resolve() == SOLVER_PROTOTXT.resolve() else None
+
+
 # Shapes the data layer's tops take while the net is set up (any query size works later).
 SETUP_SHAPES = {"first_img": (1, 3, 224, 224), "first_label": (1, 1, 224, 224),
                 "second_img": (1, 3, 500, 500), "second_label": (1, 1, 500, 500)}

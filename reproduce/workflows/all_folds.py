@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from reproduce.errors import ReproduceError
-from weights_convert.atomic import atomic_path
+from weights_convert.files.atomic import atomic_path
 
 POLL_S = 2.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

@@ -75,7 +75,7 @@ def convert_fold_models(models_dir, explicit: dict[int, str | None], prototxt: s
     already come from the same source (sha256); returns fold -> converted file."""
     from reproduce.training.model_record import check_record_fold
     from weights_convert.convert import convert, warn_nonfinite
-    from weights_convert.provenance import sha256_file
+    from weights_convert.files.provenance import sha256_file
 
     models = find_fold_models(models_dir, explicit, folds)
     if not Path(prototxt).is_file():

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 from reproduce.errors import ReproduceError
+from reproduce.evaluation.protocols import Protocol
 from reproduce.presentation.tables import TABLES
 from reproduce.data.pascal5i import FOLDS
 
@@ -75,23 +76,23 @@ def _deploy_prototxt(out_models: Path) -> Path:
 
 
 def evaluate_folds(tables: Sequence[int], voc, converted: dict[int, Path], out: Path, *, episodes: int,
-                   device: str, protocol: str, cache_dir: Path | None = None, cache_max_bytes: int = 10 << 30,
-                   workers: int = 2, progress: bool = True, runs_dir: str = "runs",
-                   **hsnet_options) -> dict[int, list[Path]]:
-    """table -> its run folders (out/{runs_dir}/table{T}_fold{F}). The tables' runs of a fold go in
-    one pass (their episodes share queries), so each query's features are computed once for all;
-    the mask scan is cached in out/cache/items (small), features on disk only under `cache_dir`.
-    `hsnet_options`: masks, hsnet_size, hsnet_splits of protocol hsnet (EvalConfig's fields)."""
+                   device: str, protocol: Protocol, cache_dir: Path | None = None, cache_max_bytes: int = 10 << 30,
+                   workers: int = 2, progress: bool = True, runs_dir: str | None = None) -> dict[int, list[Path]]:
+    """table -> its run folders (out/{runs_dir}/table{T}_fold{F}; by default runs plus the
+    protocol's suffix). The tables' runs of a fold go in one pass (their episodes share queries),
+    so each query's features are computed once for all; the mask scan is cached in out/cache/items
+    (small), features on disk only under `cache_dir`."""
     from reproduce.evaluation.eval_config import EvalConfig
     from reproduce.evaluation.evaluate import evaluate_runs, summary_lines
 
+    runs_dir = runs_dir or "runs" + protocol.table_suffix
     runs: dict[int, list[Path]] = {table: [] for table in tables}
     for fold, weights in sorted(converted.items()):
         configs = [EvalConfig(voc, Path(weights), fold, TABLES[table][1], n_episodes=episodes, device=device,
                               out_dir=out / runs_dir / f"table{table}_fold{fold}", protocol=protocol,
                               cache_dir=cache_dir, cache_max_bytes=cache_max_bytes,
                               scan_cache_dir=out / "cache" / "items", workers=workers,
-                              progress=progress, **hsnet_options) for table in tables]
+                              progress=progress) for table in tables]
         for table, config, summary in zip(tables, configs, evaluate_runs(configs)):
             print("\n".join(summary_lines(summary)) + f"\n-> {config.out_dir}")
             runs[table].append(config.out_dir)

@@ -1,7 +1,7 @@
 """`export`: a net as a self-contained torch.export program (.pt2) and, optionally, ONNX."""
 from __future__ import annotations
 
-from weights_convert.own_outputs import is_export
+from weights_convert.artifacts import is_export
 
 is_own_output = is_export  # an existing --out or --onnx is replaced only when it is an export of ours
 OWNED_OUTPUTS = ("out", "onnx")

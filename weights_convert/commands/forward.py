@@ -1,7 +1,7 @@
 """`forward`: run a Caffe net with the Caffe-exact graph interpreter and save every blob."""
 from __future__ import annotations
 
-from weights_convert.own_outputs import is_npz
+from weights_convert.files.own_outputs import is_npz
 
 from weights_convert.forward_pass import episode_arrays, load_npz, run_graph, save_npz
 

@@ -1,7 +1,7 @@
 """`gradients`: the loss and every param's gradient of one forward/backward pass of a train net."""
 from __future__ import annotations
 
-from weights_convert.own_outputs import is_npz
+from weights_convert.files.own_outputs import is_npz
 
 is_own_output = is_npz  # an existing --out is replaced only when it is an .npz
 
@@ -29,9 +29,9 @@ def run(args) -> int:
     # Imported here: building the CLI's parser must not load torch (convert needs none).
     import numpy as np
 
-    from weights_convert.atomic import atomic_write
+    from weights_convert.files.atomic import atomic_write
     from weights_convert.graph import CaffeNet
-    from weights_convert.numerics import faithful_mode
+    from weights_convert.runtime.numerics import faithful_mode
     from weights_convert.train.data import EpisodeInputs
     from weights_convert.train.passes import forward_backward
     from weights_convert.train.trainer import load_weights_for_training

@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from weights_convert.selfcheck import run_selfcheck, table_lines, write_record
+    from weights_convert.checks.selfcheck import run_selfcheck, table_lines, write_record
 
     record = run_selfcheck(args.device, golden=args.golden, timings=not args.quick)
     print("\n".join(table_lines(record)))

@@ -31,8 +31,8 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     # Imported here: building the CLI's parser must not load torch (convert needs none).
-    from weights_convert.allocator import keep_freed_blocks
-    from weights_convert.provenance import sha256_file
+    from weights_convert.runtime.allocator import keep_freed_blocks
+    from weights_convert.files.provenance import sha256_file
     from weights_convert.train.data import EpisodeInputs
     from weights_convert.train.distributed import lead_process
     from weights_convert.train.run import TrainRequest, train

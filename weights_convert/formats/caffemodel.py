@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from weights_convert.atomic import atomic_write
+from weights_convert.files.atomic import atomic_write
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats import wire
 from weights_convert.formats.prototxt import V1_TYPE_NAMES, v1_type_name

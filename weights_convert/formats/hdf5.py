@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 import h5py
 import numpy as np
 
-from weights_convert.atomic import atomic_path
+from weights_convert.files.atomic import atomic_path
 from weights_convert.errors import CaffeFormatError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"

@@ -19,7 +19,7 @@ from typing import IO, Callable, Mapping, Sequence
 import numpy as np
 import xxhash
 
-from weights_convert.atomic import atomic_write
+from weights_convert.files.atomic import atomic_write
 from weights_convert.errors import CaffeFormatError
 
 DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",

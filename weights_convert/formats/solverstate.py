@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from weights_convert.atomic import atomic_write
+from weights_convert.files.atomic import atomic_write
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats import wire
 from weights_convert.formats.caffemodel import MappedFile, blob_message, scan_blob, shape_field, write_parts

@@ -1,6 +1,6 @@
 """What a layer type owns, known from its LayerParameter alone: the one table the converter reads
 (it runs without torch, so it cannot import the layer classes) and the layer classes' own
-param_shapes must agree with (tests/test_graph.py checks every registered type)."""
+param_shapes must agree with (tests/weights_convert/test_graph.py checks every registered type)."""
 from __future__ import annotations
 
 from typing import Callable

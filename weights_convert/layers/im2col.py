@@ -2,7 +2,7 @@
 For a large kernel on a small map (OSLSM's fc6s, a 7x7 convolution over pool5) this is 0.85x the
 time of torch's direct convolution on a 2-core AMD EPYC (bench/RESULTS.md, "Query forward").
 The training graph keeps torch's convolution: there the changed order of sums moved two
-data-parallel ranks past their 1e-6 agreement with one process (tests/test_data_parallel.py)."""
+data-parallel ranks past their 1e-6 agreement with one process (tests/weights_convert/train/test_data_parallel.py)."""
 from __future__ import annotations
 
 from typing import Sequence

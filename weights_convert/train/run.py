@@ -24,15 +24,15 @@ from typing import Iterator
 
 import torch
 
-from weights_convert import stop_signals
-from weights_convert.atomic import atomic_write_text, naming_os_errors
-from weights_convert.devices import checked_device
+from weights_convert.runtime import stop_signals
+from weights_convert.files.atomic import atomic_write_text, naming_os_errors
+from weights_convert.runtime.devices import checked_device
 from weights_convert.errors import CaffeFormatError, Interrupted
-from weights_convert.folder_lock import folder_lock
+from weights_convert.files.folder_lock import folder_lock
 from weights_convert.graph import CaffeNet
-from weights_convert.numerics import faithful_mode
-from weights_convert.progress import Progress
-from weights_convert.provenance import hardware, sha256_file
+from weights_convert.runtime.numerics import faithful_mode
+from weights_convert.runtime.progress import Progress
+from weights_convert.files.provenance import hardware, sha256_file
 from weights_convert.train.data import DataSource
 from weights_convert.train.distributed import SINGLE, Ranks, any_rank, from_lead, join, leave
 from weights_convert.train.solver_file import SolverFile

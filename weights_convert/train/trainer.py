@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from weights_convert.atomic import atomic_write_text
-from weights_convert.devices import explained_out_of_memory
+from weights_convert.files.atomic import atomic_write_text
+from weights_convert.runtime.devices import explained_out_of_memory
 from weights_convert.errors import CaffeFormatError
 from weights_convert.formats.caffemodel import write_caffemodel
 from weights_convert.formats.solverstate import read_solverstate, write_solverstate
 from weights_convert.graph import CaffeNet
 from weights_convert.layers.dropout import Dropout
 from weights_convert.oslsm.loading import read_params
-from weights_convert.provenance import sha256_file
+from weights_convert.files.provenance import sha256_file
 from weights_convert.train.data import DataSource
 from weights_convert.train.distributed import SINGLE, Ranks, gather_pass_losses, sum_gradients
 from weights_convert.train.passes import forward_backward

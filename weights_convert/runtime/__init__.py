@@ -1,0 +1,1 @@
+"""The run-time environment: devices, faithful numerics, the allocator, signals, progress."""

@@ -21,7 +21,7 @@ quote = '$(subst ','"'"',$(1))'
 # empty one stops make with its name rather than become an empty or root path.
 arg = $(if $(strip $(value $(1))),$(call quote,$(value $(1))$(2)),$(error $(1) is empty: give it a value, e.g. $(1)=...))
 
-.PHONY: install proto test test-gpu selfcheck train-all demo convert check-voc prototxt reproduce-table1 reproduce-table2 reproduce-tables train bench clean
+.PHONY: install proto test test-gpu selfcheck train-all demo convert check-voc prototxt reproduce-table1 reproduce-table2 reproduce-tables train train-base reproduce-baselines bench clean
 
 # Re-installs when setup.py changes; torch is pinned there to the local CPU wheel.
 $(VENV)/.installed: setup.py
@@ -103,6 +103,24 @@ train-all: install
 	$(PY) -m reproduce train-all --voc $(call arg,VOC) --sbd $(call arg,SBD) --init $(call arg,INIT) \
 	  --folds $(call arg,FOLDS) --devices $(if $(value DEVICES),$(call arg,DEVICES),$(call arg,DEVICE)) --ranks-per-fold $(call arg,RANKS) \
 	  $(if $(value ITERS),--iters $(call arg,ITERS)) --out $(call arg,RESULTS,/train)
+
+# The paper's baselines: a base net per fold (FCN-32s, 16-way, FCN's recipe from ImageNet VGG-16),
+# then both tables with 1-NN, LogReg and fine-tuning as rows on the same episodes (docs/baselines.md).
+VGG16 ?= data/models/VGG_ILSVRC_16_layers.caffemodel
+# (default: RESULTS/train/base_models, where train-base and `train-all --base-nets` publish them)
+BASE_MODELS ?=
+base_models = $(if $(value BASE_MODELS),$(call arg,BASE_MODELS),$(call arg,RESULTS,/train/base_models))
+BASELINES ?= 1nn,logreg,finetune
+train-base: install
+	$(PY) -m reproduce train-base --fold $(call arg,FOLD) --voc $(call arg,VOC) --sbd $(call arg,SBD) \
+	  --vgg16 $(call arg,VGG16) $(if $(value ITERS),--iters $(call arg,ITERS)) --device $(call arg,DEVICE) \
+	  --out $(call arg,RESULTS,/train/base/fold$(value FOLD)) --publish $(base_models)
+
+reproduce-baselines: install
+	$(PY) -m reproduce table-run --table 1 2 --voc $(call arg,VOC) --models $(call arg,MODELS) \
+	  $(if $(value PROTOTXT),--prototxt $(call arg,PROTOTXT)) --episodes $(call arg,EPISODES) \
+	  --device $(call arg,DEVICE) --out $(call arg,RESULTS) --baselines $(call arg,BASELINES) \
+	  --base-models $(base_models)
 
 bench: install
 	$(PY) bench/convert_bench.py

@@ -21,6 +21,7 @@ setup(
         "matplotlib",
         "scipy",  # SBD's .mat files (sbd-to-voc)
         "xxhash",  # converted files' data checksum (XXH3-128, at memory speed)
+        "scikit-learn",  # the LogReg baseline (reproduce/evaluation/baselines)
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "grpcio-tools==1.85.1"],

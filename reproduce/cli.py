@@ -7,7 +7,7 @@ from weights_convert.cli_frame import run_command
 from weights_convert.errors import CaffeFormatError
 
 COMMAND_MODULES = ["convert_folds", "evaluate", "table", "table_run", "demo", "episodes", "inputs", "train_episodes",
-                   "sbd_to_voc", "make_init", "train", "train_all", "figure", "report", "check_voc"]
+                   "sbd_to_voc", "make_init", "train", "train_base", "train_all", "figure", "report", "check_voc"]
 
 
 def build_parser():

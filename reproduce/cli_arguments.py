@@ -45,13 +45,16 @@ def add_data_arguments(parser, voc_required: bool = True) -> None:
     parser.add_argument("--no-cache", action="store_true", help="rescan the masks, write no cache")
 
 
-def add_training_data_arguments(parser) -> None:
+def add_training_data_arguments(parser, shots: bool = True) -> None:
     parser.add_argument("--voc", required=True, help="VOC2012 folder; its ImageSets/Segmentation/train.txt is read")
     parser.add_argument("--sbd", required=True, help="SBD in the VOC layout (from `sbd-to-voc`); train.txt is read")
     parser.add_argument("--fold", type=int, required=True, choices=FOLDS, help="PASCAL-5i fold")
-    parser.add_argument("--shots", type=int, default=1, help="support images per episode (the upstream net: 1)")
-    parser.add_argument("--seed", type=int, help="seed of the episode stream (default: from the system, as the "
-                        "original; always recorded)")
+    if shots:
+        parser.add_argument("--shots", type=int, default=1, help="support images per episode (the upstream net: 1)")
+        parser.add_argument("--seed", type=int, help="seed of the episode stream (default: from the system, as the "
+                            "original; always recorded)")
+    else:
+        parser.add_argument("--seed", type=int, help="seed of the image stream (default: FCN's 1337)")
     parser.add_argument("--cache-dir", default=None, help="where to cache the mask scans")
     parser.add_argument("--no-cache", action="store_true", help="rescan the masks, write no cache")
 
@@ -74,7 +77,7 @@ def open_checked_training_sets(args) -> dict:
     passed, reported together: the data sets, an output outside both, the counts given."""
     from reproduce.training.episodes import open_training_sets
 
-    problems = numeric_problems(args, ("episodes", "iters", "snapshot_every"))
+    problems = numeric_problems(args, ("episodes", "iters", "snapshot_every", "base_lr"))
     sets = collect(problems, open_training_sets, args.sbd, args.voc)
     for dataset in (sets or {}).values():
         collect(problems, refuse_inside_dataset, args.out, dataset.root)

@@ -58,12 +58,18 @@ def size_gb_problem(value: float) -> str | None:
     return None
 
 
+def rate_problem(value: float) -> str | None:
+    if not math.isfinite(value) or value <= 0:
+        return f"must be a finite rate > 0, got {value}"
+    return None
+
+
 # Each numeric option of the reproduce commands (argparse dest -> its check): a command that takes
 # one reports its problems with its other argument problems (numeric_problems), before any write.
 CHECKS = {"episodes": episodes_problem, "workers": count_problem, "iters": count_problem,
           "snapshot_every": count_problem, "ranks_per_fold": count_problem, "images": count_problem,
           "train_images": count_problem, "train_iters": count_problem, "hsnet_size": grid_problem,
-          "cache_max_gb": size_gb_problem}
+          "cache_max_gb": size_gb_problem, "base_lr": rate_problem}
 
 
 def numeric_problems(args, dests: tuple[str, ...] | None = None) -> list[str]:

@@ -65,3 +65,13 @@ def test_an_empty_required_variable_stops_make_naming_it(target, variable):
     done = subprocess.run(["make", "-n", "-C", str(ROOT), target, f"{variable}="], capture_output=True, text=True)
     assert done.returncode != 0 and f"{variable} is empty" in done.stderr
     assert " -m reproduce " not in done.stdout
+
+
+def test_the_baseline_targets_pass_odd_paths_and_share_the_base_models_folder():
+    argv = _command("train-base", VOC=ODD + "/v", SBD=ODD + "/s", VGG16=ODD + "/vgg.caffemodel", RESULTS=ODD, FOLD="3")
+    assert [_value(argv, f) for f in ("--voc", "--sbd", "--vgg16", "--out", "--publish", "--fold")] == \
+        [ODD + "/v", ODD + "/s", ODD + "/vgg.caffemodel", ODD + "/train/base/fold3", ODD + "/train/base_models", "3"]
+    argv = _command("reproduce-baselines", RESULTS=ODD, BASELINES="1nn")
+    assert argv[argv.index("--table") + 1:argv.index("--table") + 3] == ["1", "2"]
+    assert (_value(argv, "--baselines"), _value(argv, "--base-models")) == ("1nn", ODD + "/train/base_models")
+    assert _value(_command("reproduce-baselines", BASE_MODELS=ODD), "--base-models") == ODD

@@ -34,6 +34,13 @@ def add_arguments(parser) -> None:
     add_protocol_arguments(parser, extra_help="; a protocol's tables and runs carry its suffix "
                            "(e.g. table1_1shot_hsnet.* and OUT/runs_hsnet)")
     add_folds_argument(parser, " (a subset: the table then has no mean)")
+    parser.add_argument("--baselines", help="comma-separated re-run baselines of the paper, each a row on the same "
+                        "episodes: 1nn, logreg, finetune (needs --base-models)")
+    parser.add_argument("--base-models", help="folder of the base nets, one FCN-32s .caffemodel per fold "
+                        "('fold{F}' in the name; `train-base`)")
+    parser.add_argument("--patch-labels", choices=("majority", "bilinear"), default="majority",
+                        help="1nn and logreg: a support patch is positive when most of its pixels are (default), "
+                             "or when the mask bilinearly sampled at its centre is > 0.5")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-progress", action="store_true")
 
@@ -47,8 +54,8 @@ def run(args) -> int:
     from reproduce.evaluation.protocols import protocol_from_args
     from reproduce.numeric_options import numeric_problems
     from weights_convert.files.folder_lock import folder_lock
-    from reproduce.workflows.table_pipeline import (check_models, ensure_converted, evaluate_folds, require_voc,
-                                                    write_table_and_report)
+    from reproduce.workflows.table_pipeline import (check_models, ensure_converted, evaluate_baselines,
+                                                    evaluate_folds, require_voc, write_table_and_report)
 
     out = Path(args.out)
     prototxt = Path(args.prototxt) if args.prototxt else None
@@ -61,6 +68,7 @@ def run(args) -> int:
     collect(problems, check_models, args.models, out / "models", folds, prototxt)
     if voc is not None:
         collect(problems, refuse_inside_dataset, out, voc, "--out")
+    methods, base_models = collect(problems, _baselines, args, folds) or ([], {})
     protocol, protocol_problems = protocol_from_args(args, folds=folds)
     problems += protocol_problems
     if protocol is not None and voc is not None and protocol.mask_dir(voc) is not None:
@@ -76,8 +84,30 @@ def run(args) -> int:
                               protocol=protocol, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
                               cache_max_bytes=int(args.cache_max_gb * (1 << 30)), workers=args.workers,
                               progress=not args.no_progress)
+        compared = evaluate_baselines(tables, voc, base_models, out, methods, episodes=args.episodes,
+                                      device=args.device, protocol=protocol, progress=not args.no_progress)
         for table in tables:
-            paths = write_table_and_report(table, runs[table], out, voc, device=args.device)
+            paths = write_table_and_report(table, runs[table], out, voc, device=args.device, methods=compared[table])
             print(paths["md"].read_text())
             print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _baselines(args, folds):
+    """The methods --baselines names and the base net of each fold (none without --baselines)."""
+    from reproduce.cli_arguments import comma_list
+    from reproduce.errors import ReproduceError, raise_problems
+    from reproduce.evaluation.baselines.methods import methods_named
+    from reproduce.workflows.fold_models import find_fold_models
+    from reproduce.workflows.table_pipeline import BASE_MODELS_HELP
+
+    if args.baselines is None:
+        if args.base_models is not None:
+            raise ReproduceError("--base-models is read with --baselines only")
+        return [], {}
+    problems: list[str] = []
+    names = comma_list(args.baselines, "--baselines", problems)
+    raise_problems(problems)
+    if args.base_models is None:
+        raise ReproduceError(f"--baselines needs --base-models: {BASE_MODELS_HELP}")
+    return methods_named(names, args.patch_labels), find_fold_models(args.base_models, {}, folds, where_to_get=BASE_MODELS_HELP)

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from reproduce.cli_arguments import add_training_data_arguments, open_checked_training_sets
-from reproduce.errors import ReproduceError
 from reproduce.training.recipe import RELEASED_ITERATION, SOLVER_PROTOTXT, default_iterations
-from reproduce.data.voc import VOCDataset
 
 NAME = "train"
 HELP = "re-train one fold's OSLSM model as the authors did (upstream train net and solver, Caffe's SGD)"
@@ -30,17 +28,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="run folder (the same command again resumes it)")
 
 
-def check_no_test_images(sets, voc: str) -> None:
-    """The query images of PASCAL-5i are VOC 2012 val images: none may be a training image."""
-    val = set(VOCDataset(voc, split="val").names)
-    overlap = sorted((name, set_name) for set_name, d in sets.items() for name in d.names if name in val)
-    if overlap:
-        raise ReproduceError(f"{len(overlap)} training image(s) are VOC 2012 val (test) images, e.g. "
-                             f"{overlap[0][0]} in the {overlap[0][1]} set: convert SBD with `sbd-to-voc --voc`, "
-                             "or pass --allow-val-images knowingly")
-
-
 def run(args) -> int:
+    from reproduce.training.episodes import check_no_test_images
     from reproduce.workflows.fold_training import train_fold  # here: `--help` starts without loading torch
     from weights_convert.runtime.allocator import keep_freed_blocks
     from weights_convert.train.distributed import lead_process

@@ -13,7 +13,12 @@ HELP = ("re-train the fold models: one `train` process per fold (a torchrun job 
 def add_arguments(parser) -> None:
     parser.add_argument("--voc", required=True, help="VOC2012 folder (train.txt is read)")
     parser.add_argument("--sbd", required=True, help="SBD in the VOC layout (from `sbd-to-voc`)")
-    parser.add_argument("--init", help="start model (from `make-init`); not needed to resume")
+    parser.add_argument("--init", help="start model (from `make-init`; with --base-nets an FCN-32s one); not needed "
+                        "to resume")
+    parser.add_argument("--base-nets", action="store_true",
+                        help="train the baselines' base nets instead (`train-base` per fold, in OUT/base/fold{F}; "
+                             "published to OUT/base_models for `table-run --base-models`)")
+    parser.add_argument("--vgg16", help="with --base-nets: ImageNet VGG-16, the base nets' start by FCN's surgery")
     add_folds_argument(parser)
     parser.add_argument("--devices", default="cpu",
                         help="comma-separated devices, e.g. cuda:0,cuda:1 (a fold at a time on each; repeat cpu "
@@ -33,12 +38,14 @@ def run(args) -> int:
     from reproduce.cli_arguments import comma_list, selected_folds
     from reproduce.numeric_options import numeric_problems
     from reproduce.errors import raise_problems
+    from reproduce.training.base_net import BASE_ITERATIONS
     from reproduce.training.recipe import default_iterations
     from reproduce.workflows.all_folds import FoldJob, device_slots, publish_model, run_all
     from weights_convert.runtime.devices import DeviceError, checked_device
 
     out = Path(args.out)
     problems = numeric_problems(args, ("iters", "ranks_per_fold"))
+    problems += _foreign_options(args)
     folds, devices = selected_folds(args.folds, problems), comma_list(args.devices, "--devices", problems)
     for device in devices:
         try:
@@ -49,24 +56,39 @@ def run(args) -> int:
         problems.append(f"--out {out} is a file; expected a folder")
     raise_problems(problems, heading="cannot start train-all")
     slots = device_slots(devices, args.ranks_per_fold)
-    jobs = [FoldJob(f, out / f"fold{f}", _train_arguments(args, f)) for f in folds]
-    statuses = run_all(jobs, slots, out / "logs", default_iterations(args.iters, args.solver))
+    if args.base_nets:
+        jobs = [FoldJob(f, out / "base" / f"fold{f}", _train_arguments(args, f), "train-base") for f in folds]
+        target, models, prefix = args.iters or BASE_ITERATIONS, out / "base_models", "fcn32s_base"
+    else:
+        jobs = [FoldJob(f, out / f"fold{f}", _train_arguments(args, f)) for f in folds]
+        target, models, prefix = default_iterations(args.iters, args.solver), out / "models", "oslsm"
+    statuses = run_all(jobs, slots, out / "logs", target)
     failed = sorted(f for f, status in statuses.items() if status != 0)
-    for fold in folds:
-        if fold in failed:
-            print(f"fold {fold}: FAILED (exit {statuses[fold]}); see {out / 'logs' / f'fold{fold}.log'}")
+    for job in jobs:
+        if job.fold in failed:
+            print(f"fold {job.fold}: FAILED (exit {statuses[job.fold]}); see {out / 'logs' / f'fold{job.fold}.log'}")
         else:
-            print(f"fold {fold}: {publish_model(fold, out / f'fold{fold}', out / 'models')}")
+            print(f"fold {job.fold}: {publish_model(job.fold, job.trainer_folder, models, prefix)}")
     if not failed:
-        print(f"models for `make reproduce-tables MODELS={out / 'models'}` (convert-folds finds them by fold)",
-              file=sys.stderr)
+        print(f"base nets for `table-run --baselines ... --base-models {models}`" if args.base_nets else
+              f"models for `make reproduce-tables MODELS={models}` (convert-folds finds them by fold)", file=sys.stderr)
     return 1 if failed else 0
 
 
+def _foreign_options(args) -> list[str]:
+    """Options of the other kind of training than the one asked for."""
+    if args.base_nets:
+        given = [flag for flag, value in (("--solver", args.solver),) if value is not None]
+        return [f"{', '.join(given)}: not an option of --base-nets (FCN's solver is the base nets' recipe)"] if given else []
+    return ["--vgg16 is read with --base-nets only (OSLSM's start model comes from `make-init --vgg16`)"] \
+        if args.vgg16 is not None else []
+
+
 def _train_arguments(args, fold: int) -> list[str]:
+    """The fold's `train` (or `train-base`) arguments; fold F's seed is --seed + F."""
     argv = ["--voc", args.voc, "--sbd", args.sbd]
-    for flag, value in (("--init", args.init), ("--iters", args.iters), ("--solver", args.solver),
-                        ("--seed", None if args.seed is None else args.seed + fold)):
+    for flag, value in (("--init", args.init), ("--vgg16", args.vgg16), ("--iters", args.iters),
+                        ("--solver", args.solver), ("--seed", None if args.seed is None else args.seed + fold)):
         if value is not None:
             argv += [flag, str(value)]
     return argv + (["--allow-val-images"] if args.allow_val_images else [])

@@ -73,7 +73,7 @@ def evaluate_runs(configs: Sequence[EvalConfig], load_model: ModelLoader | None 
     if load_model is None:
         from weights_convert.oslsm import load_oslsm as load_model
     with faithful_mode():
-        runs = [_planned_run(config) for config in configs]
+        runs = [plan_run(config) for config in configs]
         passes = [runs] if len(runs) == 1 or _one_pass_possible(runs) else [[run] for run in runs]
         return [summary for group in passes for summary in _evaluate_pass(group, load_model)]
 
@@ -98,7 +98,7 @@ def _evaluate_pass(runs: Sequence[PlannedRun], load_model: ModelLoader) -> list[
         code = code_record(config.torch_device)  # the same for every run of the pass
         inputs = DatasetInputs(lead.dataset)
         for run in runs:
-            _start(run, model_sha, code, inputs)
+            start_run(run, model_sha, code, inputs)
         provider = FeatureProvider(
             model, inputs, model_sha256=model_sha, device=config.torch_device,
             enabled=config.cache, workers=config.workers, memory_bytes=config.memory_bytes,
@@ -108,7 +108,7 @@ def _evaluate_pass(runs: Sequence[PlannedRun], load_model: ModelLoader) -> list[
             if run.config.save_masks:
                 _write_missing_masks(run.folder, model, provider, run.episodes[:run.resumed_from])
         loop = _score_episodes(runs, model, provider, lead.episodes)
-        summaries = [_finish(run, weights) for run in runs]
+        summaries = [finish_run(run, weights) for run in runs]
         for run in runs:
             if run.scored == 0 and (run.folder.path / "timings.json").exists():
                 continue  # a finished run run again: its timings stay those of the session that scored it
@@ -117,7 +117,8 @@ def _evaluate_pass(runs: Sequence[PlannedRun], load_model: ModelLoader) -> list[
     return summaries
 
 
-def _planned_run(config: EvalConfig) -> PlannedRun:
+def plan_run(config: EvalConfig) -> PlannedRun:
+    """The checked request, its data set and episodes, and its folder (nothing written yet)."""
     dataset = open_checked(config)
     episodes, n_items, reference = _episodes(config, dataset)
     _refuse_missing_files(dataset, episodes)
@@ -161,9 +162,12 @@ def _lead(runs: Sequence[PlannedRun]) -> PlannedRun:
     return max(runs, key=lambda r: (r.config.shots, len(r.episodes)))
 
 
-def _start(run: PlannedRun, model_sha: str, code: dict, inputs: DatasetInputs) -> None:
+def start_run(run: PlannedRun, model_sha: str, code: dict, inputs: DatasetInputs, extra: dict | None = None) -> None:
+    """The folder's manifest (with `extra`: what else a run is, e.g. a baseline method), episodes
+    and data digests written or checked against a resumed run's; run.resumed_from set."""
     config = run.config
     run.manifest = {"format": RUN_FORMAT, "fold": config.fold, "shots": config.shots, **config.protocol.record(),
+                    **(extra or {}),
                     "n_episodes": len(run.episodes), "episodes_sha256": episodes_sha256(run.episodes),
                     "reference": run.reference, "model_sha256": model_sha, "device_type": config.torch_device.type,
                     "code": code}
@@ -283,7 +287,7 @@ def _score_one(run: PlannedRun, journal, i: int, model, feats, w, b, truth, seco
     run.scored += 1
 
 
-def _finish(run: PlannedRun, weights: dict) -> dict:
+def finish_run(run: PlannedRun, weights: dict, extra: dict | None = None) -> dict:
     """summary.json (weights_sha256: the source caffemodel's content, whatever the file is called;
     weights_training: how this kit re-trained it, when it did) and iou_results.txt, from the journal."""
     config, episodes = run.config, run.episodes
@@ -293,7 +297,7 @@ def _finish(run: PlannedRun, weights: dict) -> dict:
     classes = fold_classes(config.fold)
     numbers = config.protocol.fold_summary(classes, rows)
     summary = {
-        "format": RUN_FORMAT, "fold": config.fold, "shots": config.shots, **config.protocol.record(),
+        "format": RUN_FORMAT, "fold": config.fold, "shots": config.shots, **config.protocol.record(), **(extra or {}),
         "test_classes": classes, "class_names": {str(c): class_name(c) for c in classes},
         "n_episodes": len(episodes), "episodes_sha256": run.manifest["episodes_sha256"],
         "reference": run.manifest["reference"], "model_sha256": run.manifest["model_sha256"],

@@ -9,6 +9,7 @@ from weights_convert.files.atomic import atomic_path
 PAPER = "#8c8c8c"      # published numbers
 OURS = "#1f77b4"       # this reproduction
 SECOND = "#2ca02c"     # a second series (learning rate, a model to compare with)
+METHOD_COLOURS = ("#ff7f0e", "#9467bd", "#8c564b")  # re-run baselines of the paper
 SUPPORT = (255, 200, 0)     # support mask overlay (RGB)
 TRUTH = (0, 200, 0)         # query ground truth
 PREDICTION = (230, 40, 40)  # predicted mask

@@ -9,13 +9,15 @@ import csv
 import io
 import json
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
 from reproduce.errors import ReproduceError
 from reproduce.evaluation.protocols import protocol_of
 from reproduce.training.model_record import describe as describe_model
-from reproduce.presentation.plots import OURS, PAPER, SECOND, pyplot, save_png
+from reproduce.presentation.claims import REIMPLEMENTED, baseline_notes, claims_markdown, measured_claims
+from reproduce.presentation.plots import METHOD_COLOURS, OURS, PAPER, SECOND, pyplot, save_png
 from weights_convert.files.atomic import atomic_write_text
 from reproduce.data.pascal5i import FOLDS, N_FOLDS
 
@@ -38,6 +40,7 @@ def load_paper(table: int, paper_dir: str | os.PathLike = PAPER_DIR) -> dict:
         rerun = data.get("released_model_rerun")
         return {"folds": {f: float(numbers[f"fold{f}"]) for f in FOLDS}, "mean": float(numbers["mean"]),
                 "fb_iou": data.get("fb_iou_reported_by_later_work"), "source": data.get("source", str(path)),
+                "baselines": data.get("baselines", {}), "claims": data.get("claims"),
                 "rerun": None if rerun is None else {"label": rerun["label"], "source": rerun["source"],
                                                      "folds": {int(k[4:]): float(v) for k, v in rerun["folds"].items()}}}
     except FileNotFoundError:
@@ -94,15 +97,20 @@ def _runs_by_fold(table: int, run_dirs: Sequence[str | os.PathLike]) -> dict[int
 
 
 def build_table(table: int, run_dirs: Sequence[str | os.PathLike], paper_dir=PAPER_DIR,
-                baseline: tuple[str, Sequence[str | os.PathLike]] | None = None) -> dict:
-    """Rows per fold and the mean: paper, ours (x100), ours - paper, our FB-IoU (x100), and with
-    `baseline` (label, run folders) the mIoU of other runs to compare ours with (e.g. before training)."""
+                baseline: tuple[str, Sequence[str | os.PathLike]] | None = None,
+                methods: Sequence[tuple[str, Sequence[str | os.PathLike]]] = ()) -> dict:
+    """Rows per fold and the mean: paper, ours (x100), ours - paper, our FB-IoU (x100); with
+    `baseline` (label, run folders) the mIoU of other runs to compare ours with (e.g. before
+    training); with `methods` ((label, run folders) of re-run baselines, on OSLSM's episodes) a row
+    each and the abstract's claims measured (claims.py)."""
     stem = table_stem(table)
     shots = TABLES[table][1]
     paper = load_paper(table, paper_dir)
     runs = _runs_by_fold(table, run_dirs)
     others = _runs_by_fold(table, baseline[1]) if baseline else {}
-    protocols = {protocol_of(s) for s in [*runs.values(), *others.values()]}
+    compared = [(label, _same_episodes(label, runs, _runs_by_fold(table, dirs))) for label, dirs in methods]
+    protocols = {protocol_of(s) for s in [*runs.values(), *others.values(),
+                                           *(s for _, by_fold in compared for s in by_fold.values())]}
     if len(protocols) > 1:
         raise ReproduceError(f"runs mix scoring protocols ({', '.join(sorted(p.label for p in protocols))}); "
                              "a table needs one")
@@ -118,24 +126,40 @@ def build_table(table: int, run_dirs: Sequence[str | os.PathLike], paper_dir=PAP
                      "difference": None if ours is None or not comparable else ours - paper["folds"][f],
                      "ours_fb_iou": None if s is None else 100.0 * float(s["fb_iou"]),
                      "episodes": None if s is None else int(s["n_episodes"]),
-                     "baseline_miou": 100.0 * float(others[f]["miou"]) if f in others else None})
+                     "baseline_miou": 100.0 * float(others[f]["miou"]) if f in others else None,
+                     "methods": {label: 100.0 * float(by_fold[f]["miou"]) if f in by_fold else None
+                                 for label, by_fold in compared}})
     complete = len(runs) == len(FOLDS)
     mean_ours = sum(r["ours_miou"] for r in rows) / N_FOLDS if complete else None
     mean_fb = sum(r["ours_fb_iou"] for r in rows) / N_FOLDS if complete else None
     mean_baseline = sum(r["baseline_miou"] for r in rows) / N_FOLDS if len(others) == len(FOLDS) else None
     rows.append({"fold": "mean", "paper_miou": paper["mean"], "ours_miou": mean_ours, "rerun_miou": None,
                  "difference": None if mean_ours is None or not comparable else mean_ours - paper["mean"],
-                 "ours_fb_iou": mean_fb, "episodes": None, "baseline_miou": mean_baseline})
+                 "ours_fb_iou": mean_fb, "episodes": None, "baseline_miou": mean_baseline,
+                 "methods": {label: sum(r["methods"][label] for r in rows) / N_FOLDS if len(by_fold) == N_FOLDS
+                             else None for label, by_fold in compared}})
     return {"table": table, "stem": stem + protocol.table_suffix, "shots": shots, "protocol": protocol,
             "paper_label": "paper" if comparable else PAPER_OTHER_PROTOCOL,
             "rows": rows,
             "baseline_label": baseline[0] if baseline else None,
+            "methods": [label for label, _ in compared], "published": paper["baselines"],
+            "claims": measured_claims(rows, runs, dict(compared), paper["claims"]) if compared else None,
             "paper_source": paper["source"], "paper_fb_iou": paper["fb_iou"], "rerun": paper["rerun"],
             "runs": {f: {"run_dir": runs[f]["run_dir"], "model_sha256": runs[f].get("model_sha256"),
                          "weights_sha256": runs[f].get("weights_sha256", runs[f].get("model_sha256")),
                          "episodes_sha256": runs[f].get("episodes_sha256"),
                          "training": runs[f].get("weights_training"),
                          "reference": runs[f].get("reference", "not recorded")} for f in sorted(runs)}}
+
+
+def _same_episodes(label: str, runs: dict[int, dict], by_fold: dict[int, dict]) -> dict[int, dict]:
+    """A baseline's runs, refused unless each fold's ran the very episodes OSLSM's run did."""
+    for fold, summary in by_fold.items():
+        ours = runs.get(fold)
+        if ours is not None and summary.get("episodes_sha256") != ours.get("episodes_sha256"):
+            raise ReproduceError(f"{summary['run_dir']}: {label} ran other episodes than OSLSM's fold-{fold} run "
+                                 f"{ours['run_dir']}; a comparison needs identical episodes")
+    return by_fold
 
 
 def _fmt(v, signed: bool = False) -> str:
@@ -161,6 +185,10 @@ def table_markdown(t: dict, note: str = "") -> str:
     lines.append(f"| {ours} | " + " | ".join(_fmt(r["ours_miou"]) for r in t["rows"]) + " |")
     if t["baseline_label"]:
         lines.append(f"| {t['baseline_label']} | " + " | ".join(_fmt(r["baseline_miou"]) for r in t["rows"]) + " |")
+    for label in t["methods"]:
+        lines.append(f"| {label} ({REIMPLEMENTED}) | " + " | ".join(_fmt(r["methods"][label]) for r in t["rows"]) + " |")
+    for label in t["published"].get("published_only", {}) if t["methods"] else ():
+        lines.append(f"| {label} (published only, not re-run) | " + " | ".join("-" for _ in t["rows"]) + " |")
     if protocol.comparable_with_paper:
         difference = "ours - paper" if protocol.papers_own else f"{ours} - paper (original)"
         lines.append(f"| {difference} | " + " | ".join(_fmt(r["difference"], True) for r in t["rows"]) + " |")
@@ -175,6 +203,8 @@ def table_markdown(t: dict, note: str = "") -> str:
               f"- Ours: scoring protocol `{protocol.label}`, {', '.join(map(str, eps))} episodes per fold "
               f"(the paper: 1000); mIoU is the mean IoU of a fold's 5 test classes, x100.",
               f"- FB-IoU is not in the paper; later work quotes {t['paper_fb_iou']} for OSLSM {t['shots']}-shot."]
+    if t["methods"]:
+        lines += baseline_notes(t)
     missing = [r["fold"] for r in t["rows"][:N_FOLDS] if r["ours_miou"] is None]
     if missing:
         lines.append(f"- Missing runs: {', '.join(missing)} (no mean for ours).")
@@ -182,6 +212,8 @@ def table_markdown(t: dict, note: str = "") -> str:
         lines.append(f"- fold{f}: {r['run_dir']} (weights sha256 {str(r['weights_sha256'])[:12]}, "
                      f"episodes sha256 {str(r['episodes_sha256'])[:12]}; the original's episode list on "
                      f"VOC 2012: {r['reference']}); model: {describe_model(r['training'])}")
+    if t["claims"]:
+        lines += ["", *claims_markdown(t["claims"])]
     return "\n".join(lines) + "\n"
 
 
@@ -190,12 +222,15 @@ def table_csv(t: dict) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     columns = ["paper_miou", "rerun_miou", "ours_miou", "difference", "ours_fb_iou", "episodes"]
     columns += ["baseline_miou"] if t["baseline_label"] else []
+    method_columns = {re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") + "_miou": label for label in t["methods"]}
+    columns += list(method_columns)
     own = {"paper_miou": "paper_own_protocol_miou", "rerun_miou": "rerun_own_protocol_miou"}
     if not t["protocol"].comparable_with_paper:  # the paper's protocol is another: named, no difference column
         columns = [own.get(k, k) for k in columns if k != "difference"]
     writer.writerow(["fold", *columns, "protocol"])
     for r in t["rows"]:
-        r = {**r, **{name: r[k] for k, name in own.items()}}
+        r = {**r, **{name: r[k] for k, name in own.items()},
+             **{column: r["methods"][label] for column, label in method_columns.items()}}
         writer.writerow([r["fold"]] + ["" if r[k] is None else (f"{r[k]:.4f}" if isinstance(r[k], float) else r[k])
                                        for k in columns] + [t["protocol"].label])
     return buf.getvalue()
@@ -214,6 +249,8 @@ def table_png(t: dict, path: str | os.PathLike, note: str = "") -> None:
     if t["baseline_label"]:
         series.append((t["baseline_label"], SECOND,
                        [np.nan if r["baseline_miou"] is None else r["baseline_miou"] for r in t["rows"]]))
+    for label, colour in zip(t["methods"], METHOD_COLOURS):
+        series.append((label, colour, [np.nan if r["methods"][label] is None else r["methods"][label] for r in t["rows"]]))
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     for i, (label, colour, values) in enumerate(series):
@@ -236,9 +273,10 @@ def table_png(t: dict, path: str | os.PathLike, note: str = "") -> None:
 
 def write_table(table: int, run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                 note: str = "", paper_dir=PAPER_DIR,
-                baseline: tuple[str, Sequence[str | os.PathLike]] | None = None) -> dict[str, Path]:
+                baseline: tuple[str, Sequence[str | os.PathLike]] | None = None,
+                methods: Sequence[tuple[str, Sequence[str | os.PathLike]]] = ()) -> dict[str, Path]:
     """Write table{T}_{k}shot{protocol suffix}.md/.csv/.png under out_dir; returns their paths."""
-    t = build_table(table, run_dirs, paper_dir, baseline)
+    t = build_table(table, run_dirs, paper_dir, baseline, methods)
     out = Path(out_dir)
     paths = {ext: out / f"{t['stem']}.{ext}" for ext in ("md", "csv", "png")}
     atomic_write_text(paths["md"], table_markdown(t, note))

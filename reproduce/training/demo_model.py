@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from weights_convert.oslsm.layout import FC6_KERNEL, OSLSMWidths, conv_layer_shapes, expected_param_shapes
-from weights_convert.oslsm.random_init import bilinear_kernel
+from weights_convert.fcn.surgery import bilinear_kernel
 
 COLOUR_PARTS = 6                 # + and - of 3 channels
 INDICATOR = COLOUR_PARTS         # the channel that marks non-zero pixels
@@ -60,7 +60,7 @@ def demo_params(seed: int, widths: OSLSMWidths = DEMO_WIDTHS) -> dict[str, list[
     rb1s[0, columns[fc]] = signs[fc]
     params["rw1s"] = [rw1s, zeros.copy()]
     params["rb1s"] = [rb1s, np.zeros(1, np.float32)]
-    params["uppred_offset"] = [bilinear_kernel().reshape(expected["uppred_offset"][0])]
+    params["uppred_offset"] = [bilinear_kernel(expected["uppred_offset"][0][-1]).reshape(expected["uppred_offset"][0])]
     assert {k: [b.shape for b in v] for k, v in params.items()} == {k: [tuple(s) for s in v] for k, v in expected.items()}
     return params
 
@@ -127,3 +127,23 @@ def demo_solver_text(train_net: str, iterations: int) -> str:
         'snapshot_prefix: "demo"',
         "display: 20",
     ]) + "\n"
+
+
+def demo_base_params(widths, n_classes: int, seed: int) -> dict[str, list[np.ndarray]]:
+    """A thin FCN-32s start model for the demo's base nets (no VGG-16 here): He-scaled random
+    convolutions, score_fr at zero as FCN's surgery leaves it, upscore bilinear."""
+    from weights_convert.fcn.spec import blob_shapes
+    from weights_convert.fcn.surgery import interp
+
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shapes in blob_shapes(widths, n_classes).items():
+        if name == "upscore":
+            params[name] = [interp(shapes[0])]
+        elif name == "score_fr":
+            params[name] = [np.zeros(s, np.float32) for s in shapes]
+        else:
+            fan_in = int(np.prod(shapes[0][1:]))
+            params[name] = [(rng.standard_normal(shapes[0]) * np.sqrt(2.0 / fan_in)).astype(np.float32),
+                            np.zeros(shapes[1], np.float32)]
+    return params

@@ -149,3 +149,13 @@ class TrainingData:
         self.stream.restore(state)
         self.cursor = int(state["index"])
         self._recent.clear()
+
+
+def check_no_test_images(sets, voc: str) -> None:
+    """The query images of PASCAL-5i are VOC 2012 val images: none may be a training image."""
+    val = set(VOCDataset(voc, split="val").names)
+    overlap = sorted((name, set_name) for set_name, d in sets.items() for name in d.names if name in val)
+    if overlap:
+        raise ReproduceError(f"{len(overlap)} training image(s) are VOC 2012 val (test) images, e.g. "
+                             f"{overlap[0][0]} in the {overlap[0][1]} set: convert SBD with `sbd-to-voc --voc`, "
+                             "or pass --allow-val-images knowingly")

@@ -29,10 +29,16 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 class FoldJob:
     fold: int
     folder: Path             # the fold's training folder
-    argv: list[str]          # `reproduce train` arguments besides --fold, --device and --out
+    argv: list[str]          # the command's arguments besides --fold, --device and --out
+    command: str = "train"   # or "train-base" (its trainer's folder is folder/run)
     process: subprocess.Popen | None = None
     started: float = 0.0
     seen: tuple[float, int] | None = None  # (time, iteration) when this session first saw progress
+
+    @property
+    def trainer_folder(self) -> Path:
+        """Where its losses.csv and snapshots are."""
+        return self.folder / "run" if self.command == "train-base" else self.folder
 
 
 def device_slots(devices: Sequence[str], ranks_per_fold: int) -> list[list[str]]:
@@ -47,7 +53,7 @@ def fold_command(job: FoldJob, slot: list[str]) -> tuple[list[str], dict]:
     """The command and environment of one fold on one slot: a plain process on one device, a
     torchrun job with a rank per device (on CUDA the slot's GPUs are made the visible ones)."""
     env = dict(os.environ)
-    tail = ["-m", "reproduce", "train", "--fold", str(job.fold), "--out", str(job.folder), "--no-progress",
+    tail = ["-m", "reproduce", job.command, "--fold", str(job.fold), "--out", str(job.folder), "--no-progress",
             *job.argv]
     if len(slot) == 1:
         return [sys.executable, *tail, "--device", slot[0]], env
@@ -137,7 +143,7 @@ def last_iteration(folder: Path) -> tuple[int, float] | None:
 
 def print_progress(jobs: Sequence[FoldJob], target: int | None) -> None:
     for job in jobs:
-        now, last = time.time(), last_iteration(job.folder)
+        now, last = time.time(), last_iteration(job.trainer_folder)
         if last is None:
             continue
         iteration, loss = last
@@ -157,21 +163,21 @@ def newest_snapshot(folder: Path) -> tuple[int, Path] | None:
     return max(found) if found else None
 
 
-def publish_model(fold: int, folder: Path, models: Path) -> Path:
-    """Copy the fold's newest complete snapshot to models/, named by fold, with its training record
-    beside it (model_record.py), replacing older ones."""
+def publish_model(fold: int, folder: Path, models: Path, prefix: str = "oslsm") -> Path:
+    """Copy the fold's newest complete snapshot to models/{prefix}_fold{F}_iter_{N}.caffemodel, with
+    its training record beside it (model_record.py), replacing older ones."""
     from reproduce.training.model_record import record_path, write_training_record
 
     newest = newest_snapshot(folder)
     if newest is None:
         raise ReproduceError(f"fold {fold}: {folder} holds no complete snapshot")
     iteration, source = newest
-    target = models / f"oslsm_fold{fold}_iter_{iteration}.caffemodel"
+    target = models / f"{prefix}_fold{fold}_iter_{iteration}.caffemodel"
     models.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)
     write_training_record(target, fold, iteration, folder)
-    for old in models.glob(f"oslsm_fold{fold}_iter_*.caffemodel"):
+    for old in models.glob(f"{prefix}_fold{fold}_iter_*.caffemodel"):
         if old != target:
             old.unlink()
             record_path(old).unlink(missing_ok=True)

@@ -22,14 +22,14 @@ def _fold_pattern(fold: int) -> re.Pattern:
 
 
 def find_fold_models(models_dir: str | os.PathLike | None, explicit: dict[int, str | None],
-                     folds=FOLDS) -> dict[int, Path]:
+                     folds=FOLDS, where_to_get: str = WHERE_TO_GET) -> dict[int, Path]:
     """fold -> model file for `folds`: explicit paths win; the rest are found by 'fold{F}' in file
     names in `models_dir` (exactly one each). Errors list what was found and where models come from."""
     chosen: dict[int, Path] = {}
     for fold, path in explicit.items():
         if path and fold in folds:
             if not Path(path).is_file():
-                raise FileNotFoundError(f"--fold{fold} {path}: no such file. {WHERE_TO_GET}")
+                raise FileNotFoundError(f"--fold{fold} {path}: no such file. {where_to_get}")
             chosen[fold] = Path(path)
     wanted = [f for f in folds if f not in chosen]
     if not wanted:
@@ -37,7 +37,7 @@ def find_fold_models(models_dir: str | os.PathLike | None, explicit: dict[int, s
     if not models_dir or not Path(models_dir).is_dir():
         raise FileNotFoundError(
             f"models directory {models_dir!r} does not exist (needed for fold(s) {', '.join(map(str, wanted))}). "
-            + WHERE_TO_GET)
+            + where_to_get)
     candidates = sorted(p for p in Path(models_dir).iterdir()
                         if p.is_file() and p.name.lower().endswith(WEIGHT_SUFFIXES))
     problems = []
@@ -53,7 +53,7 @@ def find_fold_models(models_dir: str | os.PathLike | None, explicit: dict[int, s
     if problems:
         found = ", ".join(p.name for p in candidates) or "no .caffemodel / .caffemodel.h5 files"
         raise CaffeFormatError(f"cannot pick the fold models in {models_dir}: " + "; ".join(problems)
-                               + f". Found: {found}. " + WHERE_TO_GET)
+                               + f". Found: {found}. " + where_to_get)
     return dict(sorted(chosen.items()))
 
 

@@ -99,14 +99,44 @@ def evaluate_folds(tables: Sequence[int], voc, converted: dict[int, Path], out: 
     return runs
 
 
+BASE_MODELS_HELP = ("one FCN-32s base net per fold ('fold{F}' in each .caffemodel's name), as `reproduce train-base "
+                    "--fold F` trains them (or `train-all --base-nets`, which gathers them in OUT/base_models)")
+
+
+def evaluate_baselines(tables: Sequence[int], voc, base_models: dict[int, Path], out: Path, methods, *,
+                       episodes: int, device: str, protocol: Protocol, progress: bool = True
+                       ) -> dict[int, list[tuple[str, list[Path]]]]:
+    """table -> (method label, its run folders) for each re-run baseline: out/{runs}/{method}/table{T}_fold{F},
+    on the episodes OSLSM's runs of the same table and fold use (the same generator and cache)."""
+    from reproduce.evaluation.baselines.base_model import BaseNet
+    from reproduce.evaluation.baselines.run import evaluate_baseline
+    from reproduce.evaluation.eval_config import EvalConfig
+    from reproduce.evaluation.evaluate import summary_lines
+
+    dirs: dict[tuple[int, str], list[Path]] = {}
+    for fold, weights in sorted(base_models.items()):
+        base = BaseNet(weights, device)  # each image's features once for every method and table of the fold
+        for table in tables:
+            for method in methods:
+                config = EvalConfig(voc, Path(weights), fold, TABLES[table][1], n_episodes=episodes, device=device,
+                                    out_dir=out / ("runs" + protocol.table_suffix) / method.folder / f"table{table}_fold{fold}",
+                                    protocol=protocol, scan_cache_dir=out / "cache" / "items", progress=progress)
+                summary = evaluate_baseline(config, method, base)
+                print("\n".join(summary_lines(summary)) + f"\n-> {config.out_dir} ({method.label})")
+                dirs.setdefault((table, method.label), []).append(config.out_dir)
+    return {table: [(method.label, dirs[table, method.label]) for method in methods] for table in tables}
+
+
 def write_table_and_report(table: int, runs: list[Path], out: Path, voc, note: str = "", device: str = "cpu",
-                           baseline: tuple[str, Sequence[Path]] | None = None) -> dict:
-    """The table files beside the published numbers (and `baseline`'s runs, when given) and an
-    HTML report of its runs ({stem}_report/index.html); returns the written paths."""
+                           baseline: tuple[str, Sequence[Path]] | None = None,
+                           methods: Sequence[tuple[str, Sequence[Path]]] = ()) -> dict:
+    """The table files beside the published numbers (and `baseline`'s runs, when given; each
+    re-run method's, as rows) and an HTML report of its runs ({stem}_report/index.html); returns
+    the written paths."""
     from reproduce.presentation.report import write_report
     from reproduce.presentation.tables import write_table
 
-    paths = write_table(table, runs, out, note=note, baseline=baseline)
+    paths = write_table(table, runs, out, note=note, baseline=baseline, methods=methods)
     stem = paths["md"].stem  # the protocol's own name for the table
     paths["report"] = write_report(runs, out / f"{stem}_report", title=f"Table {table}: {stem}", note=note,
                                    voc=voc, device=device)

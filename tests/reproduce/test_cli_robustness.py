@@ -175,7 +175,8 @@ def test_a_command_replaces_its_own_earlier_output(tmp_path):
 # ---------------------------------------------------------------------------- numbers that are not sane
 BAD_NUMBERS = {"episodes": ["0", "1000000000000"], "workers": ["0"], "iters": ["-5", "0"], "snapshot_every": ["0"],
                "ranks_per_fold": ["0"], "images": ["-1"], "train_images": ["-1"], "train_iters": ["0"],
-               "hsnet_size": ["0", "100000"], "cache_max_gb": ["nan", "inf", "1e400", "-1"]}
+               "hsnet_size": ["0", "100000"], "cache_max_gb": ["nan", "inf", "1e400", "-1"],
+               "base_lr": ["0", "-1", "nan", "inf"]}
 
 
 def _numeric_cases():

@@ -12,17 +12,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from weights_convert.formats.caffemodel import write_caffemodel
+from weights_convert.fcn.surgery import bilinear_kernel
 from weights_convert.oslsm.layout import UPSAMPLE_KERNEL, OSLSMWidths, expected_param_shapes
 from weights_convert.oslsm.spec import oslsm_deploy_net
-
-
-def bilinear_kernel(size: int = UPSAMPLE_KERNEL) -> np.ndarray:
-    """(size, size) tent filter, FCN's initialisation of a deconvolution as bilinear upsampling
-    (by (size + 1) // 2: 32 for OSLSM's 64x64 kernel of stride 32)."""
-    factor = (size + 1) // 2
-    center = factor - 1 if size % 2 == 1 else factor - 0.5
-    ramp = 1 - np.abs(np.arange(size) - center) / factor
-    return np.outer(ramp, ramp).astype(np.float32)
 
 
 def random_hashing_matrix(rows: int, columns: int, rng: np.random.Generator) -> np.ndarray:
@@ -40,7 +32,7 @@ def random_oslsm_params(widths: OSLSMWidths = OSLSMWidths.THIN, seed: int = 0,
     for name, shapes in expected_param_shapes(widths).items():
         weight_shape = shapes[0]
         if name == "uppred_offset":
-            params[name] = [bilinear_kernel().reshape(weight_shape)]
+            params[name] = [bilinear_kernel(UPSAMPLE_KERNEL).reshape(weight_shape)]
             continue
         if name in ("rw1s", "rb1s"):
             rows, columns = weight_shape

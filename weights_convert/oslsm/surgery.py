@@ -16,7 +16,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from weights_convert.errors import CaffeFormatError
-from weights_convert.oslsm.random_init import bilinear_kernel, random_hashing_matrix
+from weights_convert.fcn.surgery import bilinear_kernel
+from weights_convert.oslsm.random_init import random_hashing_matrix
 
 HASHING_LAYERS = ("rw1s", "rb1s")
 _VGG_CONVS = [f"conv{b}_{i}" for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for i in range(1, n + 1)]

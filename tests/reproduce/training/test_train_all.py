@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers import GOLDEN_TRAIN, ROOT, TRAINING_DATA as DATA, thin_solver
+from reproduce.training.demo_model import demo_base_params
 from reproduce.workflows.all_folds import device_slots
 from reproduce.workflows.fold_models import find_fold_models
-from helpers import GOLDEN_TRAIN, TRAINING_DATA as DATA, thin_solver
-from helpers import ROOT
-
+from weights_convert.fcn.spec import THIN, layer_types
+from weights_convert.formats.caffemodel import read_caffemodel, write_caffemodel
 
 
 def command(tmp_path: Path, out: Path) -> list[str]:
@@ -173,3 +174,23 @@ def test_a_model_whose_record_names_another_fold_is_refused(uninterrupted, tmp_p
     err = capsys.readouterr().err
     assert "oslsm_fold1_iter_4.caffemodel is used as fold 1's model, but its training record" in err
     assert "says it was trained for fold 0" in err and not out.exists()
+
+
+def test_base_nets_train_as_train_base_and_are_published_for_table_run(tmp_path):
+    start = demo_base_params(THIN, 16, seed=1)
+    write_caffemodel(tmp_path / "start.caffemodel", start, layer_types(start))
+    out = tmp_path / "all"
+    base = [sys.executable, "-m", "reproduce", "train-all", "--voc", str(DATA / "pascal"), "--sbd", str(DATA / "sbd"),
+            "--folds", "1", "--allow-val-images", "--out", str(out)]
+    done = subprocess.run([*base, "--base-nets", "--init", str(tmp_path / "start.caffemodel"), "--iters", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    published = out / "base_models" / "fcn32s_base_fold1_iter_2.caffemodel"
+    assert published.read_bytes() == (out / "base" / "fold1" / "run" / "snapshot_iter_2.caffemodel").read_bytes()
+    assert find_fold_models(out / "base_models", {}, [1]) == {1: published}
+    assert set(read_caffemodel(published)) == set(start)
+    # the options of the other kind of training are refused
+    done = subprocess.run([*base, "--base-nets", "--solver", "s.prototxt"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and "--solver: not an option of --base-nets" in done.stderr
+    done = subprocess.run([*base, "--vgg16", "v.caffemodel"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and "--vgg16 is read with --base-nets only" in done.stderr

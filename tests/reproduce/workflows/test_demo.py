@@ -110,6 +110,26 @@ def test_the_demo_runs_hsnets_protocol_once(demo):
     assert (demo / "table1_1shot_hsnet_report" / "index.html").is_file()
 
 
+def test_the_demo_shows_the_papers_baselines_on_table_1(demo):
+    """Thin base nets trained for a few iterations (their loss falls), each baseline a row of Table 1
+    on OSLSM's very episodes, the claims measured below it; Table 2 has no baseline rows."""
+    rows = list(csv.DictReader((demo / "table1_1shot.csv").open()))
+    for fold in range(4):
+        losses = [float(line.split(",")[1]) for line in
+                  (demo / "base" / f"fold{fold}" / "run" / "losses.csv").read_text().splitlines()[1:]]
+        assert len(losses) == 40 and np.mean(losses[-10:]) < np.mean(losses[:10])
+        oslsm = _summary(demo / "runs" / f"table1_fold{fold}")
+        for method, column in (("1nn", "1_nn_miou"), ("logreg", "logreg_miou"), ("finetune", "fine_tuning_miou")):
+            summary = _summary(demo / "runs" / method / f"table1_fold{fold}")
+            assert summary["episodes_sha256"] == oslsm["episodes_sha256"] and summary["n_episodes"] == 100
+            assert float(rows[fold][column]) == pytest.approx(100 * summary["miou"], abs=1e-4)
+        assert _summary(demo / "runs" / "finetune" / f"table1_fold{fold}")["baseline"]["iterations"] == 5
+    markdown = (demo / "table1_1shot.md").read_text()
+    assert "| LogReg (re-implemented from the paper's description) |" in markdown
+    assert "## The abstract's claims, measured on these episodes" in markdown and "x OSLSM's)" in markdown
+    assert "re-implemented" not in (demo / "table2_5shot.md").read_text()
+
+
 def test_another_recipe_in_the_same_folder_starts_afresh(tmp_path):
     out = tmp_path / "demo"
     small = ["demo", "--out", str(out), "--images", "120", "--train-images", "40", "--no-progress"]

@@ -4,12 +4,18 @@ the table files, a re-run that converts nothing and ends identical; and the mess
 when the data or the models are missing."""
 import csv
 import json
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from reproduce.cli import main
+from reproduce.errors import ReproduceError
+from reproduce.presentation.tables import build_table
+from reproduce.training.demo_model import demo_base_params
+from weights_convert.fcn.spec import THIN, layer_types
+from weights_convert.formats.caffemodel import write_caffemodel
 from reproduce.evaluation import protocols
 from reproduce.evaluation.protocols import SCORING, Option, Protocol
 from reproduce.evaluation.scoring import episode_counts
@@ -203,3 +209,62 @@ def test_a_protocol_is_one_class_and_one_registry_line(setup, tmp_path, capsys, 
     table = (out / "table1_1shot_toy.md").read_text()
     assert "protocol toy" in table and "| ours (toy) |" in table and "ours - paper" not in table
     assert "toy" in next(csv.reader(open(out / "table1_1shot_toy.csv").readlines()[1:2]))[-1]
+
+
+def test_the_papers_baselines_are_rows_on_oslsms_episodes_with_the_claims_measured(setup, tmp_path, capsys):
+    base = tmp_path / "base"
+    for fold in range(4):
+        params = demo_base_params(THIN, 16, seed=fold)
+        write_caffemodel(base / f"fcn32s_base_fold{fold}_iter_40.caffemodel", params, layer_types(params))
+    out = tmp_path / "results"
+    argv = ["table-run", "--table", "1", "--voc", str(setup["voc"]), "--models", str(setup["models"]), "--prototxt",
+            str(setup["prototxt"]), "--episodes", str(N_EPISODES), "--out", str(out), "--no-progress"]
+    assert main([*argv, "--baselines", "1nn,logreg", "--base-models", str(base)]) == 0
+    capsys.readouterr()
+    rows = list(csv.DictReader((out / "table1_1shot.csv").open()))
+    means = {}
+    for method, column in (("1nn", "1_nn_miou"), ("logreg", "logreg_miou")):
+        mious = []
+        for fold in range(4):
+            run = out / "runs" / method / f"table1_fold{fold}"
+            summary = json.loads((run / "summary.json").read_text())
+            oslsm = json.loads((out / "runs" / f"table1_fold{fold}" / "summary.json").read_text())
+            assert summary["baseline"]["method"] == method and summary["n_episodes"] == N_EPISODES
+            assert summary["episodes_sha256"] == oslsm["episodes_sha256"]  # the very same episodes
+            assert float(rows[fold][column]) == pytest.approx(100 * summary["miou"], abs=1e-4)
+            assert json.loads((run / "timings.json").read_text())["seconds_per_episode"] > 0
+            mious.append(100 * summary["miou"])
+        means[method] = float(np.mean(mious))
+        assert float(rows[4][column]) == pytest.approx(means[method], abs=1e-4)
+    table = (out / "table1_1shot.md").read_text()
+    assert "| 1-NN (re-implemented from the paper's description) |" in table
+    assert "| Siamese (published only, not re-run) |" in table and "no published baseline row" in table
+    ours = float(rows[4]["ours_miou"])
+    best = max(means, key=means.get)
+    if means[best] > 0:
+        gain = 100 * (ours - means[best]) / means[best]
+        assert f"best re-run baseline ({'1-NN' if best == '1nn' else 'LogReg'}, {means[best]:.1f})" in table
+        assert f"{gain:+.1f}% (OSLSM {ours:.1f}); the paper: 25% for one-shot" in table
+    assert "Seconds per episode, measured here (cpu" in table and "x OSLSM's)" in table
+
+    # a baseline run of other episodes is refused by the table
+    other = tmp_path / "other"
+    shutil.copytree(out / "runs" / "1nn" / "table1_fold0", other)
+    summary = json.loads((other / "summary.json").read_text())
+    summary["episodes_sha256"] = "0" * 64
+    (other / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ReproduceError, match="ran other episodes than OSLSM's fold-0 run"):
+        build_table(1, [out / "runs" / f"table1_fold{f}" for f in range(4)], methods=[("1-NN", [other])])
+
+    # and what is missing or unknown is said before anything runs
+    assert main([*argv, "--baselines", "1nn"]) == 2
+    assert "--baselines needs --base-models" in capsys.readouterr().err
+    assert main([*argv, "--baselines", "1nn,knn", "--base-models", str(base)]) == 2
+    assert "unknown method(s) knn" in capsys.readouterr().err
+    assert main([*argv, "--base-models", str(base)]) == 2
+    assert "--base-models is read with --baselines only" in capsys.readouterr().err
+
+    # the author's other patch-label rule is its own row and its own run folders
+    assert main([*argv, "--baselines", "1nn", "--base-models", str(base), "--patch-labels", "bilinear"]) == 0
+    assert (out / "runs" / "1nn_bilinear" / "table1_fold3" / "summary.json").is_file()
+    assert "| 1-NN (bilinear patch labels) (re-implemented" in (out / "table1_1shot.md").read_text()

@@ -2,6 +2,7 @@
 net per case, the params after each, Caffe's .solverstate after the last), and FCN-32s's own
 train net trained with FCN's recipe on inputs of four sizes (tests/golden_std/fcn32s_thin),
 all through the `train` command as a user runs it."""
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,9 @@ import pytest
 
 from helpers import GOLDEN_STD
 from weights_convert.cli import main
+from weights_convert.fcn.spec import THIN, fcn32s_net
+from weights_convert.formats.prototxt import load_net
+from weights_convert.netspec import write_net
 from weights_convert.formats.caffemodel import read_caffemodel
 from weights_convert.formats.solverstate import read_solverstate
 from weights_convert.train.solvers import SOLVER_TYPES
@@ -137,3 +141,26 @@ def test_a_state_of_another_solver_type_is_refused(tmp_path, capsys):
     assert main(["train", "--solver", str(case_dir("adam") / "solver.prototxt"), "--resume", str(state),
                  "--inputs", str(inputs), "--iters", "5", "--no-progress", "--out", str(tmp_path / "run")]) == 2
     assert f"{state}: holds 4 history blobs; solver type Adam keeps 8 for this net" in capsys.readouterr().err
+
+
+def test_the_kits_fcn32s_spec_is_the_net_caffe_trained(tmp_path):
+    """The baselines' base net comes from weights_convert/fcn/spec.py: at the golden widths it is
+    the golden FCN-32s train net layer for layer (its MSRA fillers aside: a start model sets every
+    blob), and trained from the same start on the same inputs it takes Caffe's 4 steps."""
+    golden_net = load_net(case_dir("fcn32s_thin") / "net.prototxt")
+    ours = fcn32s_net(16, THIN, dropout=0.0, input_hw=(97, 131), name=golden_net.name)
+    for net in (golden_net, ours):
+        for layer in net.layer:
+            layer.convolution_param.ClearField("weight_filler")
+            layer.convolution_param.ClearField("bias_filler")
+    assert [layer.name for layer in ours.layer] == [layer.name for layer in golden_net.layer]
+    assert ours == golden_net
+    case = tmp_path / "spec"
+    case.mkdir()
+    write_net(fcn32s_net(16, THIN, dropout=0.0, input_hw=(97, 131)), case / "net.prototxt")
+    shutil.copy(case_dir("fcn32s_thin") / "solver.prototxt", case / "solver.prototxt")
+    inputs = write_inputs("fcn32s_thin", tmp_path / "inputs.npz")
+    assert main(["train", "--solver", str(case / "solver.prototxt"), "--weights",
+                 str(case_dir("fcn32s_thin") / "init.caffemodel"), "--inputs", str(inputs), "--iters", str(STEPS),
+                 "--snapshot-every", "1", "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    assert_params_follow_caffe("fcn32s_thin", tmp_path / "run")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from reproduce.data.voc import class_name, fold_classes
 from weights_convert.errors import Interrupted
 from weights_convert.runtime.numerics import faithful_mode
 from weights_convert.runtime.progress import Progress
-from weights_convert.files.provenance import sha256_file
+from weights_convert.files.provenance import machine_name, sha256_file
 
 QUERY_HW = (500, 500)
 ModelLoader = Callable[..., torch.nn.Module]  # (weights, prototxt=..., device=...) -> OSLSM
@@ -316,7 +315,7 @@ def _timings(run: PlannedRun, provider: FeatureProvider, loop: dict, total_s: fl
     by the `runs_in_pass` runs it scored."""
     config = run.config
     return {
-        "device": str(config.torch_device), "machine": platform.processor() or platform.machine(),
+        "device": str(config.torch_device), "machine": machine_name(config.torch_device),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cache": config.cache,
         "resumed_from": run.resumed_from, "episodes_this_session": run.scored, "runs_in_pass": runs_in_pass,
         "episodes_per_s": run.scored / loop["loop_s"] if loop["loop_s"] > 0 and run.scored else None,

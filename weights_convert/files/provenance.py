@@ -24,12 +24,20 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
-def hardware(device) -> str:
-    """Where float32 results are computed: the GPU's name, or the CPU's with torch's thread count
-    (kernels and thread count both decide the order of float32 sums)."""
+def machine_name(device) -> str:
+    """The GPU's name for a CUDA device, else the CPU's."""
     import torch  # here, not at the top: convert uses this module and needs no torch
 
     device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+
+
+def hardware(device) -> str:
+    """Where float32 results are computed: the GPU's name, or the CPU's with torch's thread count
+    (kernels and thread count both decide the order of float32 sums)."""
+    import torch
+
+    device = torch.device(device)
     if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}"
-    return f"{device.type}:{cpu_name()}:threads={torch.get_num_threads()}"
+        return f"cuda:{machine_name(device)}"
+    return f"{device.type}:{machine_name(device)}:threads={torch.get_num_threads()}"

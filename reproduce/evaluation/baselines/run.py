@@ -5,7 +5,6 @@ method and its settings (`baseline`); timings.json the seconds per episode of th
 from __future__ import annotations
 
 import contextlib
-import platform
 import time
 
 import torch
@@ -18,7 +17,7 @@ from reproduce.evaluation.evaluate import finish_run, plan_run, start_run
 from reproduce.evaluation.provenance import RUN_CODE, code_record
 from reproduce.evaluation.scoring import csv_row
 from weights_convert.errors import Interrupted
-from weights_convert.files.provenance import sha256_file
+from weights_convert.files.provenance import machine_name, sha256_file
 from weights_convert.runtime.numerics import faithful_mode
 from weights_convert.runtime.progress import Progress
 
@@ -40,7 +39,7 @@ def evaluate_baseline(config: EvalConfig, method: Method, base: BaseNet | None =
             summary = finish_run(run, {"weights_sha256": model_sha}, extra)
             if run.scored:
                 run.folder.write_json("timings.json", {
-                    "device": str(config.torch_device), "machine": platform.processor() or platform.machine(),
+                    "device": str(config.torch_device), "machine": machine_name(config.torch_device),
                     "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "episodes_this_session": run.scored, "seconds_per_episode": seconds / run.scored,
                     "base_net_forwards": base.forwards})

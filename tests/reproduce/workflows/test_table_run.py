@@ -15,6 +15,7 @@ from reproduce.errors import ReproduceError
 from reproduce.presentation.tables import build_table
 from reproduce.training.demo_model import demo_base_params
 from weights_convert.fcn.spec import THIN, layer_types
+from weights_convert.files.provenance import cpu_name
 from weights_convert.formats.caffemodel import write_caffemodel
 from reproduce.evaluation import protocols
 from reproduce.evaluation.protocols import SCORING, Option, Protocol
@@ -245,7 +246,7 @@ def test_the_papers_baselines_are_rows_on_oslsms_episodes_with_the_claims_measur
         gain = 100 * (ours - means[best]) / means[best]
         assert f"best re-run baseline ({'1-NN' if best == '1nn' else 'LogReg'}, {means[best]:.1f})" in table
         assert f"{gain:+.1f}% (OSLSM {ours:.1f}); the paper: 25% for one-shot" in table
-    assert "Seconds per episode, measured here (cpu" in table and "x OSLSM's)" in table
+    assert f"Seconds per episode, measured here (cpu, {cpu_name()}, " in table and "x OSLSM's)" in table
 
     # a baseline run of other episodes is refused by the table
     other = tmp_path / "other"

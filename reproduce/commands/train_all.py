@@ -78,8 +78,8 @@ def run(args) -> int:
 def _foreign_options(args) -> list[str]:
     """Options of the other kind of training than the one asked for."""
     if args.base_nets:
-        given = [flag for flag, value in (("--solver", args.solver),) if value is not None]
-        return [f"{', '.join(given)}: not an option of --base-nets (FCN's solver is the base nets' recipe)"] if given else []
+        return ["--solver: not an option of --base-nets (FCN's solver is the base nets' recipe)"] \
+            if args.solver is not None else []
     return ["--vgg16 is read with --base-nets only (OSLSM's start model comes from `make-init --vgg16`)"] \
         if args.vgg16 is not None else []
 

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 from weights_convert import netspec as ns
 from weights_convert.formats.schema import pb
+from weights_convert.oslsm.layout import FC6_KERNEL, VGG_BLOCKS  # VGG-16's, which both nets are built on
 
-VGG_BLOCKS = ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
-VGG_CONVS = tuple(f"conv{b}_{i}" for b, n in VGG_BLOCKS for i in range(1, n + 1))
-FIRST_PAD, FC6_KERNEL = 100, 7
+FIRST_PAD = 100
 STRIDE, UPSCORE_KERNEL, CROP_OFFSET = 32, 64, 19
 CELL_CENTRE = (UPSCORE_KERNEL - 1) / 2 - CROP_OFFSET  # 12.5: fc7 cell i's centre is at STRIDE * i + this
 MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)  # voc_layers.py's mean, subtracted from BGR 0..255
@@ -43,10 +42,17 @@ def fcn32s_trunk(bottom: str, widths: FCNWidths = FULL, dropout: float = 0.5) ->
             bottom = name
         layers.append(ns.max_pool(f"pool{block}", bottom, kernel_size=2, stride=2))
         bottom = f"pool{block}"
+    return layers + fcn32s_fc(bottom, widths.fc, dropout)
+
+
+def fcn32s_fc(bottom: str, width: int, dropout: float | None = 0.5) -> list[pb.LayerParameter]:
+    """fc6 and fc7 as convolutions, each with its ReLU and (unless `dropout` is None) its dropout."""
+    layers = []
     for fc, kernel in (("fc6", FC6_KERNEL), ("fc7", 1)):
-        layers += [ns.convolution(fc, bottom, widths.fc, kernel, pad=0, stride=1, params=_LEARNED),
-                   ns.relu(f"relu{fc[2:]}", fc),
-                   ns.layer(f"drop{fc[2:]}", "Dropout", [fc], [fc], dropout_param={"dropout_ratio": dropout})]
+        layers += [ns.convolution(fc, bottom, width, kernel, pad=0, stride=1, params=_LEARNED),
+                   ns.relu(f"relu{fc[2:]}", fc)]
+        if dropout is not None:
+            layers.append(ns.layer(f"drop{fc[2:]}", "Dropout", [fc], [fc], dropout_param={"dropout_ratio": dropout}))
         bottom = fc
     return layers
 

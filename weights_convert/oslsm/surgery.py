@@ -17,10 +17,10 @@ import numpy as np
 
 from weights_convert.errors import CaffeFormatError
 from weights_convert.fcn.surgery import bilinear_kernel
+from weights_convert.oslsm.layout import VGG_CONVS
 from weights_convert.oslsm.random_init import random_hashing_matrix
 
 HASHING_LAYERS = ("rw1s", "rb1s")
-_VGG_CONVS = [f"conv{b}_{i}" for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for i in range(1, n + 1)]
 
 
 def hashing_params(shapes: Mapping[str, Sequence[tuple[int, ...]]], seed: int) -> dict[str, list[np.ndarray]]:
@@ -48,11 +48,11 @@ def from_os_pretrained(params: Mapping[str, Sequence[np.ndarray]], shapes, seed:
 
 def from_vgg16(vgg: Mapping[str, Sequence[np.ndarray]], shapes, seed: int) -> dict[str, list[np.ndarray]]:
     """The OSLSM start model from VGG-16's layers, shaped as the train net wants them."""
-    missing = [n for n in _VGG_CONVS + ["fc6", "fc7", "fc8"] if n not in vgg]
+    missing = [n for n in (*VGG_CONVS, "fc6", "fc7", "fc8") if n not in vgg]
     if missing:
         raise CaffeFormatError(f"the VGG-16 model lacks layer(s) {', '.join(missing)}")
     out: dict[str, list[np.ndarray]] = {}
-    for conv in _VGG_CONVS:
+    for conv in VGG_CONVS:
         for branch in ("f", "s"):
             out[conv + branch] = [np.array(b, np.float32) for b in vgg[conv]]
     for fc in ("fc6", "fc7"):
